@@ -1,0 +1,186 @@
+"""The files the stages exchange, written down in one place.
+
+Attention dump (``{save_name}.safetensors``, written by save_attention and contrast_attention):
+
+* ``scores``    float32 [total_tokens] — per-token score of every text, texts concatenated in dataset order.
+* ``offsets``   int64 [n_texts + 1]    — text ``i`` owns rows ``offsets[i]:offsets[i+1]``.
+* ``input_ids`` int64 [total_tokens]   — the token ids the scores belong to, same layout.
+* ``char_spans`` int64 [total_tokens, 2] — each token's (start, end) characters in the tag-free text
+  (``-1, -1`` for tokens of ``text_prefix`` and special tokens).
+* ``ranked``    uint8 [total_tokens]   — 1 where the token may be ranked and dropped (not a special token,
+  not part of ``text_prefix``), else 0.
+
+Header metadata (safetensors ``__metadata__``, all strings): ``format`` (= ``elusive-attention/1``),
+``kind`` (``attention`` or ``attention_diff``), ``model``, ``tokenizer``, ``vocab_sha256``,
+``dataset``, ``dataset_sha256``, ``aggregate``, ``layers``, ``dtype``, ``text_prefix`` and, for a
+contrast, ``large`` and ``small`` (the two source files) — the values stages 2 and 3 check before use.
+
+Augmented dataset (``{save_name}.csv``): columns ``text`` (tags removed), ``source_row`` (row in the input
+dataset), ``copy`` (0 = the original, 1..multiply = augmented copies).
+
+Every file is written to a temporary name in the destination folder and renamed into place only when
+complete, so a failed run never leaves a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from elusive.errors import InputError
+
+DUMP_FORMAT = "elusive-attention/1"
+DUMP_SUFFIX = ".safetensors"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Args:
+        path: The final destination. Its parent folder is created if needed.
+
+    Yields:
+        A temporary file path in the same folder (so the final rename is atomic).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Return the hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def vocab_sha256(tokenizer) -> str:
+    """Hash a tokenizer's vocabulary (token → id) and special tokens, so two dumps can be compared.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+
+    Returns:
+        Hex SHA-256 of the sorted vocabulary as JSON.
+    """
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    payload = json.dumps({"vocab": vocab, "special": sorted(tokenizer.all_special_tokens)}, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def dump_path(name: str | os.PathLike[str]) -> Path:
+    """Return the file of an attention dump given its ``save_name`` (with or without ``.safetensors``)."""
+    path = Path(name)
+    return path if path.name.endswith(DUMP_SUFFIX) else path.with_name(path.name + DUMP_SUFFIX)
+
+
+@dataclass
+class AttentionDump:
+    """Per-token scores of every text in a dataset, with the token ids and spans they belong to."""
+
+    scores: np.ndarray  # float32 [total_tokens]
+    offsets: np.ndarray  # int64 [n_texts + 1]
+    input_ids: np.ndarray  # int64 [total_tokens]
+    char_spans: np.ndarray  # int64 [total_tokens, 2]
+    ranked: np.ndarray  # bool [total_tokens]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_texts(self) -> int:
+        """Number of texts in the dump."""
+        return len(self.offsets) - 1
+
+    def text_slice(self, i: int) -> slice:
+        """Rows of text ``i`` in the concatenated arrays."""
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def save(self, name: str | os.PathLike[str]) -> Path:
+        """Write the dump atomically to ``{name}.safetensors`` and return the path."""
+        path = dump_path(name)
+        tensors = {
+            "scores": torch.from_numpy(np.ascontiguousarray(self.scores, dtype=np.float32)),
+            "offsets": torch.from_numpy(np.ascontiguousarray(self.offsets, dtype=np.int64)),
+            "input_ids": torch.from_numpy(np.ascontiguousarray(self.input_ids, dtype=np.int64)),
+            "char_spans": torch.from_numpy(np.ascontiguousarray(self.char_spans, dtype=np.int64)),
+            "ranked": torch.from_numpy(np.ascontiguousarray(self.ranked, dtype=np.uint8)),
+        }
+        metadata = {"format": DUMP_FORMAT, **{k: str(v) for k, v in self.metadata.items()}}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+        return path
+
+    @classmethod
+    def load(cls, name: str | os.PathLike[str], key: str = "attn_weights") -> AttentionDump:
+        """Read and check a dump written by :meth:`save`.
+
+        Args:
+            name: ``save_name`` of the dump, with or without ``.safetensors``.
+            key: Config key that named the file, used in error messages.
+
+        Raises:
+            InputError: The file is missing, not a dump, or its arrays are inconsistent.
+        """
+        path = dump_path(name)
+        if not path.is_file():
+            raise InputError(f"{key}={name}: no attention dump at {path}; run save_attention.py first or fix the path")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+                arrays = {k: handle.get_tensor(k).numpy() for k in handle.keys()}
+        except Exception as err:  # safetensors raises several types for a damaged file
+            raise InputError(f"{key}={path}: not a readable safetensors file ({err}); recreate it") from err
+        missing = {"scores", "offsets", "input_ids"} - arrays.keys()
+        if metadata.get("format") != DUMP_FORMAT or missing:
+            raise InputError(
+                f"{key}={path}: not an attention dump of format {DUMP_FORMAT} (missing {sorted(missing)}); "
+                "recreate it with save_attention.py"
+            )
+        n = len(arrays["scores"])
+        dump = cls(
+            scores=arrays["scores"].astype(np.float32),
+            offsets=arrays["offsets"].astype(np.int64),
+            input_ids=arrays["input_ids"].astype(np.int64),
+            char_spans=arrays.get("char_spans", np.full((n, 2), -1, dtype=np.int64)).astype(np.int64),
+            ranked=arrays.get("ranked", np.ones(n, dtype=np.uint8)).astype(bool),
+            metadata=metadata,
+        )
+        offsets = dump.offsets
+        if offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0) or len(dump.input_ids) != n:
+            raise InputError(f"{key}={path}: offsets do not match the token arrays; the file is damaged, recreate it")
+        return dump

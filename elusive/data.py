@@ -1,0 +1,61 @@
+"""Reading the datasets the stages consume: CSV files with a ``text`` column (tagged biographies).
+
+The paper's released CSVs have the same ``text`` column and tags; extra columns are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from elusive.errors import InputError
+from elusive.tags import parse_tagged
+
+
+def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = ("text",)) -> pd.DataFrame:
+    """Read a CSV and check that it exists, parses, has ``columns`` and at least one row.
+
+    Args:
+        path: The CSV file.
+        key: The config key that named it (for error messages).
+        columns: Columns that must be present.
+
+    Raises:
+        InputError: Missing file, unreadable CSV, missing column, or no rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{key}={path}: no such file; fix the path")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise InputError(f"{key}={path}: not a readable CSV ({err}); fix the file") from err
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{key}={path}: missing column(s) {', '.join(missing)} (has: {', '.join(map(str, frame.columns))}); "
+            f"the file needs a header row with {', '.join(columns)}"
+        )
+    if frame.empty:
+        raise InputError(f"{key}={path}: the file has no rows; give a dataset with at least one text")
+    return frame
+
+
+def load_texts(path: str | os.PathLike[str], key: str = "dataset") -> list[str]:
+    """Return the tag-free texts of a dataset, in file order.
+
+    Args:
+        path: A CSV with a ``text`` column (inline field tags are removed).
+        key: Config key that named the file.
+
+    Raises:
+        InputError: See :func:`read_csv`; also an empty text.
+    """
+    frame = read_csv(path, key)
+    texts = [parse_tagged(t)[0] for t in frame["text"].tolist()]
+    for row, text in enumerate(texts):
+        if not text.strip():
+            raise InputError(f"{key}={path}: row {row} has an empty text; remove it or fill it in")
+    return texts

@@ -1,0 +1,267 @@
+"""Stage 5: closed-book k-shot QA per field, greedy decoding, SQuAD exact match and F1.
+
+For every field in the prompts file and every person in ``eval_data``, the prompt is ``shots`` solved
+examples about *other* (real, well-known) people from ``fewshot_data`` followed by the question::
+
+    Which company did Tim Cook work for?
+    Answer: Apple
+
+    ...
+
+    Which company did Liam Thompson work for?
+    Answer:
+
+The model continues greedily; the answer is what it writes up to the first newline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
+
+from elusive.artifacts import write_text_atomic
+from elusive.data import read_csv
+from elusive.errors import InputError
+from elusive.metrics import exact_match, f1_score
+from elusive.models import load_model, load_tokenizer, model_device
+from elusive.tags import parse_tagged
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Question:
+    """One closed-book question and, after evaluation, its answer and scores."""
+
+    person: str
+    field: str
+    prompt: str
+    gold: str
+    prediction: str = ""
+    exact_match: float = 0.0
+    f1: float = 0.0
+
+
+def load_prompts(path: Path) -> dict[str, str]:
+    """Read ``field,prompt`` rows; a literal ``\\n`` in a prompt becomes a newline.
+
+    Raises:
+        InputError: Missing columns, duplicate fields, or a prompt without ``{name}``.
+    """
+    frame = read_csv(path, "prompts", columns=("field", "prompt"))
+    prompts: dict[str, str] = {}
+    for field, prompt in zip(frame["field"], frame["prompt"]):
+        prompt = prompt.replace("\\n", "\n")
+        if "{name}" not in prompt:
+            raise InputError(f"prompts={path}: the prompt for field {field!r} has no {{name}}; write e.g. 'Where was {{name}} born?\\nAnswer:'")
+        if field in prompts:
+            raise InputError(f"prompts={path}: field {field!r} appears twice; keep one prompt per field")
+        prompts[field] = prompt
+    return prompts
+
+
+def load_people(path: Path, key: str, fields: list[str]) -> list[dict[str, str]]:
+    """Read a tagged CSV into ``{"name": ..., field: value, ...}`` per row.
+
+    Raises:
+        InputError: A row without a ``<name>`` tag or without one of ``fields``.
+    """
+    people = []
+    for row, text in enumerate(read_csv(path, key)["text"]):
+        _, spans = parse_tagged(text)
+        values: dict[str, str] = {}
+        for span in spans:
+            values.setdefault(span.field, span.value.strip())
+        for needed in ["name", *fields]:
+            if needed not in values:
+                raise InputError(
+                    f"{key}={path}: row {row} has no <{needed}>...</{needed}> tag; tag every field the prompts ask about "
+                    "(or drop that field from the prompts file)"
+                )
+        people.append(values)
+    return people
+
+
+def render(template: str, name: str) -> str:
+    """Fill ``{name}`` (by plain replacement, so other braces in a prompt are harmless)."""
+    return template.replace("{name}", name)
+
+
+def build_questions(
+    people: list[dict[str, str]],
+    fewshot: list[dict[str, str]],
+    prompts: dict[str, str],
+    shots: int,
+    seed: int,
+) -> list[Question]:
+    """Make one k-shot question per field and person; shots never include the person asked about."""
+    rng = np.random.default_rng(seed)
+    questions = []
+    for field, template in prompts.items():
+        for person in people:
+            pool = [p for p in fewshot if p["name"] != person["name"]]
+            if len(pool) < shots:
+                raise InputError(f"fewshot_data: only {len(pool)} usable examples for {shots} shots; lower shots= or add people")
+            chosen = rng.choice(len(pool), size=shots, replace=False)
+            parts = [f"{render(template, pool[j]['name'])} {pool[j][field]}" for j in chosen]
+            parts.append(render(template, person["name"]))
+            questions.append(Question(person["name"], field, "\n\n".join(parts), person[field]))
+    return questions
+
+
+class StopAtNewline(StoppingCriteria):
+    """Stop each sequence once its generated text contains a newline.
+
+    Hand-written instead of ``stop_strings`` so it works for any vocabulary (word-level tokenizers included).
+    """
+
+    def __init__(self, tokenizer, prompt_length: int):
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        return torch.tensor(["\n" in t for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
+@torch.no_grad()
+def generate_answers(model: PreTrainedModel, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy answers for ``prompts``, batched with left padding and an attention mask, cut at a newline."""
+    device = model_device(model)
+    config = GenerationConfig(  # explicit: ignore sampling defaults shipped with a model
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        repetition_penalty=1.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])  # similar lengths share a batch
+    answers = [""] * len(prompts)
+    for start in tqdm(range(0, len(order), batch_size), desc="evaluate", unit="batch"):
+        batch = order[start : start + batch_size]
+        enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True).to(device)
+        width = enc["input_ids"].shape[1]
+        out = model.generate(
+            **enc,
+            generation_config=config,
+            stopping_criteria=StoppingCriteriaList([StopAtNewline(tokenizer, width)]),
+        )
+        for row, i in enumerate(batch):
+            text = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+            answers[i] = text.split("\n", 1)[0].strip()
+    return answers
+
+
+def load_for_eval(model: str, model_dir: Path | None, device: str, dtype: str, quant: str | None):
+    """Load the base model, apply the LoRA adapter from ``model_dir`` (if any), and the tokenizer."""
+    tokenizer = load_tokenizer(model, padding_side="left")
+    lm = load_model(model, device=device, dtype=dtype, quant=quant)
+    if model_dir is not None:
+        if not (Path(model_dir) / "adapter_config.json").is_file():
+            raise InputError(f"model_dir={model_dir}: no adapter_config.json; give a train.py output or a checkpoint-N folder, or model_dir=null")
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, str(model_dir))
+        if quant is None:
+            lm = lm.merge_and_unload()  # same function, faster generation
+        lm.eval()
+    return lm, tokenizer
+
+
+def summarize(questions: list[Question]) -> dict[str, dict[str, float]]:
+    """Mean exact match and F1 per field, as fractions in [0, 1]."""
+    results: dict[str, dict[str, float]] = {}
+    for field in dict.fromkeys(q.field for q in questions):
+        rows = [q for q in questions if q.field == field]
+        results[field] = {
+            "exact_match": float(np.mean([q.exact_match for q in rows])),
+            "f1": float(np.mean([q.f1 for q in rows])),
+            "n": len(rows),
+        }
+    return results
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> str:
+    """Results as a markdown table in percent, with the mean over fields last."""
+    lines = ["| field | exact match | F1 | n |", "|---|---:|---:|---:|"]
+    for field, r in results.items():
+        lines.append(f"| {field} | {100 * r['exact_match']:.1f} | {100 * r['f1']:.1f} | {r['n']} |")
+    if len(results) > 1:
+        em = np.mean([r["exact_match"] for r in results.values()])
+        f1 = np.mean([r["f1"] for r in results.values()])
+        lines.append(f"| mean | {100 * em:.1f} | {100 * f1:.1f} | |")
+    return "\n".join(lines)
+
+
+def evaluate(
+    model: str,
+    eval_data: Path,
+    output_dir: Path,
+    model_dir: Path | None = None,
+    fewshot_data: Path = Path("data/biography_fewshot.csv"),
+    prompts: Path = Path("data/prompts.csv"),
+    shots: int = 5,
+    max_new_tokens: int = 10,
+    batch_size: int = 8,
+    seed: int = 0,
+    max_people: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    quant: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Run stage 5: write ``results.json`` and ``predictions.jsonl`` to ``output_dir``.
+
+    Args:
+        model: Base model (hub id, directory or .gguf).
+        eval_data: Tagged CSV of the people to ask about.
+        output_dir: Where results go.
+        model_dir: LoRA adapter from train.py (or one of its checkpoints); None evaluates the base model.
+        fewshot_data: Tagged CSV of the few-shot examples.
+        prompts: CSV with ``field,prompt``.
+        shots: Examples per prompt.
+        max_new_tokens: Generation budget per answer.
+        batch_size: Prompts per generate call.
+        seed: Seed for sampling the few-shot examples.
+        max_people: Only the first N people of ``eval_data`` (None = all).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+        quant: None, ``8bit`` or ``4bit`` (CUDA only).
+
+    Returns:
+        ``{field: {"exact_match": x, "f1": y, "n": n}}``.
+    """
+    if shots < 0:
+        raise InputError(f"shots={shots}: must be >= 0")
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens={max_new_tokens}: must be >= 1")
+    if batch_size < 1:
+        raise InputError(f"batch_size={batch_size}: must be >= 1")
+    templates = load_prompts(prompts)
+    people = load_people(eval_data, "eval_data", list(templates))
+    if max_people is not None:
+        people = people[:max_people]
+    fewshot = load_people(fewshot_data, "fewshot_data", list(templates)) if shots > 0 else []
+    questions = build_questions(people, fewshot, templates, shots, seed)
+    lm, tokenizer = load_for_eval(model, model_dir, device, dtype, quant)
+    answers = generate_answers(lm, tokenizer, [q.prompt for q in questions], max_new_tokens, batch_size)
+    for q, answer in zip(questions, answers):
+        q.prediction = answer
+        q.exact_match = exact_match(answer, q.gold)
+        q.f1 = f1_score(answer, q.gold)
+    results = summarize(questions)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(asdict(q), ensure_ascii=False) for q in questions]
+    write_text_atomic(output_dir / "predictions.jsonl", "\n".join(lines) + "\n")
+    write_text_atomic(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    log.info("wrote %s and %s", output_dir / "results.json", output_dir / "predictions.jsonl")
+    return results

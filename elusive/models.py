@@ -1,0 +1,160 @@
+"""Loading language models and tokenizers: a hub id, a local directory, or a single ``.gguf`` file.
+
+Every stage loads through this module, so device, dtype and quantisation rules live in one place:
+
+* ``device``: ``auto`` picks CUDA when available, else CPU.
+* ``dtype``: ``auto`` is bfloat16 on CUDA (when supported) and float32 on CPU (CPUs here have no bf16 units).
+* ``quant``: ``8bit`` / ``4bit`` load through bitsandbytes and need CUDA; asking for it on CPU is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from elusive.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+QUANTS = (None, "8bit", "4bit")
+
+
+def _source(model: str) -> tuple[str, dict[str, Any]]:
+    """Split ``model`` into the ``from_pretrained`` name and extra kwargs (``gguf_file`` for a .gguf)."""
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise InputError(f"model={model}: no such .gguf file; fix the path (e.g. run `make models`)")
+        return str(path.parent.absolute()), {"gguf_file": path.name}
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "tokenizer.json").is_file():
+            raise InputError(f"model={model}: the directory has no config.json; point model= at a saved model folder")
+        return str(path.absolute()), {}
+    return model, {}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """Turn ``auto`` / ``cpu`` / ``cuda[:n]`` into a device, refusing CUDA when there is none."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device={device}: CUDA is not available on this machine; use device=cpu or device=auto")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise InputError(f"device={device}: not a torch device; use auto, cpu or cuda") from err
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Turn ``auto`` / ``float32`` / ``bfloat16`` / ``float16`` into a torch dtype for ``device``."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise InputError(f"dtype={dtype}: unknown; use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_tokenizer(model: str, padding_side: str = "right") -> PreTrainedTokenizerBase:
+    """Load the (fast) tokenizer of ``model`` and make sure it has a pad token.
+
+    Args:
+        model: Hub id, local directory or ``.gguf`` file.
+        padding_side: ``right`` for scoring and training, ``left`` for batched generation.
+
+    Raises:
+        InputError: It cannot be loaded, or it is a slow tokenizer (no character offsets).
+    """
+    name, extra = _source(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **extra)
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"model={model}: cannot load its tokenizer ({str(err).splitlines()[0]}); give a local directory, "
+            "a .gguf file, or a hub id reachable from this machine"
+        ) from err
+    if not tokenizer.is_fast:
+        raise InputError(f"model={model}: only a slow tokenizer is available; the pipeline needs a fast one (tokenizer.json)")
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise InputError(f"model={model}: the tokenizer has neither a pad nor an eos token; add a pad token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(
+    model: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    quant: str | None = None,
+    attn_implementation: str | None = None,
+) -> PreTrainedModel:
+    """Load a causal LM for inference or training.
+
+    Args:
+        model: Hub id, local directory or ``.gguf`` file (de-quantised on load).
+        device: ``auto``, ``cpu`` or ``cuda[:n]``.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+        quant: None, ``8bit`` or ``4bit`` (bitsandbytes, CUDA only).
+        attn_implementation: e.g. ``eager`` when attention weights are needed; None keeps the default.
+
+    Returns:
+        The model on ``device``, in eval mode.
+
+    Raises:
+        InputError: Bad device/dtype/quant, or the model cannot be loaded.
+    """
+    if quant not in QUANTS:
+        raise InputError(f"quant={quant}: unknown; use null (no quantisation), 8bit or 4bit")
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
+    name, kwargs = _source(model)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quant is not None:
+        if target.type != "cuda":
+            raise InputError(f"quant={quant}: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True)
+            if quant == "8bit"
+            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch_dtype)
+        )
+        kwargs["device_map"] = {"": target.index or 0}
+    log.info("loading %s (device=%s, dtype=%s, quant=%s)", model, target, torch_dtype, quant)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"model={model}: cannot load it ({str(err).splitlines()[0]}); give a local directory, a .gguf file, "
+            "or a hub id reachable from this machine"
+        ) from err
+    if quant is None:
+        lm.to(target)
+    lm.eval()
+    return lm
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter."""
+    return next(model.parameters()).device
+
+
+def describe(model: str) -> str:
+    """A stable name for ``model`` in artifact metadata (absolute path for local files, else the hub id)."""
+    path = Path(model).expanduser()
+    return str(path.absolute()) if path.exists() else model
+
+
+def env_flag(name: str) -> bool:
+    """True when environment variable ``name`` is set to a true-looking value."""
+    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

@@ -1,0 +1,195 @@
+"""Stage 4: LoRA continual pretraining on (augmented) texts with the Hugging Face Trainer.
+
+LoRA r=16, lora_alpha=16, dropout 0 on every linear projection except the LM head (peft's
+``all-linear``; embeddings are not linear layers). AdamW, lr 5e-4, linear schedule with 10 % warmup,
+gradient clipping at 1.0. Each text is trained on with its tags removed and EOS appended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from elusive.artifacts import sha256_file, write_text_atomic
+from elusive.data import load_texts
+from elusive.errors import InputError
+from elusive.models import describe, load_model, load_tokenizer, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def lora_config(r: int = 16, lora_alpha: int = 16, lora_dropout: float = 0.0) -> LoraConfig:
+    """The only place the project builds a LoraConfig: every linear projection except the LM head."""
+    return LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules="all-linear",  # peft excludes the output layer (LM head); embeddings are not Linear
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def tokenize_for_training(tokenizer, texts: list[str], max_length: int) -> list[dict[str, list[int]]]:
+    """Tokenise each text with EOS appended; labels are the input ids (padding is masked by the collator)."""
+    if tokenizer.eos_token is None:
+        raise InputError(f"model={tokenizer.name_or_path}: the tokenizer has no EOS token to end each text")
+    enc = tokenizer([t + tokenizer.eos_token for t in texts], truncation=True, max_length=max_length)
+    return [{"input_ids": ids, "attention_mask": mask, "labels": list(ids)} for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+
+
+class NoPickleArgs(TrainerCallback):
+    """Replace the pickled ``training_args.bin`` the Trainer writes into each checkpoint by a JSON copy."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        pickled = folder / "training_args.bin"
+        if pickled.exists():
+            pickled.unlink()
+            write_text_atomic(folder / "training_args.json", args.to_json_string())
+
+
+def train(
+    model: str,
+    dataset: Path,
+    model_dir: Path,
+    epochs: float = 10,
+    batch_size: int = 8,
+    gradient_accumulation_steps: int = 1,
+    learning_rate: float = 5e-4,
+    warmup_ratio: float = 0.1,
+    max_grad_norm: float = 1.0,
+    max_length: int = 512,
+    lora_r: int = 16,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.0,
+    quant: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    seed: int = 0,
+    resume: bool = False,
+    logging_steps: int = 10,
+    group_by_length: bool = False,
+) -> Path:
+    """Run stage 4: train a LoRA adapter and save it in ``model_dir``.
+
+    Checkpoints go to ``model_dir/checkpoint-<step>`` after every epoch; TensorBoard logs to
+    ``model_dir/runs``. The final adapter (loadable with ``PeftModel.from_pretrained``) is written to
+    ``model_dir`` itself, config last, so a directory with ``adapter_config.json`` holds a complete adapter.
+
+    Args:
+        model: Base model (hub id, directory or .gguf).
+        dataset: CSV with a ``text`` column (tags, if any, are removed), e.g. the output of stage 3.
+        model_dir: Output directory.
+        epochs: Training epochs.
+        batch_size: Texts per device per step.
+        gradient_accumulation_steps: Steps accumulated before each optimizer update.
+        learning_rate: Peak AdamW learning rate.
+        warmup_ratio: Fraction of steps with linear warmup.
+        max_grad_norm: Gradient clipping norm.
+        max_length: Texts are truncated to this many tokens.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator.
+        lora_dropout: Dropout on the LoRA path.
+        quant: None, ``8bit`` or ``4bit`` (CUDA only).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16`` of the frozen base weights.
+        seed: Seed for LoRA initialisation and data order.
+        resume: Continue from the last ``checkpoint-*`` in ``model_dir``.
+        logging_steps: Log the loss every N steps.
+        group_by_length: Batch texts of similar length together (less padding).
+
+    Returns:
+        ``model_dir``.
+    """
+    if epochs <= 0:
+        raise InputError(f"epochs={epochs}: must be > 0")
+    if batch_size < 1:
+        raise InputError(f"batch_size={batch_size}: must be >= 1")
+    if not 0 <= warmup_ratio < 1:
+        raise InputError(f"warmup_ratio={warmup_ratio}: must be in [0, 1)")
+    target = resolve_device(device)
+    if quant is not None and target.type != "cuda":
+        raise InputError(f"quant={quant}: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU")
+    last = get_last_checkpoint(str(model_dir)) if Path(model_dir).is_dir() else None
+    if resume and last is None:
+        raise InputError(f"resume=true: no checkpoint-* folder in model_dir={model_dir}; train without resume first")
+    texts = load_texts(dataset, "dataset")
+    tokenizer = load_tokenizer(model, padding_side="right")
+    examples = tokenize_for_training(tokenizer, texts, max_length)
+
+    base = load_model(model, device=device, dtype=dtype, quant=quant)
+    if quant is not None:
+        base = prepare_model_for_kbit_training(base)
+    torch.manual_seed(seed)  # LoRA's A matrices are initialised randomly
+    lm = get_peft_model(base, lora_config(lora_r, lora_alpha, lora_dropout))
+    trainable, total = lm.get_nb_trainable_parameters()
+    log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
+
+    bf16 = target.type == "cuda" and base.dtype == torch.bfloat16
+    args = TrainingArguments(
+        output_dir=str(model_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        max_grad_norm=max_grad_norm,
+        weight_decay=0.0,
+        seed=seed,
+        data_seed=seed,
+        save_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=logging_steps,
+        report_to=["tensorboard"],
+        use_cpu=target.type == "cpu",
+        bf16=bf16,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = Trainer(
+        model=lm,
+        args=args,
+        train_dataset=examples,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        callbacks=[NoPickleArgs()],
+    )
+    trainer.train(resume_from_checkpoint=last if resume else None)
+    save_adapter(lm, tokenizer, Path(model_dir))
+    meta = {
+        "base_model": describe(model),
+        "dataset": str(Path(dataset).absolute()),
+        "dataset_sha256": sha256_file(dataset),
+        "n_texts": len(texts),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "final_train_loss": next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None),
+    }
+    write_text_atomic(Path(model_dir) / "train_meta.json", json.dumps(meta, indent=2) + "\n")
+    log.info("saved the LoRA adapter to %s", model_dir)
+    return Path(model_dir)
+
+
+def save_adapter(lm: PeftModel, tokenizer, model_dir: Path) -> None:
+    """Save the adapter into ``model_dir`` through a temporary folder, ``adapter_config.json`` moved last."""
+    tmp = model_dir / ".adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    lm.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    names = sorted(os.listdir(tmp), key=lambda n: n == "adapter_config.json")
+    for name in names:
+        os.replace(tmp / name, model_dir / name)
+    tmp.rmdir()
