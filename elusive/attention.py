@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
-from elusive.data import load_texts
+from elusive.data import load_tagged
 from elusive.errors import InputError
 from elusive.models import describe, load_model, load_tokenizer, model_device
+from elusive.tags import Span
 from elusive.tokens import Encoded, encode_many
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,9 @@ def score_batch(
     attention_mask: torch.Tensor,
     layers: list[int],
     aggregate: str = "received",
-) -> torch.Tensor:
-    """Per-token scores for one right-padded batch.
+    focus: list[tuple[int, int]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token scores for one right-padded batch, and optionally whole attention rows of chosen queries.
 
     Args:
         model: A causal LM loaded with ``attn_implementation="eager"``.
@@ -109,18 +111,28 @@ def score_batch(
         attention_mask: [B, n] 1 for real tokens, 0 for right padding.
         layers: Layer indices to average over.
         aggregate: ``received`` (default) or ``released``.
+        focus: (batch row, query position) pairs whose attention rows to return.
 
     Returns:
-        [B, n] float32 scores (values at padding positions are meaningless).
+        [B, n] float32 scores (values at padding positions are meaningless) and, with ``focus``, an [F, n]
+        float32 tensor: row f is the attention of query ``focus[f]`` over all keys, averaged over heads and
+        the chosen layers (zero beyond the query).
     """
     modules = attention_modules(model)
     sums = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    rows = None
+    if focus:
+        rows = torch.zeros((len(focus), input_ids.shape[1]), dtype=torch.float32, device=input_ids.device)
+        batch_idx = torch.tensor([b for b, _ in focus], device=input_ids.device)
+        query_idx = torch.tensor([q for _, q in focus], device=input_ids.device)
 
     def hook(_module, _inputs, output):
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None:
             raise InputError("attention weights are not returned; load the model with attn_implementation=eager")
         sums.add_(reduce_attention(weights, attention_mask, aggregate))
+        if rows is not None:
+            rows.add_(weights[batch_idx, :, query_idx, :].sum(dim=1, dtype=torch.float32) / weights.shape[1])
         return (output[0], None) + tuple(output[2:])  # drop the weights now: nothing downstream needs them
 
     handles = [modules[i].register_forward_hook(hook) for i in layers]
@@ -131,7 +143,8 @@ def score_batch(
         for handle in handles:
             handle.remove()
     lengths = attention_mask.sum(dim=1)
-    return finish_scores(sums / len(layers), lengths, aggregate)
+    scores = finish_scores(sums / len(layers), lengths, aggregate)
+    return scores, (rows / len(layers) if rows is not None else None)
 
 
 def score_texts(
@@ -141,15 +154,22 @@ def score_texts(
     aggregate: str = "received",
     batch_size: int = 8,
     pad_token_id: int = 0,
-) -> list[np.ndarray]:
+    focus: list[list[int]] | None = None,
+) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
     """Score every encoded text; batches group texts of similar length to waste little on padding.
 
+    Args:
+        focus: Per text, the query token indices whose attention rows to keep (None = none).
+
     Returns:
-        One float32 array of per-token scores per text, in input order.
+        One float32 array of per-token scores per text, in input order, and per text the attention rows of
+        its focus queries (row for query q has q + 1 entries: keys 0..q).
     """
     device = model_device(model)
+    focus = focus or [[] for _ in encoded]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     results: list[np.ndarray | None] = [None] * len(encoded)
+    focus_rows: list[list[np.ndarray]] = [[] for _ in encoded]
     batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc="attention", unit="batch"):
         width = max(len(encoded[i].input_ids) for i in batch)
@@ -159,10 +179,45 @@ def score_texts(
             n = len(encoded[i].input_ids)
             ids[row, :n] = torch.from_numpy(encoded[i].input_ids)
             mask[row, :n] = 1
-        scores = score_batch(model, ids.to(device), mask.to(device), layers, aggregate).cpu().numpy()
+        pairs = [(row, q) for row, i in enumerate(batch) for q in focus[i]]
+        scores, rows = score_batch(model, ids.to(device), mask.to(device), layers, aggregate, pairs)
+        scores = scores.cpu().numpy()
         for row, i in enumerate(batch):
             results[i] = scores[row, : len(encoded[i].input_ids)].astype(np.float32)
-    return results  # type: ignore[return-value]
+        if rows is not None:
+            rows = rows.cpu().numpy()
+            for f, (row, q) in enumerate(pairs):
+                focus_rows[batch[row]].append(rows[f, : q + 1].astype(np.float32))
+    return results, focus_rows  # type: ignore[return-value]
+
+
+def token_fields(enc: Encoded, spans: list[Span], fields: list[str]) -> np.ndarray:
+    """Index into ``fields`` of the tagged field each token overlaps, -1 for other tokens."""
+    out = np.full(len(enc.input_ids), -1, dtype=np.int64)
+    for span in spans:
+        if span.field not in fields:
+            continue
+        starts, ends = enc.char_spans[:, 0], enc.char_spans[:, 1]
+        overlap = enc.ranked & (starts < span.end) & (ends > span.start)
+        out[overlap & (out < 0)] = fields.index(span.field)
+    return out
+
+
+def focus_queries(enc: Encoded, spans: list[Span], fields: list[str]) -> list[tuple[int, int]]:
+    """For each tagged field (not the name), the token just before it: (query token index, field index).
+
+    The query is the last token of the text that ends at or before the field's first character — the word
+    before the field, e.g. " at" in "... worked at the British Museum".
+    """
+    out = []
+    ends = np.where(enc.ranked, enc.char_spans[:, 1], -1)
+    for span in spans:
+        if span.field == "name" or span.field not in fields:
+            continue
+        before = np.flatnonzero(enc.ranked & (ends <= span.start))
+        if len(before):
+            out.append((int(before[-1]), fields.index(span.field)))
+    return out
 
 
 def save_attention(
@@ -176,6 +231,7 @@ def save_attention(
     device: str = "auto",
     dtype: str = "auto",
     max_texts: int | None = None,
+    focus: bool = False,
 ) -> Path:
     """Run stage 1: write ``{save_name}.safetensors`` with per-token attention scores for ``dataset``.
 
@@ -190,6 +246,8 @@ def save_attention(
         device: ``auto``, ``cpu`` or ``cuda``.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         max_texts: Only the first N texts (None = all), for quick trials.
+        focus: Also store the attention row of the token just before each tagged field (for the analyses of
+            which tokens a model looks at when a field is about to come); needs tagged texts.
 
     Returns:
         The path written.
@@ -198,23 +256,46 @@ def save_attention(
         raise InputError(f"aggregate={aggregate}: unknown; use received (the paper's score) or released")
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: must be >= 1")
-    texts = load_texts(dataset, "dataset")
+    tagged = load_tagged(dataset, "dataset")
     if max_texts is not None:
-        texts = texts[:max_texts]
+        tagged = tagged[:max_texts]
+    texts = [plain for plain, _ in tagged]
+    for row, text in enumerate(texts):
+        if not text.strip():
+            raise InputError(f"dataset={dataset}: row {row} has an empty text; remove it or fill it in")
+    fields = list(dict.fromkeys(span.field for _, spans in tagged for span in spans))
+    if focus and not [f for f in fields if f != "name"]:
+        raise InputError(f"focus=true: dataset={dataset} has no tagged fields (<company>...</company>); use a tagged CSV")
     tokenizer = load_tokenizer(model)
     lm = load_model(model, device=device, dtype=dtype, attn_implementation="eager")
     chosen = select_layers(layers, lm.config.get_text_config().num_hidden_layers)
     if aggregate == "released":
         log.warning("aggregate=released: every score is 1/(i+1) of the token position, whatever the model and text")
     encoded = encode_many(tokenizer, texts, text_prefix)
-    scores = score_texts(lm, encoded, chosen, aggregate, batch_size, tokenizer.pad_token_id)
+    queries = [focus_queries(e, spans, fields) if focus else [] for e, (_, spans) in zip(encoded, tagged)]
+    scores, rows = score_texts(
+        lm, encoded, chosen, aggregate, batch_size, tokenizer.pad_token_id, [[q for q, _ in qs] for qs in queries]
+    )
+    metadata = dump_metadata(model, tokenizer, dataset, aggregate, chosen, lm.dtype, text_prefix, len(texts))
+    metadata["fields"] = json.dumps(fields)
+    extra = {"token_field": np.concatenate([token_fields(e, spans, fields) for e, (_, spans) in zip(encoded, tagged)])}
+    if focus:
+        flat = [r for per_text in rows for r in per_text]
+        extra.update(
+            focus_rows=np.concatenate(flat) if flat else np.zeros(0, dtype=np.float32),
+            focus_offsets=np.cumsum([0] + [len(r) for r in flat]),
+            focus_text=np.asarray([t for t, qs in enumerate(queries) for _ in qs], dtype=np.int64),
+            focus_query=np.asarray([q for qs in queries for q, _ in qs], dtype=np.int64),
+            focus_field=np.asarray([f for qs in queries for _, f in qs], dtype=np.int64),
+        )
     dump = AttentionDump(
         scores=np.concatenate(scores),
         offsets=np.cumsum([0] + [len(e.input_ids) for e in encoded]),
         input_ids=np.concatenate([e.input_ids for e in encoded]),
         char_spans=np.concatenate([e.char_spans for e in encoded]),
         ranked=np.concatenate([e.ranked for e in encoded]),
-        metadata=dump_metadata(model, tokenizer, dataset, aggregate, chosen, lm.dtype, text_prefix, len(texts)),
+        metadata=metadata,
+        extra=extra,
     )
     path = dump.save(save_name)
     log.info("wrote %s: %d texts, %d tokens", path, dump.n_texts, len(dump.scores))

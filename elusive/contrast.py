@@ -55,6 +55,14 @@ def contrast_attention(attn_dump_large: Path, attn_dump_small: Path, attn_diff: 
         "layers": json.dumps({"large": large.metadata.get("layers"), "small": small.metadata.get("layers")}),
         "dtype": json.dumps({"large": large.metadata.get("dtype"), "small": small.metadata.get("dtype")}),
     }
+    extra = {}
+    if "token_field" in large.extra and "token_field" in small.extra:
+        extra["token_field"] = large.extra["token_field"]
+    focus_keys = ("focus_offsets", "focus_text", "focus_query", "focus_field")
+    if all(k in large.extra and k in small.extra for k in ("focus_rows", *focus_keys)):
+        if all(np.array_equal(large.extra[k], small.extra[k]) for k in focus_keys):
+            extra.update({k: large.extra[k] for k in focus_keys})
+            extra["focus_rows"] = (large.extra["focus_rows"] - small.extra["focus_rows"]).astype(np.float32)
     diff = AttentionDump(
         scores=(large.scores - small.scores).astype(np.float32),
         offsets=large.offsets,
@@ -62,6 +70,7 @@ def contrast_attention(attn_dump_large: Path, attn_dump_small: Path, attn_diff: 
         char_spans=large.char_spans,
         ranked=large.ranked & small.ranked,
         metadata=metadata,
+        extra=extra,
     )
     path = diff.save(attn_diff)
     log.info("wrote %s: %d texts, %d tokens (mean |diff| %.3g)", path, diff.n_texts, len(diff.scores), float(np.abs(diff.scores).mean()))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from elusive.errors import InputError
-from elusive.tags import parse_tagged
+from elusive.tags import Span, parse_tagged
 
 
 def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = ("text",)) -> pd.DataFrame:
@@ -59,3 +59,8 @@ def load_texts(path: str | os.PathLike[str], key: str = "dataset") -> list[str]:
         if not text.strip():
             raise InputError(f"{key}={path}: row {row} has an empty text; remove it or fill it in")
     return texts
+
+
+def load_tagged(path: str | os.PathLike[str], key: str = "dataset") -> list[tuple[str, list[Span]]]:
+    """Return each text without tags together with its tagged spans (see :func:`elusive.tags.parse_tagged`)."""
+    return [parse_tagged(t) for t in read_csv(path, key)["text"].tolist()]

@@ -65,7 +65,7 @@ def test_hooked_scores_match_brute_force_attention(request, fixture, bios):
     ids = torch.tensor([load_tokenizer(str(model_dir))(text)["input_ids"]])
     for layers in (None, [-1]):
         chosen = select_layers(layers, model.config.num_hidden_layers)
-        ours = score_batch(model, ids, torch.ones_like(ids), chosen)[0].numpy()
+        ours = score_batch(model, ids, torch.ones_like(ids), chosen)[0][0].numpy()
         ref = _reference_scores(model_dir, text, None if layers is None else chosen)
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
 

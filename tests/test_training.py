@@ -1,0 +1,222 @@
+"""Stage 4: the LoRA configuration, training examples, the collator and the train.py script."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_script
+from peft import PeftModel, get_peft_model
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import elusive.training as training
+from elusive.data import load_texts
+from elusive.models import load_tokenizer
+from elusive.training import lora_config, tokenize_for_training
+
+# 12 texts, batch_size 4 -> 3 optimizer steps per epoch
+STEPS_PER_EPOCH = 3
+
+
+def _train(model: Path, bios: Path, model_dir: Path, *extra: str):
+    return run_script(
+        "train.py", f"model={model}", f"dataset={bios}", "batch_size=4", "logging_steps=1", f"model_dir={model_dir}",
+        *extra, hydra_dir=model_dir.parent / f"hydra-{model_dir.name}-{len(extra)}",
+    )
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- in-process pieces ------------------------------------------------------------------------------------
+
+
+def test_lora_targets_every_linear_except_lm_head(small_model):
+    base = AutoModelForCausalLM.from_pretrained(small_model)
+    linear = [name for name, m in base.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert "lm_head" in linear and len(linear) == 1 + 2 * 7  # 4 attention + 3 MLP projections per layer
+    config = lora_config()
+    assert (config.r, config.lora_alpha, config.lora_dropout, config.bias) == (16, 16, 0.0, "none")
+    lm = get_peft_model(base, config)
+    for name in linear:
+        module = lm.base_model.model.get_submodule(name)
+        if name == "lm_head":
+            assert not hasattr(module, "lora_A") and not hasattr(module, "lora_B")
+        else:
+            assert hasattr(module, "lora_A") and hasattr(module, "lora_B"), name
+            assert module.lora_A["default"].weight.shape == (16, module.in_features)
+            assert module.lora_B["default"].weight.shape == (module.out_features, 16)
+    embed = lm.base_model.model.get_submodule("model.embed_tokens")
+    assert not hasattr(embed, "lora_A") and not hasattr(embed, "lora_embedding_A")
+    trainable = {n for n, p in lm.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert not any("lm_head" in n or "embed_tokens" in n for n in trainable)
+
+
+@pytest.mark.parametrize("model", ["small_model", "gemma_model"])
+def test_tokenize_for_training_appends_eos(model, request):
+    tok = load_tokenizer(str(request.getfixturevalue(model)))
+    texts = ["Ann Lee was born in Oslo.", "Bob Ray worked for Acme and then for the British Museum."]
+    examples = tokenize_for_training(tok, texts, max_length=512)
+    assert len(examples) == 2
+    for text, ex in zip(texts, examples):
+        plain = tok(text)["input_ids"]
+        assert ex["input_ids"] == plain + [tok.eos_token_id]
+        assert ex["labels"] == ex["input_ids"] and ex["labels"] is not ex["input_ids"]
+        assert ex["attention_mask"] == [1] * len(ex["input_ids"])
+        if tok.bos_token_id is not None and model == "gemma_model":
+            assert ex["input_ids"][0] == tok.bos_token_id
+    short = tokenize_for_training(tok, texts[1:], max_length=5)[0]
+    assert len(short["input_ids"]) == 5 and short["labels"] == short["input_ids"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_collator_keeps_eos_label_when_pad_is_eos(small_model, bios, tmp_path, monkeypatch):
+    model = tmp_path / "padeos"
+    shutil.copytree(small_model, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.pad_token = tok.eos_token
+    tok.save_pretrained(model)
+
+    captured = {}
+
+    class FakeTrainer:
+        def __init__(self, **kwargs):
+            captured.update(kwargs)
+            raise _Stop
+
+    monkeypatch.setattr(training, "Trainer", FakeTrainer)
+    with pytest.raises(_Stop):
+        training.train(str(model), bios, tmp_path / "lora", epochs=1, batch_size=2, device="cpu")
+    collator, examples = captured["data_collator"], captured["train_dataset"]
+    tok = collator.tokenizer
+    eos = tok.eos_token_id
+    assert tok.pad_token_id == eos and tok.padding_side == "right"
+    assert len(examples) == len(load_texts(bios))
+    short, long = sorted(examples[:4], key=lambda e: len(e["input_ids"]))[::3]
+    n, m = len(short["input_ids"]), len(long["input_ids"])
+    assert n < m
+    batch = collator([short, long])
+    labels, ids, mask = batch["labels"], batch["input_ids"], batch["attention_mask"]
+    assert labels.shape == ids.shape == (2, m)
+    assert labels[0, :n].tolist() == short["input_ids"] and labels[0, n - 1] == eos
+    assert (labels[0, n:] == -100).all() and (ids[0, n:] == eos).all() and not mask[0, n:].any()
+    assert mask[0, :n].all()
+    assert labels[1].tolist() == long["input_ids"] and labels[1, -1] == eos
+
+
+# --- train.py ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(small_model, bios, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("train") / "lora"
+    proc = _train(small_model, bios, model_dir, "epochs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return model_dir
+
+
+def test_train_script_writes_adapter_checkpoints_and_logs(trained):
+    files = {p.relative_to(trained).as_posix() for p in trained.rglob("*") if p.is_file()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "train_meta.json"} <= files
+    checkpoints = sorted(p.name for p in trained.glob("checkpoint-*"))
+    assert checkpoints == [f"checkpoint-{STEPS_PER_EPOCH}", f"checkpoint-{2 * STEPS_PER_EPOCH}"]  # one per epoch
+    assert not [f for f in files if f.endswith("training_args.bin")]
+    assert not [f for f in files if f.endswith(".tmp") or ".adapter.tmp" in f]
+    for name in checkpoints:
+        args = json.loads((trained / name / "training_args.json").read_text())
+        assert args["num_train_epochs"] == 2 and args["per_device_train_batch_size"] == 4 and args["seed"] == 0
+        assert (trained / name / "adapter_config.json").is_file()
+    state = json.loads((trained / checkpoints[-1] / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2.0) and state["global_step"] == 2 * STEPS_PER_EPOCH
+    meta = json.loads((trained / "train_meta.json").read_text())
+    assert meta["n_texts"] == 12 and meta["epochs"] == 2 and meta["final_train_loss"] > 0
+    adapter = json.loads((trained / "adapter_config.json").read_text())
+    assert adapter["r"] == 16 and adapter["lora_alpha"] == 16 and "lm_head" not in adapter["target_modules"]
+
+    events = glob.glob(str(trained / "runs" / "**" / "events.out.tfevents.*"), recursive=True)
+    assert len(events) == 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(events[0])
+    acc.Reload()
+    losses = acc.Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(1, 2 * STEPS_PER_EPOCH + 1))  # logging_steps=1
+    assert all(e.value > 0 for e in losses)
+
+
+def test_trained_adapter_loads_and_moved(trained, small_model):
+    tensors = load_file(str(trained / "adapter_model.safetensors"))
+    b_weights = {k: v for k, v in tensors.items() if "lora_B" in k}
+    assert len(b_weights) == 14 and len(tensors) == 28
+    assert all(v.abs().max() > 0 for v in b_weights.values())  # initialised at zero, moved by training
+    base = AutoModelForCausalLM.from_pretrained(small_model)
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        before = base(ids).logits
+    lm = PeftModel.from_pretrained(base, str(trained))
+    loaded = {k: v for k, v in lm.state_dict().items() if "lora_" in k}
+    key = next(k for k in tensors if "layers.0.self_attn.q_proj.lora_B" in k)
+    assert torch.equal(loaded[key.replace(".weight", ".default.weight")], tensors[key])
+    with torch.no_grad():
+        after = lm(ids).logits
+    assert not torch.allclose(before, after)
+
+
+def test_same_seed_gives_identical_adapter(trained, small_model, bios, tmp_path):
+    proc = _train(small_model, bios, tmp_path / "again", "epochs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = load_file(str(trained / "adapter_model.safetensors"))
+    second = load_file(str(tmp_path / "again" / "adapter_model.safetensors"))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_resume_continues_to_the_requested_epochs(small_model, bios, tmp_path):
+    model_dir = tmp_path / "lora"
+    proc = _train(small_model, bios, model_dir, "epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first_ckpt = model_dir / f"checkpoint-{STEPS_PER_EPOCH}"
+    before = _sha(first_ckpt / "adapter_model.safetensors")
+    proc = _train(small_model, bios, model_dir, "epochs=2", "resume=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _sha(first_ckpt / "adapter_model.safetensors") == before  # continued, not restarted
+    state = json.loads((model_dir / f"checkpoint-{2 * STEPS_PER_EPOCH}" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2.0) and state["global_step"] == 2 * STEPS_PER_EPOCH
+    steps = [h["step"] for h in state["log_history"] if "loss" in h]
+    assert steps == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+    assert not list(model_dir.rglob("training_args.bin"))
+
+
+def test_resume_without_checkpoint_exits_2(small_model, bios, tmp_path):
+    model_dir = tmp_path / "fresh"
+    model_dir.mkdir()
+    proc = _train(small_model, bios, model_dir, "epochs=1", "resume=true")
+    assert proc.returncode == 2
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and errors[0].startswith("error: resume=true") and str(model_dir) in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not (model_dir / "adapter_config.json").exists()
+
+
+def test_quant_on_cpu_exits_2(small_model, bios, tmp_path):
+    proc = _train(small_model, bios, tmp_path / "q", "epochs=1", "quant=8bit", "device=cpu")
+    assert proc.returncode == 2
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and errors[0].startswith("error: quant=8bit")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "q" / "adapter_config.json").exists()
