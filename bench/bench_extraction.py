@@ -106,7 +106,8 @@ def ours_all(model, tokenizer, texts: list[list[int]], aggregate: str = "receive
                 ranked=np.ones(len(ids), dtype=bool))
         for ids in texts
     ]
-    return score_texts(model, encoded, select_layers(None, n_layers), aggregate, batch_size, tokenizer.pad_token_id)
+    result = score_texts(model, encoded, select_layers(None, n_layers), aggregate, batch_size, tokenizer.pad_token_id)
+    return result[0] if isinstance(result, tuple) else result  # newer versions also return focus rows
 
 
 def compare(ours: list[np.ndarray], base: list[np.ndarray], rtol: float = 1e-4, atol: float = 1e-6) -> tuple[bool, float]:

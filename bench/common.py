@@ -34,6 +34,21 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the library's progress bars would 
 
 import psutil  # noqa: E402
 
+
+def quiet() -> None:
+    """Silence progress bars (the library's tqdm, transformers' loading bars); tables stay readable."""
+    from functools import partialmethod
+
+    import tqdm
+    import transformers
+
+    tqdm.std.tqdm.__init__ = partialmethod(tqdm.std.tqdm.__init__, disable=True)
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+quiet()
+
 DEFAULT_MODEL = "models/qwen2.5-coder-0.5b"
 MIB = 1024 * 1024
 

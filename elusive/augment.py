@@ -19,6 +19,7 @@ so the tokens the score favours are kept and the rest are dropped more and more 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from elusive.align import project
 from elusive.artifacts import AttentionDump, atomic_path, sha256_file, vocab_sha256
 from elusive.data import load_texts
 from elusive.errors import InputError
@@ -136,8 +138,6 @@ def load_scores(
     Returns:
         The dump and the ``text_prefix`` it was extracted with.
     """
-    import json
-
     dump = AttentionDump.load(attn_weights, "attn_weights")
     kind = dump.metadata.get("kind")
     if augment_type in ("attention", "attention_diff") and kind != augment_type:
@@ -150,14 +150,38 @@ def load_scores(
             f"attn_weights={attn_weights}: was computed on a different dataset ({dump.metadata.get('dataset')}) than "
             f"dataset={dataset}; rerun save_attention.py on this dataset"
         )
+    if dump.n_texts != n_texts:
+        raise InputError(f"attn_weights={attn_weights}: has {dump.n_texts} texts, dataset={dataset} has {n_texts}")
+    if dump.metadata.get("unit") == "word":
+        return dump, text_prefix_of(dump)  # word-level contrast: mapped onto this tokenizer's tokens later
     if dump.metadata.get("vocab_sha256") != vocab_sha256(tokenizer):
         raise InputError(
             f"attn_weights={attn_weights}: was made with tokenizer {dump.metadata.get('tokenizer')}, not the one of "
             f"model={tokenizer.name_or_path}; set model= to a model with the dump's tokenizer"
         )
-    if dump.n_texts != n_texts:
-        raise InputError(f"attn_weights={attn_weights}: has {dump.n_texts} texts, dataset={dataset} has {n_texts}")
-    return dump, json.loads(dump.metadata.get("text_prefix", '""'))
+    return dump, text_prefix_of(dump)
+
+
+def text_prefix_of(dump: AttentionDump) -> str:
+    """The ``text_prefix`` a dump was extracted with."""
+    return json.loads(dump.metadata.get("text_prefix", '""'))
+
+
+def token_scores(dump: AttentionDump, i: int, enc: Encoded, key: str) -> np.ndarray:
+    """The scores of text ``i`` aligned with its tokens ``enc``.
+
+    A token-level dump must hold exactly these token ids; a word-level dump (a contrast of two tokenizers)
+    is projected onto the tokens: each token gets the mean score of the words it overlaps.
+    """
+    rows = dump.text_slice(i)
+    if dump.metadata.get("unit") == "word":
+        return project(dump.scores[rows], dump.char_spans[rows], np.where(enc.ranked[:, None], enc.char_spans, -1))
+    if not np.array_equal(dump.input_ids[rows], enc.input_ids):
+        raise InputError(
+            f"{key}: text {i} was tokenised differently than the tokenizer of model= does now; "
+            "extract the dump with the same tokenizer and text_prefix"
+        )
+    return dump.scores[rows]
 
 
 def data_augmentation(
@@ -201,15 +225,7 @@ def data_augmentation(
     rng = np.random.default_rng(seed)
     rows: list[tuple[str, int, int]] = []
     for i, (text, enc) in enumerate(zip(texts, encoded)):
-        scores = None
-        if dump is not None:
-            rows_i = dump.text_slice(i)
-            if not np.array_equal(dump.input_ids[rows_i], enc.input_ids):
-                raise InputError(
-                    f"attn_weights={attn_weights}: text {i} was tokenised differently than model={model} does now; "
-                    "extract the dump with the same tokenizer"
-                )
-            scores = dump.scores[rows_i]
+        scores = None if dump is None else token_scores(dump, i, enc, f"attn_weights={attn_weights}")
         if keep_original:
             rows.append((text, i, 0))
         copies = augment_text(text, enc, scores, augment_type, alpha, beta, multiply, rng)

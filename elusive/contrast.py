@@ -8,31 +8,54 @@ from pathlib import Path
 
 import numpy as np
 
-from elusive.artifacts import AttentionDump, dump_path
+from elusive.align import project, word_spans
+from elusive.artifacts import AttentionDump, dump_path, sha256_file
+from elusive.data import load_texts
 from elusive.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
+def same_tokenizer(large: AttentionDump, small: AttentionDump) -> bool:
+    """True when both dumps were tokenised with the same vocabulary (then they are compared token by token)."""
+    return large.metadata.get("vocab_sha256") == small.metadata.get("vocab_sha256")
+
+
 def check_compatible(large: AttentionDump, small: AttentionDump, large_name: str, small_name: str) -> None:
-    """Refuse two dumps that do not describe the same texts with the same tokens.
+    """Refuse two dumps that do not describe the same texts (and, with one tokenizer, the same tokens).
 
     Raises:
-        InputError: Different datasets, tokenizers, text prefixes or token ids; the message names both files.
+        InputError: Different datasets, or with one tokenizer different text prefixes or token ids; the
+            message names both files.
     """
     both = f"attn_dump_large={large_name} and attn_dump_small={small_name}"
-    for key, what in (("dataset_sha256", "datasets"), ("vocab_sha256", "tokenizers"), ("text_prefix", "text_prefix")):
-        if large.metadata.get(key) != small.metadata.get(key):
-            raise InputError(
-                f"{both} come from different {what} ({large.metadata.get(key)!r} vs {small.metadata.get(key)!r}); "
-                "run save_attention.py on the same dataset with models sharing one tokenizer"
-            )
+    if large.metadata.get("dataset_sha256") != small.metadata.get("dataset_sha256"):
+        raise InputError(
+            f"{both} come from different datasets ({large.metadata.get('dataset')!r} vs {small.metadata.get('dataset')!r}); "
+            "run save_attention.py on the same dataset for both models"
+        )
+    if large.n_texts != small.n_texts:
+        raise InputError(f"{both} hold {large.n_texts} and {small.n_texts} texts; extract both without max_texts")
+    if not same_tokenizer(large, small):
+        if "word" in (large.metadata.get("unit"), small.metadata.get("unit")):
+            raise InputError(f"{both}: a word-level contrast cannot be contrasted again; use two save_attention dumps")
+        return  # different tokenizers: aligned through words (see elusive.align)
+    if large.metadata.get("text_prefix") != small.metadata.get("text_prefix"):
+        raise InputError(
+            f"{both} were extracted with different text_prefix ({large.metadata.get('text_prefix')} vs "
+            f"{small.metadata.get('text_prefix')}); extract both with the same text_prefix"
+        )
     if not (np.array_equal(large.offsets, small.offsets) and np.array_equal(large.input_ids, small.input_ids)):
         raise InputError(f"{both} hold different token ids; extract both with the same tokenizer and text_prefix")
 
 
 def contrast_attention(attn_dump_large: Path, attn_dump_small: Path, attn_diff: Path) -> Path:
     """Run stage 2: write ``{attn_diff}.safetensors`` with ``large − small`` per text and token.
+
+    With one tokenizer the difference is taken token by token. With two different tokenizers (same
+    dataset), both dumps are projected onto the words of each text (see :mod:`elusive.align`) and the
+    difference is stored per word (metadata ``unit=word``); data_augmentation maps it onto the tokens of
+    whatever tokenizer it uses.
 
     Args:
         attn_dump_large: Dump of the larger model.
@@ -45,6 +68,9 @@ def contrast_attention(attn_dump_large: Path, attn_dump_small: Path, attn_diff: 
     large = AttentionDump.load(attn_dump_large, "attn_dump_large")
     small = AttentionDump.load(attn_dump_small, "attn_dump_small")
     check_compatible(large, small, str(attn_dump_large), str(attn_dump_small))
+    if not same_tokenizer(large, small):
+        log.info("the two dumps use different tokenizers: contrasting them word by word through character offsets")
+        return save_word_diff(large, small, attn_dump_large, attn_dump_small, attn_diff)
     metadata = {
         **{k: v for k, v in large.metadata.items() if k not in ("format",)},
         "kind": "attention_diff",
@@ -74,4 +100,51 @@ def contrast_attention(attn_dump_large: Path, attn_dump_small: Path, attn_diff: 
     )
     path = diff.save(attn_diff)
     log.info("wrote %s: %d texts, %d tokens (mean |diff| %.3g)", path, diff.n_texts, len(diff.scores), float(np.abs(diff.scores).mean()))
+    return path
+
+
+def save_word_diff(large: AttentionDump, small: AttentionDump, large_name: Path, small_name: Path, attn_diff: Path) -> Path:
+    """Contrast two dumps of different tokenizers word by word and save a word-level dump."""
+    dataset = large.metadata.get("dataset", "")
+    if not Path(dataset).is_file() or sha256_file(dataset) != large.metadata.get("dataset_sha256"):
+        raise InputError(
+            f"attn_dump_large={large_name}: aligning two tokenizers needs the texts, but its dataset {dataset} is missing "
+            "or has changed; re-extract both dumps from the current file"
+        )
+    texts = load_texts(dataset, "dataset")
+    scores, spans, offsets = [], [], [0]
+    for i in range(large.n_texts):
+        words = word_spans(texts[i])
+        per_model = []
+        for dump in (large, small):
+            sl = dump.text_slice(i)
+            per_model.append(project(dump.scores[sl], dump.char_spans[sl], words, dump.ranked[sl]))
+        scores.append(per_model[0] - per_model[1])
+        spans.append(words)
+        offsets.append(offsets[-1] + len(words))
+    n = offsets[-1]
+    metadata = {
+        "kind": "attention_diff",
+        "unit": "word",
+        "dataset": large.metadata.get("dataset", ""),
+        "dataset_sha256": large.metadata.get("dataset_sha256", ""),
+        "n_texts": str(large.n_texts),
+        "tokenizer": json.dumps({"large": large.metadata.get("tokenizer"), "small": small.metadata.get("tokenizer")}),
+        "vocab_sha256": "",
+        "text_prefix": json.dumps(""),
+        "large": str(dump_path(large_name).absolute()),
+        "small": str(dump_path(small_name).absolute()),
+        "model": json.dumps({"large": large.metadata.get("model"), "small": small.metadata.get("model")}),
+        "aggregate": json.dumps({"large": large.metadata.get("aggregate"), "small": small.metadata.get("aggregate")}),
+    }
+    diff = AttentionDump(
+        scores=np.concatenate(scores).astype(np.float32) if n else np.zeros(0, np.float32),
+        offsets=np.asarray(offsets, dtype=np.int64),
+        input_ids=np.full(n, -1, dtype=np.int64),
+        char_spans=np.concatenate(spans) if n else np.zeros((0, 2), np.int64),
+        ranked=np.ones(n, dtype=bool),
+        metadata=metadata,
+    )
+    path = diff.save(attn_diff)
+    log.info("wrote %s: %d texts, %d words (word-level contrast of two tokenizers)", path, diff.n_texts, n)
     return path

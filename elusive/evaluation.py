@@ -148,7 +148,7 @@ def generate_answers(model: PreTrainedModel, tokenizer, prompts: list[str], max_
     answers = [""] * len(prompts)
     for start in tqdm(range(0, len(order), batch_size), desc="evaluate", unit="batch"):
         batch = order[start : start + batch_size]
-        enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True).to(device); enc.pop("attention_mask")
+        enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True).to(device)
         width = enc["input_ids"].shape[1]
         out = model.generate(
             **enc,

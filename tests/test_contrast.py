@@ -8,7 +8,10 @@ import pytest
 
 from elusive.artifacts import AttentionDump
 from elusive.attention import save_attention
+from elusive.align import project, word_spans
+from elusive.augment import data_augmentation
 from elusive.contrast import contrast_attention
+from elusive.data import load_texts
 from elusive.errors import InputError
 
 
@@ -32,12 +35,41 @@ def test_different_datasets_or_tokenizers_are_refused(small_model, large_model, 
     large_other = save_attention(str(large_model), other, tmp_path / "large_other", device="cpu")
     with pytest.raises(InputError, match="attn_dump_large=.*large_other.*attn_dump_small=.*small.*different datasets"):
         contrast_attention(large_other, small, tmp_path / "diff")
-    word = save_attention(str(word_model), bios, tmp_path / "word", device="cpu")
-    with pytest.raises(InputError, match="different tokenizers"):
-        contrast_attention(word, small, tmp_path / "diff")
     prefixed = save_attention(str(large_model), bios, tmp_path / "prefixed", device="cpu", text_prefix="Text: ")
     with pytest.raises(InputError, match="text_prefix"):
         contrast_attention(prefixed, small, tmp_path / "diff")
     with pytest.raises(InputError, match="attn_dump_small=.*no attention dump"):
         contrast_attention(small, tmp_path / "missing", tmp_path / "diff")
     assert not (tmp_path / "diff.safetensors").exists()
+
+
+def test_word_projection_by_hand():
+    # text "Ann Lee." -> words "Ann" [0,3], "Lee" [4,7], "." [7,8]
+    words = word_spans("Ann Lee.")
+    assert words.tolist() == [[0, 3], [4, 7], [7, 8]]
+    tokens = np.array([[-1, -1], [0, 2], [2, 3], [3, 7], [7, 8]])  # BOS, "An", "n", " Lee", "."
+    scores = np.array([9.0, 0.2, 0.4, 0.5, 0.1], dtype=np.float32)
+    valid = np.array([False, True, True, True, True])
+    np.testing.assert_allclose(project(scores, tokens, words, valid), [0.3, 0.5, 0.1], rtol=1e-6)
+    # and back onto another tokenizer's tokens: "Ann Lee" as one token gets the mean of its two words
+    np.testing.assert_allclose(project(np.array([0.3, 0.5, 0.1]), words, np.array([[0, 7], [7, 8]])), [0.4, 0.1], rtol=1e-6)
+
+
+def test_different_tokenizers_are_contrasted_word_by_word(small_model, gemma_model, word_model, bios, tmp_path):
+    large = save_attention(str(gemma_model), bios, tmp_path / "gemma", device="cpu")
+    small = save_attention(str(small_model), bios, tmp_path / "bpe", device="cpu")
+    path = contrast_attention(large, small, tmp_path / "diff")
+    diff, g, b = AttentionDump.load(path), AttentionDump.load(large), AttentionDump.load(small)
+    assert diff.metadata["unit"] == "word" and diff.metadata["kind"] == "attention_diff"
+    texts = load_texts(bios)
+    for i, text in enumerate(texts):
+        words = word_spans(text)
+        sl = diff.text_slice(i)
+        np.testing.assert_array_equal(diff.char_spans[sl], words)
+        expected = project(g.scores[g.text_slice(i)], g.char_spans[g.text_slice(i)], words, g.ranked[g.text_slice(i)]) - project(
+            b.scores[b.text_slice(i)], b.char_spans[b.text_slice(i)], words, b.ranked[b.text_slice(i)])
+        np.testing.assert_allclose(diff.scores[sl], expected, rtol=1e-6)
+    # the word-level contrast drives augmentation with any tokenizer, here a third one
+    out = data_augmentation("attention_diff", 0.7, 0.05, 2, str(word_model), bios, tmp_path / "aug", path)
+    frame = pd.read_csv(out, keep_default_na=False)
+    assert len(frame) == 3 * len(texts) and (frame[frame["copy"] == 0]["text"] == texts).all()

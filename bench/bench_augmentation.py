@@ -1,0 +1,205 @@
+"""Stage 3 benchmark: attention-guided token dropout, ours (elusive.augment.data_augmentation) vs the released method.
+
+Both read the same biography CSV and the same attention dump (random per-token scores: the scores' values
+do not change the work), make ``--multiply`` copies of every text with p(r) = alpha (1 - exp(-beta r)),
+and write a CSV of originals + copies. Timed in-process with the tokenizer already loaded (process start-up,
+imports and the tokenizer load are excluded; the tokenizer load is reported separately).
+
+Baseline (the released code's method, re-written here): per text, tokenise; per copy and per token, look
+the id up (``convert_ids_to_tokens``), draw the drop, and rebuild the string token by token
+(``convert_tokens_to_string`` per kept token). It draws the same random numbers in the same order as ours,
+so both make the same drop decisions and must keep the same tokens (checked, whitespace ignored).
+
+Ours: ``data_augmentation(augment_type="attention", ...)`` end to end (CSV in, dump in, CSV out).
+
+    python bench/bench_augmentation.py                    # Qwen tokenizer; ours at 1k/10k/100k, baseline at 10k
+    python bench/bench_augmentation.py --tiny --sizes 100 300 1000 --baseline-size 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import io
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.common import Row, add_model_args, fmt_rate, fmt_seconds, report, resolve_model, timed  # noqa: E402
+
+SPEED_TARGET = 30.0
+LINEAR_TOLERANCE = 1.2
+
+
+def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``n`` tagged biographies to a CSV and a matching dump of random scores; return both paths."""
+    from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
+    from elusive.biographies import biography_texts
+    from elusive.tags import strip_tags
+    from elusive.tokens import encode_many
+
+    tagged = biography_texts(n, seed)
+    dataset = folder / f"bios_{n}.csv"
+    pd.DataFrame({"text": tagged}).to_csv(dataset, index=False, lineterminator="\n")
+    encoded = encode_many(tokenizer, [strip_tags(t) for t in tagged])
+    total = sum(len(e.input_ids) for e in encoded)
+    dump = AttentionDump(
+        scores=np.random.default_rng(seed).random(total).astype(np.float32),
+        offsets=np.cumsum([0] + [len(e.input_ids) for e in encoded]),
+        input_ids=np.concatenate([e.input_ids for e in encoded]),
+        char_spans=np.concatenate([e.char_spans for e in encoded]),
+        ranked=np.concatenate([e.ranked for e in encoded]),
+        metadata={
+            "kind": "attention", "model": "bench", "tokenizer": tokenizer.name_or_path,
+            "vocab_sha256": vocab_sha256(tokenizer), "dataset": str(dataset.absolute()),
+            "dataset_sha256": sha256_file(dataset), "n_texts": str(n), "aggregate": "received",
+            "layers": "null", "dtype": "float32", "text_prefix": '""',
+        },
+    )
+    return dataset, dump.save(folder / f"attn_{n}")
+
+
+def run_ours(tokenizer, model: str, dataset: Path, dump: Path, out: Path, alpha: float, beta: float, multiply: int,
+             seed: int = 0) -> Path:
+    """Our stage 3 end to end, with ``load_tokenizer`` answered from the already-loaded tokenizer."""
+    import elusive.augment as augment
+
+    original = augment.load_tokenizer
+    augment.load_tokenizer = functools.partial(lambda tok, *_a, **_k: tok, tokenizer)
+    try:
+        return augment.data_augmentation(
+            augment_type="attention", alpha=alpha, beta=beta, multiply=multiply, model=model, dataset=dataset,
+            save_name=out, attn_weights=dump, seed=seed, keep_original=True,
+        )
+    finally:
+        augment.load_tokenizer = original
+
+
+def run_baseline(tokenizer, dataset: Path, dump: Path, out: Path, alpha: float, beta: float, multiply: int,
+                 seed: int = 0) -> Path:
+    """The released method: per-token id→token lookups and string rebuilding, same drop decisions as ours."""
+    from safetensors.numpy import load_file
+
+    from elusive.tags import strip_tags
+    from elusive.tokens import is_droppable
+
+    texts = [strip_tags(t) for t in pd.read_csv(dataset, dtype=str, keep_default_na=False)["text"]]
+    arrays = load_file(str(dump))
+    scores_all, offsets = arrays["scores"], arrays["offsets"]
+    special = set(tokenizer.all_special_ids)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, text in enumerate(texts):
+        ids = tokenizer(text)["input_ids"]
+        scores = scores_all[offsets[i] : offsets[i + 1]]
+        cand = [k for k, t in enumerate(ids) if t not in special
+                and is_droppable(tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(t)]))]
+        order = np.argsort(-scores[cand], kind="stable")  # rank 0 = highest score
+        ranks = np.empty(len(cand), dtype=np.int64)
+        ranks[order] = np.arange(len(cand))
+        p = alpha * (1.0 - np.exp(-beta * ranks.astype(np.float64)))
+        drops = rng.random((multiply, len(cand))) < p[None, :]
+        rows.append((text, i, 0))
+        for copy in range(multiply):
+            dropped = {cand[k] for k in np.flatnonzero(drops[copy])}
+            new = ""
+            for k, t in enumerate(ids):
+                token = tokenizer.convert_ids_to_tokens(t)
+                if k in dropped or t in special:
+                    continue
+                new += tokenizer.convert_tokens_to_string([token])
+            rows.append((new.strip(), i, copy + 1))
+    path = Path(str(out) + ".csv")
+    pd.DataFrame(rows, columns=["text", "source_row", "copy"]).to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+def same_tokens(ours: Path, base: Path) -> tuple[int, int, int]:
+    """(rows, rows equal ignoring whitespace, rows byte-identical) between two augmented CSVs."""
+    a = pd.read_csv(ours, dtype=str, keep_default_na=False)
+    b = pd.read_csv(base, dtype=str, keep_default_na=False)
+    if len(a) != len(b) or not (a["source_row"] == b["source_row"]).all():
+        return max(len(a), len(b)), 0, 0
+    loose = sum("".join(x.split()) == "".join(y.split()) for x, y in zip(a["text"], b["text"]))
+    return len(a), loose, int((a["text"] == b["text"]).sum())
+
+
+def profile_ours(run) -> str:
+    """Top functions of one of our runs by cumulative time (where the time goes)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run()
+    profiler.disable()
+    stream = io.StringIO()
+    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(12)
+    return stream.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser, "only the tokenizer is used")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000], help="biographies, ours")
+    parser.add_argument("--baseline-size", type=int, default=10000, help="biographies for the baseline comparison")
+    parser.add_argument("--multiply", type=int, default=10)
+    parser.add_argument("--alpha", type=float, default=0.7)
+    parser.add_argument("--beta", type=float, default=0.05)
+    parser.add_argument("--repeat", type=int, default=1, help="timing repeats of ours; the fastest counts")
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile of ours at --baseline-size")
+    args = parser.parse_args(argv)
+    model = resolve_model(args)
+
+    from elusive.models import load_tokenizer
+
+    load_seconds, tokenizer = timed(lambda: load_tokenizer(model))
+    sizes = sorted(set(args.sizes) | {args.baseline_size})
+    rows, notes = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-aug-") as tmp:
+        folder = Path(tmp)
+        inputs = {n: make_inputs(tokenizer, n, folder) for n in sizes}
+        knobs = (args.alpha, args.beta, args.multiply)
+        warm_data, warm_dump = make_inputs(tokenizer, 20, folder)
+        run_ours(tokenizer, model, warm_data, warm_dump, folder / "warm", *knobs)
+        ours_time = {}
+        for n in sizes:
+            best = float("inf")
+            for _ in range(max(1, args.repeat)):
+                seconds, path = timed(lambda: run_ours(tokenizer, model, *inputs[n], folder / f"ours_{n}", *knobs))
+                best = min(best, seconds)
+            ours_time[n] = best
+        n = args.baseline_size
+        base_seconds, base_path = timed(lambda: run_baseline(tokenizer, *inputs[n], folder / f"base_{n}", *knobs))
+        total, loose, exact = same_tokens(folder / f"ours_{n}.csv", base_path)
+        n_rows = n * (args.multiply + 1)
+        rows.append(Row(f"rows/s, {n:,} bios × {args.multiply} copies (+ originals)",
+                        fmt_rate(n_rows / base_seconds, "rows/s"), fmt_rate(n_rows / ours_time[n], "rows/s"),
+                        base_seconds / ours_time[n], SPEED_TARGET))
+        per_row = {m: ours_time[m] / m for m in args.sizes}
+        ref = per_row.get(n, per_row[sorted(per_row)[len(per_row) // 2]])
+        deviation = max(max(v / ref, ref / v) for v in per_row.values())
+        rows.append(Row("time ∝ size (worst per-row deviation)", "",
+                        " / ".join(f"{m:,}: {fmt_seconds(ours_time[m])}" for m in args.sizes),
+                        deviation, LINEAR_TOLERANCE, higher_is_better=False))
+        equal = loose == total
+        notes.append(f"equivalence at {n:,} bios: {loose}/{total} rows keep the same tokens (whitespace ignored), "
+                     f"{exact}/{total} byte-identical → {'PASS' if equal else 'FAIL'}")
+        notes.append(f"ours per size: " + ", ".join(
+            f"{m:,} bios {fmt_seconds(ours_time[m])} ({fmt_rate(m * (args.multiply + 1) / ours_time[m], 'rows/s')})"
+            for m in sizes))
+        notes.append(f"tokenizer {model} (load {load_seconds:.2f} s, excluded); alpha={args.alpha}, beta={args.beta}, "
+                     f"multiply={args.multiply}; baseline {fmt_seconds(base_seconds)}")
+        if args.profile:
+            print(profile_ours(lambda: run_ours(tokenizer, model, *inputs[n], folder / "prof", *knobs)))
+    report("Stage 3 — augmentation", rows, notes, args.json)
+    return 0 if equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
