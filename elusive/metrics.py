@@ -33,7 +33,7 @@ def exact_match(prediction: str, gold: str | Iterable[str]) -> float:
 def f1_score(prediction: str, gold: str | Iterable[str]) -> float:
     """Token-overlap F1 between the normalised prediction and the best gold answer."""
     golds = [gold] if isinstance(gold, str) else list(gold)
-    return max(_f1(prediction, g) for g in golds)
+    return max((_f1(prediction, g) for g in golds), default=0.0)
 
 
 def _f1(prediction: str, gold: str) -> float:

@@ -39,11 +39,20 @@ def lora_config(r: int = 16, lora_alpha: int = 16, lora_dropout: float = 0.0) ->
 
 
 def tokenize_for_training(tokenizer, texts: list[str], max_length: int) -> list[dict[str, list[int]]]:
-    """Tokenise each text with EOS appended; labels are the input ids (padding is masked by the collator)."""
-    if tokenizer.eos_token is None:
+    """Tokenise each text and append EOS (kept even when the text is truncated to ``max_length`` tokens).
+
+    Labels are the input ids; padding is masked by the collator.
+    """
+    if tokenizer.eos_token_id is None:
         raise InputError(f"model={tokenizer.name_or_path}: the tokenizer has no EOS token to end each text")
-    enc = tokenizer([t + tokenizer.eos_token for t in texts], truncation=True, max_length=max_length)
-    return [{"input_ids": ids, "attention_mask": mask, "labels": list(ids)} for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+    if max_length < 2:
+        raise InputError(f"max_length={max_length}: must be >= 2 (at least one token and EOS)")
+    enc = tokenizer(texts, truncation=True, max_length=max_length - 1)
+    examples = []
+    for ids in enc["input_ids"]:
+        ids = [*ids, tokenizer.eos_token_id]
+        examples.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)})
+    return examples
 
 
 class NoPickleArgs(TrainerCallback):

@@ -1,0 +1,84 @@
+"""The benchmark scripts under bench/: they run on tiny models and print their tables; the extraction baseline
+(the released code's method) gives the same scores as ours. No timing is asserted anywhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "bench" / script), "--tiny", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("aggregate", ["received", "released"])
+def test_baseline_extraction_and_ours_give_equal_scores_on_a_tiny_model(small_model, aggregate):
+    from bench.bench_extraction import baseline_all, compare, load, make_token_ids, ours_all
+
+    model, tokenizer = load(str(small_model))
+    # different lengths in one batch: ours pads and masks, the baseline runs each text alone
+    texts = make_token_ids(tokenizer, 40, 2) + make_token_ids(tokenizer, 25, 1, seed=1)
+    ours = ours_all(model, tokenizer, texts, aggregate, batch_size=3)
+    base = baseline_all(model, texts, aggregate)
+    same, worst = compare(ours, base)
+    assert [len(s) for s in ours] == [40, 40, 25]
+    assert same, f"max difference {worst}"
+
+
+def test_augmentation_baseline_keeps_the_same_tokens_as_ours(tmp_path, bpe_tokenizer):
+    from bench.bench_augmentation import make_inputs, run_baseline, run_ours, same_tokens
+
+    tok_dir = tmp_path / "tok"
+    bpe_tokenizer.save_pretrained(tok_dir)
+    from elusive.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tok_dir))
+    dataset, dump = make_inputs(tokenizer, 30, tmp_path)
+    ours = run_ours(tokenizer, str(tok_dir), dataset, dump, tmp_path / "ours", 0.7, 0.05, 3)
+    base = run_baseline(tokenizer, dataset, dump, tmp_path / "base", 0.7, 0.05, 3)
+    total, loose, _ = same_tokens(ours, base)
+    assert total == 30 * 4 and loose == total
+
+
+def test_peak_memory_sees_an_allocation_and_rows_judge_targets():
+    from bench.common import MIB, PeakMemory, Row, format_table
+
+    with PeakMemory() as mem:
+        block = np.ones(64 * MIB // 8)
+        block.sum()
+        del block
+    assert 60 * MIB <= mem.peak_above <= 200 * MIB
+    rows = [Row("speed", "1", "2", 2.0, 1.5), Row("memory", "4", "2", 0.5, 0.25, higher_is_better=False),
+            Row("info", "", "", None, None)]
+    assert [r.status for r in rows] == ["PASS", "MISS", "info"]
+    assert "| speed" in format_table(rows)
+
+
+SCRIPTS = {
+    "bench_extraction.py": ["--lengths", "48", "96", "--texts", "2", "1"],
+    "bench_augmentation.py": ["--sizes", "50", "100", "200", "--baseline-size", "100"],
+    "bench_evaluation.py": ["--people", "1", "--max-new-tokens", "4"],
+    "bench_training.py": ["--texts", "8", "--batch-size", "4", "--max-length", "64"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_bench_script_runs_on_a_tiny_model_and_prints_its_table(script, tmp_path):
+    out = tmp_path / "result.json"
+    proc = run_bench(script, *SCRIPTS[script], "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| what" in proc.stdout and "| target" in proc.stdout
+    assert "equivalence" in proc.stdout and "PASS" in proc.stdout.split("equivalence", 1)[1].splitlines()[0]
+    assert out.is_file()
