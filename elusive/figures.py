@@ -23,7 +23,6 @@ import html
 import json
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,6 @@ import pandas as pd
 
 from elusive.artifacts import atomic_path, write_text_atomic
 from elusive.augment import (
-    AUGMENT_TYPES,
     augment_text,
     drop_probabilities,
     droppable_tokens,
@@ -251,11 +249,11 @@ def plot_accuracy_distance(table: pd.DataFrame, title: str, path) -> None:
     import matplotlib.pyplot as plt
 
     fields = [f for f in dict.fromkeys(table["field"]) if f != "all"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(7.4, 4.0))
     for i, field in enumerate([*fields, "all"]):
         sub = table[table["field"] == field]
         color = "black" if field == "all" else plt.cm.tab10(i % 10)
-        width = 1.0 if field == "all" else 1.4
+        width = 2.2 if field == "all" else 1.3
         x = sub["mean_distance"].to_numpy()
         ax.plot(x, 100 * sub["exact_match"].to_numpy(), "-o", color=color, lw=width, ms=4, label=f"{field} (n={sub['n'].sum()})")
         ax.plot(x, 100 * sub["f1"].to_numpy(), "--", color=color, lw=width * 0.8, alpha=0.8)
@@ -263,7 +261,7 @@ def plot_accuracy_distance(table: pd.DataFrame, title: str, path) -> None:
     ax.set_ylabel("exact match % (solid), F1 % (dashed)")
     ax.set_ylim(-3, 103)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -471,6 +469,7 @@ def keep_html(items: list[KeepText], augment_type: str, alpha: float, beta: floa
         ".text{white-space:pre-wrap;font-family:monospace;font-size:15px}",
         ".tok{padding:1px 0;border-radius:2px}",
         ".legend{font-size:13px}",
+        ".legend .tok{border:1px solid #bbb;padding:1px 4px}",
         "</style>",
         "</head>",
         "<body>",
@@ -518,27 +517,37 @@ def keep_table(items: list[KeepText]) -> pd.DataFrame:
 
 
 def _layout(items: list[KeepText], width: int) -> list[list[tuple[int, str, float | None]]]:
-    """Lines of (column, characters, keep or None for plain text): a heading per text, words wrapped at ``width``."""
+    """Lines of (column, characters, keep or None for plain text): a heading per text, then its tokens.
+
+    Lines break only where the text has whitespace (never inside a word or before its punctuation), at
+    ``width`` characters; the text's own newlines start a new line; spaces at the start of a line are not drawn.
+    """
     lines: list[list[tuple[int, str, float | None]]] = []
     for n, item in enumerate(items):
         if n:
             lines.append([])
         lines.append([(0, f"row {item.row}", None)])
-        line: list[tuple[int, str, float | None]] = []
-        col = 0
+        # words: runs of pieces up to the next piece that starts with whitespace; None marks a newline
+        words: list[list[tuple[str, float | None]] | None] = [[]]
         for chars, t in _pieces(item):
             keep = None if t is None else float(item.keep[t])
             for k, segment in enumerate(chars.split("\n")):
-                if k:  # a newline in the text
-                    lines.append(line)
-                    line, col = [], 0
+                if k:
+                    words += [None, []]
                 if not segment:
                     continue
-                if col + len(segment) > width and col > 0:
-                    lines.append(line)
-                    line, col = [], 0
-                    if keep is None:
-                        segment = segment.lstrip(" ")
+                if segment[0].isspace() and words[-1]:
+                    words.append([])
+                words[-1].append((segment, keep))
+        line: list[tuple[int, str, float | None]] = []
+        col = 0
+        for word in words:
+            if word is None or (word and col > 0 and col + sum(len(c) for c, _ in word) > width):
+                lines.append(line)
+                line, col = [], 0
+            for segment, keep in word or []:
+                if col == 0:
+                    segment = segment.lstrip()
                     if not segment:
                         continue
                 line.append((col, segment, keep))
@@ -562,9 +571,9 @@ def plot_keep(items: list[KeepText], title: str, path, width: int = 90, fontsize
     margin = 0.3
     fig_w = width * char_in + 2 * margin
     text_h = len(lines) * line_in
-    fig_h = text_h + 1.3
+    fig_h = text_h + 1.6
     fig = plt.figure(figsize=(fig_w, fig_h))
-    ax = fig.add_axes((margin / fig_w, 0.75 / fig_h, width * char_in / fig_w, text_h / fig_h))
+    ax = fig.add_axes((margin / fig_w, 0.95 / fig_h, width * char_in / fig_w, text_h / fig_h))
     ax.set_xlim(0, width)
     ax.set_ylim(len(lines), 0)
     ax.axis("off")
@@ -578,8 +587,8 @@ def plot_keep(items: list[KeepText], title: str, path, width: int = 90, fontsize
             color = "white" if keep is not None and keep < 0.25 else "black"
             ax.text(col, y + 0.5, chars, family="DejaVu Sans Mono", fontsize=fontsize, va="center", ha="left",
                     color=color, fontweight="bold" if bold else "normal", parse_math=False)
-    fig.suptitle(title, fontsize=fontsize, y=1 - 0.12 / fig_h, va="top")
-    cax = fig.add_axes((0.25, 0.3 / fig_h, 0.5, 0.15 / fig_h))
+    fig.suptitle(title, fontsize=fontsize + 1, y=1 - 0.12 / fig_h, va="top")
+    cax = fig.add_axes((0.25, 0.5 / fig_h, 0.5, 0.15 / fig_h))
     cmap = LinearSegmentedColormap.from_list("keep", [KEEP_COLOR, (1.0, 1.0, 1.0)])
     bar = fig.colorbar(plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=cmap), cax=cax, orientation="horizontal")
     bar.set_label("keep probability 1 − p(r)", fontsize=fontsize - 1)
@@ -615,9 +624,9 @@ def keep_probability(
     output = Path(output)
     paths = [output.with_name(output.name + suffix) for suffix in (".html", ".png", ".csv")]
     write_text_atomic(paths[0], page)
-    title = f"Keep probability per token: {_describe(augment_type, alpha, beta)}"
-    if augment_type == "shuffled":
-        title += f" (seed={seed}, multiply={multiply})"
+    title = f"Keep probability per token, augment_type={augment_type}, α={alpha:g}"
+    title += "" if augment_type == "random" else f", β={beta:g}"
+    title += f" (seed={seed}, multiply={multiply})" if augment_type == "shuffled" else ""
     plot_keep(items, title, paths[1])
     with atomic_path(paths[2]) as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6f")

@@ -122,3 +122,18 @@ def save_tiny(
     tokenizer.save_pretrained(out)
     log.info("saved a tiny %s (%d layers, %d parameters) to %s", arch, layers, model.num_parameters(), out)
     return out
+
+
+def main(out: Path) -> None:
+    """Build the tiny small/large pair used by ``experiment=cpu_tiny`` under ``out``."""
+    root = Path(__file__).resolve().parent.parent / "data"
+    tokenizer = train_tokenizer("bpe", corpus([root / "biography.csv", root / "biography_fewshot.csv", root / "prompts.csv"]))
+    save_tiny(out / "small", "llama", tokenizer, layers=2, hidden=32, seed=1)
+    save_tiny(out / "large", "llama", tokenizer, layers=3, hidden=48, seed=2)
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO)
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "out/tiny"))

@@ -8,15 +8,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from elusive.summary import collect, to_markdown  # noqa: E402
+from elusive.summary import aggregate, collect, to_markdown  # noqa: E402
 
 
 def main(out: Path, methods: list[str]) -> None:
     frame = collect([out / "eval" / m for m in methods])
-    frame["run"] = methods
-    frame = frame.rename(columns={"run": "method"})
+    frame["method"] = methods
     print("\n## Closed-book 5-shot QA after LoRA training (exact match / F1, %)\n")
-    print(to_markdown(frame))
+    print(to_markdown(aggregate(frame)))
     for name in ("top10_diff", "top10_large", "top10_small"):
         path = out / "analysis" / f"{name}.md"
         if path.exists():

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run every benchmark at small default sizes; each prints a table (baseline, ours, ratio, target, PASS/MISS).
+#   bench/run_all.sh                       # real model (models/qwen2.5-coder-0.5b), a few minutes per bench
+#   bench/run_all.sh --tiny                # tiny random model: about a minute in all, any machine
+#   bench/run_all.sh --model models/gemma-3-270m
+# Extra arguments go to every script. JSON copies of the tables go to $BENCH_OUT (default out/bench).
+# Exit status: non-zero if a script fails (e.g. ours and the baseline disagree); MISS rows do not fail it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+OUT=${BENCH_OUT:-out/bench}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TQDM_DISABLE=1
+
+tiny=0
+for arg in "$@"; do [ "$arg" = "--tiny" ] && tiny=1; done
+if [ "$tiny" = 1 ]; then
+  extraction=(--lengths 128 256 --texts 2 1)
+  augmentation=(--sizes 200 1000 5000 --baseline-size 1000)
+  evaluation=(--people 2)
+  training=(--texts 16 --batch-size 4)
+else
+  extraction=(--lengths 512 1024 --texts 2 1)
+  augmentation=(--sizes 1000 10000 100000 --baseline-size 10000)
+  evaluation=(--people 2)
+  training=(--texts 20 --batch-size 4)
+fi
+
+status=0
+"$PY" bench/bench_extraction.py "${extraction[@]}" --json "$OUT/extraction.json" "$@" || status=1
+"$PY" bench/bench_augmentation.py "${augmentation[@]}" --json "$OUT/augmentation.json" "$@" || status=1
+"$PY" bench/bench_evaluation.py "${evaluation[@]}" --json "$OUT/evaluation.json" "$@" || status=1
+"$PY" bench/bench_training.py "${training[@]}" --json "$OUT/training.json" "$@" || status=1
+exit $status
