@@ -1,6 +1,8 @@
-"""Reading the datasets the stages consume: CSV files with a ``text`` column (tagged biographies).
+"""Reading the datasets the stages consume: CSV files with a ``text`` column (tagged biographies), or
+Wikipedia paragraphs with questions (``.json``/``.jsonl``, see :mod:`elusive.wiki`).
 
-The paper's released CSVs have the same ``text`` column and tags; extra columns are ignored.
+The paper's released CSVs have the same ``text`` column and tags; extra columns are ignored. For a
+``.json``/``.jsonl`` file the texts are its distinct paragraphs (contexts), untagged.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pandas as pd
 
 from elusive.errors import InputError
 from elusive.tags import Span, parse_tagged
+from elusive.wiki import is_wiki, load_contexts
 
 
 def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = ("text",)) -> pd.DataFrame:
@@ -47,12 +50,15 @@ def load_texts(path: str | os.PathLike[str], key: str = "dataset") -> list[str]:
     """Return the tag-free texts of a dataset, in file order.
 
     Args:
-        path: A CSV with a ``text`` column (inline field tags are removed).
+        path: A CSV with a ``text`` column (inline field tags are removed), or a Wikipedia ``.json``/``.jsonl``
+            file (its distinct paragraphs, in file order, taken as they are).
         key: Config key that named the file.
 
     Raises:
-        InputError: See :func:`read_csv`; also an empty text.
+        InputError: See :func:`read_csv` and :func:`elusive.wiki.load_wiki`; also an empty text.
     """
+    if is_wiki(path):
+        return load_contexts(path, key)
     frame = read_csv(path, key)
     texts = [parse_tagged(t)[0] for t in frame["text"].tolist()]
     for row, text in enumerate(texts):
@@ -62,5 +68,10 @@ def load_texts(path: str | os.PathLike[str], key: str = "dataset") -> list[str]:
 
 
 def load_tagged(path: str | os.PathLike[str], key: str = "dataset") -> list[tuple[str, list[Span]]]:
-    """Return each text without tags together with its tagged spans (see :func:`elusive.tags.parse_tagged`)."""
+    """Return each text without tags together with its tagged spans (see :func:`elusive.tags.parse_tagged`).
+
+    A Wikipedia ``.json``/``.jsonl`` file has no tags: its paragraphs come with empty span lists.
+    """
+    if is_wiki(path):
+        return [(context, []) for context in load_contexts(path, key)]
     return [parse_tagged(t) for t in read_csv(path, key)["text"].tolist()]

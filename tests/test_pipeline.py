@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 from elusive.artifacts import AttentionDump
 from elusive.data import load_texts
 
-SCRIPTS = ["save_attention", "contrast_attention", "data_augmentation", "train", "evaluate", "make_biographies"]
+SCRIPTS = [p.stem for p in sorted((ROOT / "conf").glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
