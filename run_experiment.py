@@ -4,7 +4,6 @@
     python run_experiment.py -m experiment=table2_llama3_8b method=plain,random,attention,attention_diff,shuffled seed=0,1,2
 """
 
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf

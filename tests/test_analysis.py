@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import torch
@@ -13,15 +15,13 @@ from elusive.artifacts import AttentionDump
 from elusive.attention import save_attention
 from elusive.contrast import contrast_attention
 from elusive.data import load_tagged
-from elusive.models import load_tokenizer
 
 
 def test_focus_rows_are_the_attention_of_the_word_before_each_field(small_model, bios, tmp_path):
     dump = AttentionDump.load(save_attention(str(small_model), bios, tmp_path / "f", focus=True, device="cpu"))
-    tok = load_tokenizer(str(small_model))
     model = AutoModelForCausalLM.from_pretrained(small_model, attn_implementation="eager").eval()
     tagged = load_tagged(bios)
-    fields = __import__("json").loads(dump.metadata["fields"])
+    fields = json.loads(dump.metadata["fields"])
     ex = dump.extra
     assert len(ex["focus_text"]) == 5 * len(tagged)  # every field but the name, in every biography
     for f in range(0, len(ex["focus_text"]), 7):

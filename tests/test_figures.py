@@ -98,7 +98,7 @@ def test_permuted_field_order_spreads_each_field_over_distances(small_model, tmp
     assert len(q) == 40 and (q["distance"] > 0).all()
     # every field sits at several distances, and within one biography the distance follows the field order
     assert all(q[q["field"] == f]["distance"].nunique() >= 3 for f in ("date", "company"))
-    for (plain, spans), name in zip(tagged, names):
+    for (_plain, spans), name in zip(tagged, names):
         order = [s.field for s in spans if s.field != "name"]
         d = q[q["person"] == name].set_index("field")["distance"]
         assert list(d[order]) == sorted(d)
