@@ -175,6 +175,8 @@ def train(
         callbacks=[NoPickleArgs()],
     )
     trainer.train(resume_from_checkpoint=last if resume else None)
+    if not trainer.is_world_process_zero():  # several processes (accelerate/torchrun): one writes the files
+        return Path(model_dir)
     save_adapter(lm, tokenizer, Path(model_dir))
     meta = {
         "base_model": describe(model),
@@ -185,6 +187,7 @@ def train(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "seed": seed,
+        "world_size": trainer.args.world_size,
         "final_train_loss": next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None),
     }
     write_text_atomic(Path(model_dir) / "train_meta.json", json.dumps(meta, indent=2) + "\n")
