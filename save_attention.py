@@ -29,6 +29,7 @@ def main(cfg: DictConfig) -> None:
         dtype=cfg.dtype,
         max_texts=cfg.max_texts,
         focus=cfg.focus,
+        quant=cfg.quant,
     )
     print(f"wrote {path}")
 

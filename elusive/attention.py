@@ -130,9 +130,11 @@ def score_batch(
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None:
             raise InputError("attention weights are not returned; load the model with attn_implementation=eager")
-        sums.add_(reduce_attention(weights, attention_mask, aggregate))
+        # .to(): with device=multi the layers sit on different GPUs
+        sums.add_(reduce_attention(weights, attention_mask.to(weights.device), aggregate).to(sums.device))
         if rows is not None:
-            rows.add_(weights[batch_idx, :, query_idx, :].sum(dim=1, dtype=torch.float32) / weights.shape[1])
+            picked = weights[batch_idx.to(weights.device), :, query_idx.to(weights.device), :]
+            rows.add_((picked.sum(dim=1, dtype=torch.float32) / weights.shape[1]).to(rows.device))
         return (output[0], None) + tuple(output[2:])  # drop the weights now: nothing downstream needs them
 
     handles = [modules[i].register_forward_hook(hook) for i in layers]
@@ -232,6 +234,7 @@ def save_attention(
     dtype: str = "auto",
     max_texts: int | None = None,
     focus: bool = False,
+    quant: str | None = None,
 ) -> Path:
     """Run stage 1: write ``{save_name}.safetensors`` with per-token attention scores for ``dataset``.
 
@@ -248,6 +251,7 @@ def save_attention(
         max_texts: Only the first N texts (None = all), for quick trials.
         focus: Also store the attention row of the token just before each tagged field (for the analyses of
             which tokens a model looks at when a field is about to come); needs tagged texts.
+        quant: None, ``8bit`` or ``4bit`` (bitsandbytes, CUDA only) for models too large otherwise.
 
     Returns:
         The path written.
@@ -267,7 +271,7 @@ def save_attention(
     if focus and not [f for f in fields if f != "name"]:
         raise InputError(f"focus=true: dataset={dataset} has no tagged fields (<company>...</company>); use a tagged CSV")
     tokenizer = load_tokenizer(model)
-    lm = load_model(model, device=device, dtype=dtype, attn_implementation="eager")
+    lm = load_model(model, device=device, dtype=dtype, quant=quant, attn_implementation="eager")
     chosen = select_layers(layers, lm.config.get_text_config().num_hidden_layers)
     if aggregate == "released":
         log.warning("aggregate=released: every score is 1/(i+1) of the token position, whatever the model and text")

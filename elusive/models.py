@@ -2,7 +2,8 @@
 
 Every stage loads through this module, so device, dtype and quantisation rules live in one place:
 
-* ``device``: ``auto`` picks CUDA when available, else CPU.
+* ``device``: ``auto`` picks CUDA when available, else CPU; ``multi`` spreads one model over all visible GPUs
+  (accelerate's ``device_map="auto"``, for models too large for one GPU, e.g. Llama 3 70B).
 * ``dtype``: ``auto`` is bfloat16 on CUDA (when supported) and float32 on CPU (CPUs here have no bf16 units).
 * ``quant``: ``8bit`` / ``4bit`` load through bitsandbytes and need CUDA; asking for it on CPU is an error.
 """
@@ -10,7 +11,6 @@ Every stage loads through this module, so device, dtype and quantisation rules l
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,9 @@ def _source(model: str) -> tuple[str, dict[str, Any]]:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """Turn ``auto`` / ``cpu`` / ``cuda[:n]`` into a device, refusing CUDA when there is none."""
-    if device == "auto":
+    if device in ("auto", "multi"):
+        if device == "multi" and not torch.cuda.is_available():
+            raise InputError("device=multi: needs CUDA GPUs; use device=cpu or device=auto")
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device={device}: CUDA is not available on this machine; use device=cpu or device=auto")
@@ -101,7 +103,7 @@ def load_model(
 
     Args:
         model: Hub id, local directory or ``.gguf`` file (de-quantised on load).
-        device: ``auto``, ``cpu`` or ``cuda[:n]``.
+        device: ``auto``, ``cpu``, ``cuda[:n]`` or ``multi`` (all GPUs, device_map="auto").
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         quant: None, ``8bit`` or ``4bit`` (bitsandbytes, CUDA only).
         attn_implementation: e.g. ``eager`` when attention weights are needed; None keeps the default.
@@ -129,7 +131,9 @@ def load_model(
             if quant == "8bit"
             else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch_dtype)
         )
-        kwargs["device_map"] = {"": target.index or 0}
+        kwargs["device_map"] = "auto" if device == "multi" else {"": target.index or 0}
+    elif device == "multi":
+        kwargs["device_map"] = "auto"
     log.info("loading %s (device=%s, dtype=%s, quant=%s)", model, target, torch_dtype, quant)
     try:
         lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
@@ -138,15 +142,15 @@ def load_model(
             f"model={model}: cannot load it ({str(err).splitlines()[0]}); give a local directory, a .gguf file, "
             "or a hub id reachable from this machine"
         ) from err
-    if quant is None:
+    if "device_map" not in kwargs:
         lm.to(target)
     lm.eval()
     return lm
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of a model's first parameter."""
-    return next(model.parameters()).device
+    """Where a model's inputs go: the device of its input embeddings (also for a model spread over GPUs)."""
+    return model.get_input_embeddings().weight.device
 
 
 def describe(model: str) -> str:
@@ -155,6 +159,3 @@ def describe(model: str) -> str:
     return str(path.absolute()) if path.exists() else model
 
 
-def env_flag(name: str) -> bool:
-    """True when environment variable ``name`` is set to a true-looking value."""
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}
