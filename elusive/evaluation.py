@@ -12,6 +12,23 @@ examples about *other* (real, well-known) people from ``fewshot_data`` followed 
     Answer:
 
 The model continues greedily; the answer is what it writes up to the first newline.
+
+Wikipedia mode (``eval_data`` is a ``.json``/``.jsonl`` file, see :mod:`elusive.wiki`): each question of the
+file is asked closed-book (the paragraph is not in the prompt) after ``shots`` solved questions::
+
+    Question: How tall is the tower?
+    Answer: 330 metres
+
+    ...
+
+    Question: How many digits does it have?
+    Answer:
+
+The shots come from held-out questions: those of ``fewshot_data`` when it is also a ``.json``/``.jsonl``
+file, otherwise the other questions of ``eval_data`` about a *different* paragraph. A shot never comes from
+the asked question's own paragraph (by paragraph text), so no shot can give its answer away. A shot shows its
+first gold answer; the prediction scores its best match over all gold answers. ``results.json`` then has one
+entry ``qa``; ``prompts`` is not used.
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ from elusive.errors import InputError
 from elusive.metrics import exact_match, f1_score
 from elusive.models import load_model, load_tokenizer, model_device
 from elusive.tags import parse_tagged
+from elusive.wiki import WikiQuestion, is_wiki, load_wiki
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +61,7 @@ class Question:
     person: str
     field: str
     prompt: str
-    gold: str
+    gold: str | list[str]  # Wikipedia mode: every gold answer
     prediction: str = ""
     exact_match: float = 0.0
     f1: float = 0.0
@@ -114,6 +132,62 @@ def build_questions(
             parts.append(render(template, person["name"]))
             questions.append(Question(person["name"], field, "\n\n".join(parts), person[field]))
     return questions
+
+
+WIKI_FIELD = "qa"
+
+
+def _one_line(text: str) -> str:
+    """Collapse whitespace, so a question or answer cannot break the one-line prompt format."""
+    return " ".join(text.split())
+
+
+def wiki_prompt(question: str, shots: list[tuple[str, str]] = ()) -> str:
+    """``Question: q`` newline ``Answer: a`` per shot, blank lines between, then the asked ``Question: q`` and ``Answer:``."""
+    parts = [f"Question: {_one_line(q)}\nAnswer: {_one_line(a)}" for q, a in shots]
+    parts.append(f"Question: {_one_line(question)}\nAnswer:")
+    return "\n\n".join(parts)
+
+
+def build_wiki_questions(
+    asked: list[WikiQuestion],
+    asked_contexts: list[str],
+    pool: list[WikiQuestion],
+    pool_contexts: list[str],
+    shots: int,
+    seed: int,
+    key: str = "eval_data",
+) -> list[Question]:
+    """One k-shot prompt per asked question; shots are drawn (seeded) from ``pool`` minus its own paragraph.
+
+    Args:
+        asked: The questions to ask; ``asked_contexts`` are the paragraphs their ``context`` indices refer to.
+        pool: Solved questions to draw shots from; ``pool_contexts`` are their paragraphs.
+        shots: Examples per prompt.
+        seed: Seed of the draw.
+        key: Config key that gave the pool (for the error when it is too small).
+
+    Raises:
+        InputError: Fewer than ``shots`` pool questions about other paragraphs.
+    """
+    rng = np.random.default_rng(seed)
+    ids: dict[str, int] = {}
+    pool_para = np.asarray([ids.setdefault(pool_contexts[q.context], len(ids)) for q in pool], dtype=np.int64)
+    out = []
+    for q in asked:
+        own = ids.get(asked_contexts[q.context], -1)
+        chosen: list[tuple[str, str]] = []
+        if shots > 0:
+            allowed = np.flatnonzero(pool_para != own)  # never the asked question's own paragraph
+            if len(allowed) < shots:
+                raise InputError(
+                    f"{key}: only {len(allowed)} questions about other paragraphs for {shots} shots (question {q.id}); "
+                    "lower shots= or give more paragraphs"
+                )
+            picked = allowed[rng.choice(len(allowed), size=shots, replace=False)]
+            chosen = [(pool[j].question, pool[j].answers[0]) for j in picked]
+        out.append(Question(q.id, WIKI_FIELD, wiki_prompt(q.question, chosen), list(q.answers)))
+    return out
 
 
 class StopAtNewline(StoppingCriteria):
@@ -224,22 +298,25 @@ def evaluate(
 
     Args:
         model: Base model (hub id, directory or .gguf).
-        eval_data: Tagged CSV of the people to ask about.
+        eval_data: Tagged CSV of the people to ask about, or a Wikipedia ``.json``/``.jsonl`` file whose
+            questions are asked (see the module docstring).
         output_dir: Where results go.
         model_dir: LoRA adapter from train.py (or one of its checkpoints); None evaluates the base model.
-        fewshot_data: Tagged CSV of the few-shot examples.
-        prompts: CSV with ``field,prompt``.
+        fewshot_data: Tagged CSV of the few-shot examples; with Wikipedia ``eval_data``, a ``.json``/``.jsonl``
+            file gives the shots, anything else means held-out questions of ``eval_data`` (other paragraphs).
+        prompts: CSV with ``field,prompt`` (not used with Wikipedia ``eval_data``).
         shots: Examples per prompt.
         max_new_tokens: Generation budget per answer.
         batch_size: Prompts per generate call.
         seed: Seed for sampling the few-shot examples.
-        max_people: Only the first N people of ``eval_data`` (None = all).
+        max_people: Only the first N people of ``eval_data`` (None = all); with Wikipedia ``eval_data``, only its
+            first N questions (shots are still drawn from the whole held-out pool).
         device: ``auto``, ``cpu`` or ``cuda``.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         quant: None, ``8bit`` or ``4bit`` (CUDA only).
 
     Returns:
-        ``{field: {"exact_match": x, "f1": y, "n": n}}``.
+        ``{field: {"exact_match": x, "f1": y, "n": n}}`` (Wikipedia mode: the one field ``qa``).
     """
     if shots < 0:
         raise InputError(f"shots={shots}: must be >= 0")
@@ -247,15 +324,23 @@ def evaluate(
         raise InputError(f"max_new_tokens={max_new_tokens}: must be >= 1")
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: must be >= 1")
-    templates = load_prompts(prompts)
-    people = load_people(eval_data, "eval_data", list(templates))
-    if max_people is not None:
-        people = people[:max_people]
-    fewshot = load_people(fewshot_data, "fewshot_data", list(templates)) if shots > 0 else []
-    questions = build_questions(people, fewshot, templates, shots, seed)
+    if is_wiki(eval_data):
+        questions = wiki_questions(eval_data, fewshot_data, shots, seed, max_people)
+    else:
+        if is_wiki(fewshot_data) and shots > 0:
+            raise InputError(
+                f"fewshot_data={fewshot_data}: Wikipedia questions can only be shots for Wikipedia eval_data "
+                f"(eval_data={eval_data} is a CSV); give a tagged CSV of people"
+            )
+        templates = load_prompts(prompts)
+        people = load_people(eval_data, "eval_data", list(templates))
+        if max_people is not None:
+            people = people[:max_people]
+        fewshot = load_people(fewshot_data, "fewshot_data", list(templates)) if shots > 0 else []
+        questions = build_questions(people, fewshot, templates, shots, seed)
     lm, tokenizer = load_for_eval(model, model_dir, device, dtype, quant)
     answers = generate_answers(lm, tokenizer, [q.prompt for q in questions], max_new_tokens, batch_size)
-    for q, answer in zip(questions, answers):
+    for q, answer in zip(questions, answers):  # a list of golds scores its best match
         q.prediction = answer
         q.exact_match = exact_match(answer, q.gold)
         q.f1 = f1_score(answer, q.gold)
@@ -267,3 +352,24 @@ def evaluate(
     write_text_atomic(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
     log.info("wrote %s and %s", output_dir / "results.json", output_dir / "predictions.jsonl")
     return results
+
+
+def wiki_questions(eval_data: Path, fewshot_data: Path | None, shots: int, seed: int, max_people: int | None) -> list[Question]:
+    """The k-shot prompts of Wikipedia mode (see the module docstring for where the shots come from).
+
+    Raises:
+        InputError: A malformed file, no questions, or too few held-out questions for ``shots``.
+    """
+    contexts, asked = load_wiki(eval_data, "eval_data")
+    if not asked:
+        raise InputError(f"eval_data={eval_data}: has paragraphs but no questions; give a file with qas/question rows")
+    pool, pool_contexts, key = asked, contexts, "eval_data"
+    if shots > 0 and is_wiki(fewshot_data):
+        pool_contexts, pool = load_wiki(fewshot_data, "fewshot_data")
+        key = f"fewshot_data={fewshot_data}"
+    elif shots > 0:
+        log.info("shots from other paragraphs of eval_data (fewshot_data=%s is not a .json/.jsonl file)", fewshot_data)
+        key = f"eval_data={eval_data}"
+    if max_people is not None:
+        asked = asked[:max_people]
+    return build_wiki_questions(asked, contexts, pool, pool_contexts, shots, seed, key)

@@ -2,7 +2,9 @@
 
 Folder layout under ``{out_root}/{name}/``::
 
-    data.csv                          the training texts (the first ``n_texts`` of ``dataset``)
+    data.csv                          the training texts (the first ``n_texts`` of ``dataset``; not written for a
+                                      Wikipedia .json/.jsonl dataset, which is used whole: its paragraphs are the
+                                      training texts and, with eval_data=null, its questions are asked)
     attention/<model-slug>.safetensors  one dump per model, shared by every method, alpha, beta and seed
     attention/diff_<large>_<small>.safetensors
     <method>/<run>/aug.csv            augmented data (run = a<alpha>_b<beta>_s<seed>)
@@ -21,9 +23,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 
-from elusive.artifacts import AttentionDump, atomic_path, dump_path, sha256_file, write_text_atomic
+from elusive.artifacts import AttentionDump, dump_path, sha256_file, write_text_atomic
 from elusive.attention import save_attention
 from elusive.augment import data_augmentation
 from elusive.contrast import contrast_attention
@@ -31,6 +32,7 @@ from elusive.data import read_csv
 from elusive.errors import InputError
 from elusive.evaluation import evaluate
 from elusive.training import train
+from elusive.wiki import is_wiki, load_contexts
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +89,23 @@ def validate(exp: Experiment) -> None:
         raise InputError(f"plain_copies={exp.plain_copies}: must be >= 0")
     if exp.n_texts is not None and exp.n_texts < 1:
         raise InputError(f"n_texts={exp.n_texts}: must be >= 1 or null")
+    _check_wiki_n_texts(exp)
+
+
+def _check_wiki_n_texts(exp: Experiment) -> None:
+    if exp.n_texts is not None and is_wiki(exp.dataset):
+        raise InputError(
+            f"n_texts={exp.n_texts}: only cuts CSV datasets; dataset={exp.dataset} (Wikipedia .json/.jsonl) is used "
+            "whole, so set n_texts=null (or give a smaller file)"
+        )
 
 
 def training_data(exp: Experiment, root: Path) -> Path:
-    """The first ``n_texts`` rows of ``dataset`` as ``root/data.csv`` (rewritten only when it changes)."""
+    """The first ``n_texts`` rows of ``dataset`` as ``root/data.csv`` (rewritten only when it changes).
+
+    A Wikipedia ``.json``/``.jsonl`` dataset is returned as it is (``n_texts`` must be null).
+    """
+    _check_wiki_n_texts(exp)
     if exp.n_texts is None:
         return exp.dataset
     frame = read_csv(exp.dataset, "dataset").head(exp.n_texts)
@@ -157,7 +172,7 @@ def run_experiment(exp: Experiment) -> dict[str, dict[str, float]]:
         "plain_copies": exp.plain_copies if exp.method == "plain" else 0,
         "seed": exp.seed,
         "dataset": str(data),
-        "n_texts": len(read_csv(data, "dataset")),
+        "n_texts": len(load_contexts(data, "dataset")) if is_wiki(data) else len(read_csv(data, "dataset")),
         "epochs": exp.train.get("epochs"),
         "learning_rate": exp.train.get("learning_rate"),
     }

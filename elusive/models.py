@@ -150,7 +150,10 @@ def load_model(
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """Where a model's inputs go: the device of its input embeddings (also for a model spread over GPUs)."""
-    return model.get_input_embeddings().weight.device
+    embeddings = getattr(model, "get_input_embeddings", None)
+    if embeddings is not None and embeddings() is not None:
+        return embeddings().weight.device
+    return next(model.parameters()).device
 
 
 def describe(model: str) -> str:

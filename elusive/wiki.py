@@ -109,9 +109,9 @@ class _Reader:
 
     def context(self, value: object, where: str) -> int:
         if not isinstance(value, str):
-            raise self.fail(where, "has no \"context\" string", 'give each paragraph its text as "context": "..."')
+            raise self.fail(where, 'has no "context" string', 'give each paragraph its text as "context": "..."')
         if not value.strip():
-            raise self.fail(where, "has an empty \"context\"", "remove the paragraph or fill in its text")
+            raise self.fail(where, 'has an empty "context"', "remove the paragraph or fill in its text")
         if value not in self.index:
             self.index[value] = len(self.contexts)
             self.contexts.append(value)
@@ -120,9 +120,9 @@ class _Reader:
     def question(self, entry: dict, context: int, where: str) -> None:
         question = entry.get("question")
         if not isinstance(question, str) or not question.strip():
-            raise self.fail(where, "has no \"question\" string", 'give every question as "question": "...?"')
+            raise self.fail(where, 'has no "question" string', 'give every question as "question": "...?"')
         if "answers" not in entry:
-            raise self.fail(where, "has no \"answers\"", 'add "answers": ["..."] (or [{"text": "..."}])')
+            raise self.fail(where, 'has no "answers"', 'add "answers": ["..."] (or [{"text": "..."}])')
         answers = self.answers(entry["answers"], where)
         k = self.per_context.get(context, 0)
         self.per_context[context] = k + 1
@@ -146,9 +146,11 @@ class _Reader:
                 if value.strip() and value.strip() not in texts:
                     texts.append(value.strip())
         elif raw is not None:
-            raise self.fail(where, "has \"answers\" that is not a list", 'write answers as ["..."] or [{"text": "..."}]')
+            raise self.fail(where, 'has "answers" that is not a list', 'write answers as ["..."] or [{"text": "..."}]')
         if not texts:
-            raise self.fail(where, "has no answer text in \"answers\"", "give at least one non-empty answer or drop the question")
+            raise self.fail(
+                where, 'has no answer text in "answers"', "give at least one non-empty answer or drop the question"
+            )
         return texts
 
     def read_nested(self, text: str) -> None:
@@ -166,7 +168,9 @@ class _Reader:
         for a, article in enumerate(doc["data"]):
             paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
             if not isinstance(paragraphs, list):
-                raise self.fail(f"data[{a}]", 'has no "paragraphs" list', 'give each article "paragraphs": [{"context": ..., "qas": [...]}]')
+                raise self.fail(
+                    f"data[{a}]", 'has no "paragraphs" list', 'give each article "paragraphs": [{"context": ..., "qas": [...]}]'
+                )
             for p, paragraph in enumerate(paragraphs):
                 where = f"data[{a}].paragraphs[{p}]"
                 if not isinstance(paragraph, dict):
@@ -181,7 +185,7 @@ class _Reader:
                     self.question(entry, context, f"{where}.qas[{q}]")
 
     def read_rows(self, text: str) -> None:
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit inside a string
             if not line.strip():
                 continue
             where = f"line {number}"
@@ -190,5 +194,7 @@ class _Reader:
             except json.JSONDecodeError as err:
                 raise self.fail(where, f"is not JSON ({err})", "write one JSON object per line") from err
             if not isinstance(row, dict):
-                raise self.fail(where, "is not a JSON object", 'write one {"context": ..., "question": ..., "answers": [...]} per line')
+                raise self.fail(
+                    where, "is not a JSON object", 'write one {"context": ..., "question": ..., "answers": [...]} per line'
+                )
             self.question(row, self.context(row.get("context"), where), where)
