@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> None:
         device=cfg.device,
         dtype=cfg.dtype,
         quant=cfg.quant,
+        shared_shots=cfg.shared_shots,
     )
     print(markdown_table(results))
     print(f"wrote {resolve_path(cfg.output_dir)}/results.json and predictions.jsonl")

@@ -33,8 +33,10 @@ entry ``qa``; ``prompts`` is not used.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,16 +120,24 @@ def build_questions(
     prompts: dict[str, str],
     shots: int,
     seed: int,
+    shared: bool = False,
 ) -> list[Question]:
-    """Make one k-shot question per field and person; shots never include the person asked about."""
+    """Make one k-shot question per field and person; shots never include the person asked about.
+
+    With ``shared``, every question of a field gets the same shots (drawn once per field from the few-shot
+    people not asked about), so the prompts share a prefix whose KV cache generation can reuse.
+    """
     rng = np.random.default_rng(seed)
+    asked = {person["name"] for person in people}
     questions = []
     for field, template in prompts.items():
+        shared_pool = [p for p in fewshot if p["name"] not in asked]
+        shared_choice = rng.choice(len(shared_pool), size=shots, replace=False) if shared and len(shared_pool) >= shots else None
         for person in people:
-            pool = [p for p in fewshot if p["name"] != person["name"]]
+            pool = shared_pool if shared else [p for p in fewshot if p["name"] != person["name"]]
             if len(pool) < shots:
                 raise InputError(f"fewshot_data: only {len(pool)} usable examples for {shots} shots; lower shots= or add people")
-            chosen = rng.choice(len(pool), size=shots, replace=False)
+            chosen = shared_choice if shared else rng.choice(len(pool), size=shots, replace=False)
             parts = [f"{render(template, pool[j]['name'])} {pool[j][field]}" for j in chosen]
             parts.append(render(template, person["name"]))
             questions.append(Question(person["name"], field, "\n\n".join(parts), person[field]))
@@ -205,11 +215,9 @@ class StopAtNewline(StoppingCriteria):
         return torch.tensor(["\n" in t for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
-@torch.no_grad()
-def generate_answers(model: PreTrainedModel, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers for ``prompts``, batched with left padding and an attention mask, cut at a newline."""
-    device = model_device(model)
-    config = GenerationConfig(  # explicit: ignore sampling defaults shipped with a model
+def greedy_config(tokenizer, max_new_tokens: int) -> GenerationConfig:
+    """Plain greedy decoding, set explicitly so sampling defaults shipped with a model are ignored."""
+    return GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
         num_beams=1,
@@ -217,6 +225,13 @@ def generate_answers(model: PreTrainedModel, tokenizer, prompts: list[str], max_
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+
+
+@torch.no_grad()
+def generate_answers(model: PreTrainedModel, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy answers for ``prompts``, batched with left padding and an attention mask, cut at a newline."""
+    device = model_device(model)
+    config = greedy_config(tokenizer, max_new_tokens)
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])  # similar lengths share a batch
     answers = [""] * len(prompts)
@@ -232,6 +247,72 @@ def generate_answers(model: PreTrainedModel, tokenizer, prompts: list[str], max_
         for row, i in enumerate(batch):
             text = tokenizer.decode(out[row, width:], skip_special_tokens=True)
             answers[i] = text.split("\n", 1)[0].strip()
+    return answers
+
+
+def shared_prefix(prompts: list[str]) -> str:
+    """The longest common prefix of ``prompts`` that ends with a blank line (the shots), or ""."""
+    common = os.path.commonprefix(prompts)
+    cut = common.rfind("\n\n")
+    return common[: cut + 2] if cut >= 0 else ""
+
+
+@torch.no_grad()
+def generate_with_prefix(
+    model: PreTrainedModel, tokenizer, prefix: str, suffixes: list[str], max_new_tokens: int, batch_size: int
+) -> list[str] | None:
+    """Greedy answers for ``prefix + suffix``, running the shared prefix through the model only once.
+
+    The prefix's KV cache is computed once and copied for each batch of suffixes. Returns None when the tokenizer
+    merges tokens across the prefix/suffix boundary: the caller then uses :func:`generate_answers`, so the
+    shortcut never changes a prediction.
+    """
+    prefix_ids = tokenizer(prefix)["input_ids"]
+    full = tokenizer([prefix + s for s in suffixes])["input_ids"]
+    p = len(prefix_ids)
+    if not prefix or any(ids[:p] != prefix_ids or len(ids) == p for ids in full):
+        return None
+    device = model_device(model)
+    config = greedy_config(tokenizer, max_new_tokens)
+    prefix_cache = model(torch.tensor([prefix_ids], device=device), use_cache=True).past_key_values
+    # Batches hold suffixes of equal token length: no padding at all, so sliding-window attention (Gemma)
+    # sees exactly what it sees in the full prompt.
+    by_length: dict[int, list[int]] = {}
+    for i, ids in enumerate(full):
+        by_length.setdefault(len(ids), []).append(i)
+    batches = [group[k : k + batch_size] for _, group in sorted(by_length.items()) for k in range(0, len(group), batch_size)]
+    answers = [""] * len(suffixes)
+    for batch in tqdm(batches, desc="evaluate (shared prefix)", unit="batch"):
+        ids = torch.tensor([full[i] for i in batch], device=device)
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(len(batch))
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            past_key_values=cache,
+            generation_config=config,
+            stopping_criteria=StoppingCriteriaList([StopAtNewline(tokenizer, ids.shape[1])]),
+        )
+        for row, i in enumerate(batch):
+            answers[i] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).split("\n", 1)[0].strip()
+    return answers
+
+
+def answer_questions(model, tokenizer, questions: list[Question], max_new_tokens: int, batch_size: int, shared: bool) -> list[str]:
+    """Answers in question order; with ``shared`` shots, each field's common prefix is computed once."""
+    if not shared:
+        return generate_answers(model, tokenizer, [q.prompt for q in questions], max_new_tokens, batch_size)
+    answers = [""] * len(questions)
+    for field in dict.fromkeys(q.field for q in questions):
+        idx = [i for i, q in enumerate(questions) if q.field == field]
+        prompts = [questions[i].prompt for i in idx]
+        prefix = shared_prefix(prompts)
+        got = generate_with_prefix(model, tokenizer, prefix, [pr[len(prefix) :] for pr in prompts], max_new_tokens, batch_size)
+        if got is None:
+            log.warning("field %s: the tokenizer merges across the shots/question boundary; using full prompts", field)
+            got = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
+        for i, answer in zip(idx, got):
+            answers[i] = answer
     return answers
 
 
@@ -293,6 +374,7 @@ def evaluate(
     device: str = "auto",
     dtype: str = "auto",
     quant: str | None = None,
+    shared_shots: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Run stage 5: write ``results.json`` and ``predictions.jsonl`` to ``output_dir``.
 
@@ -314,6 +396,8 @@ def evaluate(
         device: ``auto``, ``cpu`` or ``cuda``.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         quant: None, ``8bit`` or ``4bit`` (CUDA only).
+        shared_shots: The same shots for every question of a field (biographies only), so the shots' KV
+            cache is computed once per field: much faster, same predictions as full prompts with those shots.
 
     Returns:
         ``{field: {"exact_match": x, "f1": y, "n": n}}`` (Wikipedia mode: the one field ``qa``).
@@ -325,6 +409,8 @@ def evaluate(
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: must be >= 1")
     if is_wiki(eval_data):
+        if shared_shots:
+            raise InputError("shared_shots=true: Wikipedia shots exclude the asked paragraph, so they differ per question; use shared_shots=false")
         questions = wiki_questions(eval_data, fewshot_data, shots, seed, max_people)
     else:
         if is_wiki(fewshot_data) and shots > 0:
@@ -337,9 +423,9 @@ def evaluate(
         if max_people is not None:
             people = people[:max_people]
         fewshot = load_people(fewshot_data, "fewshot_data", list(templates)) if shots > 0 else []
-        questions = build_questions(people, fewshot, templates, shots, seed)
+        questions = build_questions(people, fewshot, templates, shots, seed, shared=shared_shots)
     lm, tokenizer = load_for_eval(model, model_dir, device, dtype, quant)
-    answers = generate_answers(lm, tokenizer, [q.prompt for q in questions], max_new_tokens, batch_size)
+    answers = answer_questions(lm, tokenizer, questions, max_new_tokens, batch_size, shared_shots)
     for q, answer in zip(questions, answers):  # a list of golds scores its best match
         q.prediction = answer
         q.exact_match = exact_match(answer, q.gold)
