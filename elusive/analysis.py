@@ -157,7 +157,12 @@ def analyze_attention(attn_dump, output, model: str | None = None, k: int = 10) 
     entries = focus_entries(dump, k)
     shares = field_shares(entries, k)
     kind = dump.metadata.get("kind", "attention")
-    title = f"Top-{k} tokens by {'attention difference' if kind == 'attention_diff' else 'attention'} before each field"
+    if kind == "attention_diff":
+        models = json.loads(dump.metadata.get("model", "{}"))
+        name = lambda m: Path(str(m)).name  # noqa: E731
+        title = f"Top-{k} tokens by attention difference ({name(models.get('large'))} − {name(models.get('small'))}) before each field"
+    else:
+        title = f"Top-{k} tokens by attention of {Path(dump.metadata.get('model', '')).name} before each field"
     tokenizer = load_tokenizer(model or dump.metadata.get("tokenizer", ""))
     lines = [shares_table(shares, title), "", "Most frequent top-k tokens before each field:", ""]
     for qfield in shares:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from elusive.align import project
-from elusive.artifacts import AttentionDump, atomic_path, sha256_file, vocab_sha256
+from elusive.artifacts import AttentionDump, atomic_path, dump_path, sha256_file, vocab_sha256, write_text_atomic
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
@@ -213,7 +213,7 @@ def data_augmentation(
         text_prefix: Prefix for tokenising when no dump is given (a dump's own prefix wins).
 
     Returns:
-        The CSV written.
+        The CSV written; its settings go to ``{save_name}.json`` beside it (read back by train.py and the summary).
     """
     validate(augment_type, alpha, beta, multiply, attn_weights)
     texts = load_texts(dataset, "dataset")
@@ -234,6 +234,19 @@ def data_augmentation(
     path = Path(str(save_name) + ".csv") if not str(save_name).endswith(".csv") else Path(save_name)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")
+    settings = {
+        "augment_type": augment_type,
+        "alpha": alpha,
+        "beta": None if augment_type == "random" else beta,
+        "multiply": multiply,
+        "seed": seed,
+        "keep_original": keep_original,
+        "attn_weights": None if dump is None else str(dump_path(attn_weights).absolute()),
+        "dataset": str(Path(dataset).absolute()),
+        "dataset_sha256": sha256_file(dataset),
+        "csv_sha256": sha256_file(path),
+    }
+    write_text_atomic(path.with_suffix(".json"), json.dumps(settings, indent=2) + "\n")  # provenance for the summary
     log.info("wrote %s: %d rows (%d texts × %d copies%s)", path, len(frame), len(texts), multiply,
              " + originals" if keep_original else "")
     return path

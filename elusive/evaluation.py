@@ -45,11 +45,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 
-from elusive.artifacts import write_text_atomic
+from elusive.artifacts import sha256_file, write_text_atomic
 from elusive.data import read_csv
 from elusive.errors import InputError
 from elusive.metrics import exact_match, f1_score
-from elusive.models import load_model, load_tokenizer, model_device
+from elusive.models import describe, load_model, load_tokenizer, model_device
 from elusive.tags import parse_tagged
 from elusive.wiki import WikiQuestion, is_wiki, load_wiki
 
@@ -316,6 +316,16 @@ def answer_questions(model, tokenizer, questions: list[Question], max_new_tokens
     return answers
 
 
+def training_meta(model_dir: Path | None) -> dict | None:
+    """train.py's ``train_meta.json`` for an adapter folder (or a checkpoint-N inside one), if any."""
+    if model_dir is None:
+        return None
+    for folder in (Path(model_dir), Path(model_dir).parent):
+        if (folder / "train_meta.json").is_file():
+            return json.loads((folder / "train_meta.json").read_text())
+    return None
+
+
 def load_for_eval(model: str, model_dir: Path | None, device: str, dtype: str, quant: str | None):
     """Load the base model, apply the LoRA adapter from ``model_dir`` (if any), and the tokenizer."""
     if model_dir is not None and not (Path(model_dir) / "adapter_config.json").is_file():
@@ -435,6 +445,18 @@ def evaluate(
     output_dir.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(asdict(q), ensure_ascii=False) for q in questions]
     write_text_atomic(output_dir / "predictions.jsonl", "\n".join(lines) + "\n")
+    meta = {
+        "model": describe(model),
+        "model_dir": None if model_dir is None else str(Path(model_dir).absolute()),
+        "eval_data": str(Path(eval_data).absolute()),
+        "eval_data_sha256": sha256_file(eval_data),
+        "shots": shots,
+        "shared_shots": shared_shots,
+        "seed": seed,
+        "max_new_tokens": max_new_tokens,
+        "training": training_meta(model_dir),
+    }
+    write_text_atomic(output_dir / "eval_meta.json", json.dumps(meta, indent=2) + "\n")
     write_text_atomic(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
     log.info("wrote %s and %s", output_dir / "results.json", output_dir / "predictions.jsonl")
     return results

@@ -1,7 +1,9 @@
 """Collect ``results.json`` files of evaluation runs into the paper's table layout (markdown and CSV).
 
 A run made by ``run_experiment.py`` has a ``run.json`` beside its ``eval/`` folder with the columns the
-table needs (name, method, model, alpha, beta, seed); other runs are labelled by their folder. Runs that
+table needs (name, method, model, alpha, beta, seed); a run of the five scripts is described by the
+``eval_meta.json`` evaluate.py writes (which records train.py's metadata, which records the augmentation
+settings data_augmentation.py wrote beside its CSV); anything else is labelled by its folder. Runs that
 differ only in ``seed`` are one row: mean ± standard deviation over seeds, and the number of seeds.
 """
 
@@ -20,15 +22,32 @@ from elusive.errors import InputError
 log = logging.getLogger(__name__)
 
 KEYS = ["name", "model", "method", "alpha", "beta", "multiply"]
-METHOD_ORDER = {"plain": 0, "random": 1, "attention": 2, "attention_diff": 3, "shuffled": 4}
+METHOD_ORDER = {"base": -1, "plain": 0, "random": 1, "attention": 2, "attention_diff": 3, "shuffled": 4}
 
 
 def run_info(results: Path) -> dict:
-    """The run.json of a results.json (in its folder or the one above), else labels from the path."""
+    """The columns of one run: run_experiment's ``run.json`` (in the results' folder or the one above), else
+    what evaluate.py recorded in ``eval_meta.json`` (model, and train.py's record of the augmentation it
+    trained on), else labels from the path."""
     for folder in (results.parent, results.parent.parent):
         if (folder / "run.json").is_file():
             return json.loads((folder / "run.json").read_text())
-    return {"name": str(results.parent), "model": "", "method": "", "alpha": None, "beta": None, "multiply": None, "seed": None}
+    info = {"name": str(results.parent), "model": "", "method": "", "alpha": None, "beta": None, "multiply": None, "seed": None}
+    meta_path = results.parent / "eval_meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        training = meta.get("training") or {}
+        aug = training.get("augmentation") or {}
+        info["model"] = Path(str(meta.get("model", ""))).name
+        info["seed"] = training.get("seed", meta.get("seed"))
+        if not training:
+            info["method"] = "base"
+        elif not aug or (aug.get("augment_type") == "random" and aug.get("alpha") == 0):
+            info["method"] = "plain"
+            info["multiply"] = aug.get("multiply", 0)
+        else:
+            info.update(method=aug["augment_type"], alpha=aug.get("alpha"), beta=aug.get("beta"), multiply=aug.get("multiply"))
+    return info
 
 
 def collect(roots: list[Path]) -> pd.DataFrame:

@@ -188,11 +188,21 @@ def train(
         "learning_rate": learning_rate,
         "seed": seed,
         "world_size": trainer.args.world_size,
+        "augmentation": augmentation_settings(Path(dataset)),
         "final_train_loss": next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None),
     }
     write_text_atomic(Path(model_dir) / "train_meta.json", json.dumps(meta, indent=2) + "\n")
     log.info("saved the LoRA adapter to %s", model_dir)
     return Path(model_dir)
+
+
+def augmentation_settings(dataset: Path) -> dict | None:
+    """The settings data_augmentation.py wrote beside ``dataset`` (``.json``), if they describe this file."""
+    sidecar = dataset.with_suffix(".json")
+    if dataset.suffix != ".csv" or not sidecar.is_file():
+        return None
+    settings = json.loads(sidecar.read_text())
+    return settings if settings.get("csv_sha256") == sha256_file(dataset) else None
 
 
 def save_adapter(lm: PeftModel, tokenizer, model_dir: Path) -> None:

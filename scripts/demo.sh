@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${DEMO_OUT:-out/demo}
-N=${DEMO_PEOPLE:-10}
+N=${DEMO_PEOPLE:-12}
 MULT=${DEMO_MULTIPLY:-3}
 EPOCHS=${DEMO_EPOCHS:-6}
 LR=${DEMO_LR:-1e-3}

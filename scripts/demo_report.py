@@ -13,7 +13,8 @@ from elusive.summary import aggregate, collect, to_markdown  # noqa: E402
 
 def main(out: Path, methods: list[str]) -> None:
     frame = collect([out / "eval" / m for m in methods])
-    frame["method"] = methods
+    frame["name"] = "demo"
+    frame["method"] = [m if m else folder for m, folder in zip(frame["method"], methods)]  # older runs lack eval_meta
     print("\n## Closed-book 5-shot QA after LoRA training (exact match / F1, %)\n")
     print(to_markdown(aggregate(frame)))
     for name in ("top10_diff", "top10_large", "top10_small"):

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from elusive.artifacts import AttentionDump
 from elusive.data import load_texts
+from elusive.summary import collect
 
 SCRIPTS = [p.stem for p in sorted((ROOT / "conf").glob("*.yaml"))]
 
@@ -65,6 +66,11 @@ def test_five_stages_chain_from_the_command_line(small_model, large_model, bios,
     assert all(0 <= r["exact_match"] <= 1 and 0 <= r["f1"] <= 1 and r["n"] == 2 for r in results.values())
     assert len((out / "eval" / "predictions.jsonl").read_text().splitlines()) == 10
     assert "| company |" in proc.stdout
+    # provenance: augmentation settings → train_meta.json → eval_meta.json → the summary's columns
+    settings = json.loads((out / "bio_aug.json").read_text())
+    assert settings["augment_type"] == "attention_diff" and settings["alpha"] == 0.7 and settings["multiply"] == 2
+    row = collect([out / "eval"]).iloc[0]
+    assert (row["method"], row["alpha"], row["beta"], row["multiply"], row["seed"]) == ("attention_diff", 0.7, 0.05, 2, 0)
 
 
 def test_missing_required_key_is_one_line_and_exit_2(tmp_path):
