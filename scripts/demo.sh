@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # `make demo`: the whole method on real pretrained models (Qwen2.5-Coder 0.5B and 1.5B) on a CPU.
-# Sizes are environment variables (defaults fit ~20 minutes on 2 cores): DEMO_PEOPLE, DEMO_MULTIPLY,
+# Sizes are environment variables (the defaults take ~15 minutes on 2 cores): DEMO_PEOPLE, DEMO_MULTIPLY,
 # DEMO_EPOCHS, DEMO_LR, DEMO_METHODS ("plain attention_diff random shuffled"), DEMO_OUT (out/demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${DEMO_OUT:-out/demo}
-N=${DEMO_PEOPLE:-12}
+N=${DEMO_PEOPLE:-10}
 MULT=${DEMO_MULTIPLY:-3}
 EPOCHS=${DEMO_EPOCHS:-6}
 LR=${DEMO_LR:-1e-3}
