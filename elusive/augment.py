@@ -15,24 +15,42 @@ so the tokens the score favours are kept and the rest are dropped more and more 
   * ``attention_diff``  — ranks from a contrast (``attn_weights`` of kind ``attention_diff``).
   * ``shuffled``        — the p(r) schedule over a random ranking, drawn once per text (fixed across its
                           copies, like a real ranking): the control that separates ranking from schedule.
+
+A dropped token's characters are removed (tokens may share characters: byte-level BPE splits one
+character over several tokens), then the whitespace is tidied: runs of spaces/tabs become one space,
+spaces next to a newline go, and so does whitespace at both ends (:func:`remove_spans`). A copy that
+drops nothing is the text unchanged, and so is the original (``copy`` 0).
+
+Random stream: one ``numpy.random.default_rng(seed)``, consumed text by text in dataset order. For a
+text with n droppable tokens it draws, with ``rng.random``, first (``shuffled`` only) n keys whose ranking
+is the text's random ranking (:func:`shuffled_ranks`: rank 0 = largest key), then ``multiply`` × n
+uniforms u, copy by copy and within a copy token by token; the token is dropped from that copy iff
+u < p(rank). :func:`augment_text` consumes the generator in the same way for one text, so calling it on
+each text in turn with one generator gives the rows of :func:`data_augmentation`.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import itertools
 import json
 import logging
 import re
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from elusive.align import project
 from elusive.artifacts import AttentionDump, atomic_path, dump_path, sha256_file, vocab_sha256, write_text_atomic
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
-from elusive.tokens import Encoded, encode_many, is_droppable
+from elusive.tokens import Encoded, EncodedBatch, encode_batch, is_droppable, word_chars
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +72,17 @@ def ranks_from_scores(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def shuffled_ranks(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The random ranking ``shuffled`` gives a text's ``n`` droppable tokens: ``n`` keys ranked like scores."""
+    return ranks_from_scores(rng.random(n))
+
+
 def remove_spans(text: str, spans: np.ndarray) -> str:
     """Delete the characters of ``spans`` ([k, 2], sorted, non-overlapping) and tidy the whitespace.
 
     Runs of spaces left by a deletion become one space; spaces at the ends and around newlines go.
+    The reference for the vectorised :func:`_kept_intervals` and :func:`_tidy`, which give the same
+    strings (spans in increasing start order may overlap: their union is removed).
     """
     if len(spans) == 0:
         return text
@@ -88,6 +113,9 @@ def augment_text(
 ) -> list[str]:
     """Make ``multiply`` token-dropout copies of one tag-free text.
 
+    The computation :func:`data_augmentation` does for each text (the module docstring says in which
+    order ``rng`` is consumed).
+
     Args:
         text: The tag-free text.
         enc: Its tokens (character spans into ``text``).
@@ -101,15 +129,337 @@ def augment_text(
     Returns:
         The augmented copies.
     """
-    cand = droppable_tokens(text, enc)
-    if augment_type == "random":
-        p = np.full(len(cand), alpha)
+    batch = EncodedBatch.of([enc])
+    rows = _augment_chunk([text], batch, scores, augment_type, alpha, beta, multiply, rng, keep_original=False)
+    return rows.strings()
+
+
+# --------------------------------------------------------------------------------------------------
+# The vectorised augmentation: a chunk of texts at a time, with numpy instead of per-token Python
+# --------------------------------------------------------------------------------------------------
+#
+# Python work per token (is_droppable) and per copy (slicing, two regex passes, strip) dominated stage 3.
+# Here a chunk of texts is handled with numpy: their characters as one uint32 array of code points, the
+# drop decisions as arrays over (copy, token) pairs, each output row as the list of character intervals
+# of its text that it keeps (gathered with one index array), and the whitespace tidying as decisions on
+# the (few) whitespace characters of the rows. Chunks keep the arrays small enough for the CPU caches;
+# the random stream does not depend on them.
+
+_CHUNK_CHARS = 1 << 20  # output characters per chunk
+_SPACE_TABLE = np.array([chr(c).isspace() for c in range(0x3001)] + [False], dtype=bool)  # U+3000: last space
+_TAB, _NEWLINE, _SPACE, _QUOTE = (np.uint32(ord(c)) for c in "\t\n \"")
+
+
+def _codes(text: str) -> np.ndarray:
+    """Code points of ``text`` as uint32 (lone surrogates pass through, as they would in a str)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _text(codes: np.ndarray) -> str:
+    return codes.astype(np.uint32, copy=False).tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def _utf8(codes: np.ndarray) -> bytes:
+    """``_text(codes).encode("utf-8")``, without the detour through str when all of it is ASCII."""
+    if len(codes) == 0 or codes.max() < 0x80:
+        return codes.astype(np.uint8).tobytes()
+    return _text(codes).encode("utf-8")
+
+
+def _space_positions(codes: np.ndarray) -> np.ndarray:
+    """Indices of the ``str.isspace`` characters of ``codes``.
+
+    Whitespace is <= U+0020 or >= U+0085, so only those few characters are looked up in the table.
+    """
+    maybe = np.flatnonzero((codes <= 0x20) | (codes >= 0x85))
+    return maybe[_SPACE_TABLE[np.minimum(codes[maybe], len(_SPACE_TABLE) - 1)]]
+
+
+def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(values, out=out[1:])
+    return out
+
+
+def _segment_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + n)`` for each (s, n): gathers segments of a flat array."""
+    out_starts = _exclusive_cumsum(lengths)
+    return np.arange(out_starts[-1], dtype=np.int64) + np.repeat(starts - out_starts[:-1], lengths)
+
+
+def _row_of(starts: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The row holding each position, for rows ``starts[r]:starts[r + 1]``."""
+    return np.searchsorted(starts, positions, side="right") - 1
+
+
+@dataclass
+class _Rows:
+    """Output rows as one flat array of code points: row r is ``codes[starts[r]:starts[r + 1]]``."""
+
+    codes: np.ndarray
+    starts: np.ndarray
+    source_row: np.ndarray
+    copy: np.ndarray
+
+    def strings(self) -> list[str]:
+        text = _text(self.codes)
+        return [text[a:b] for a, b in itertools.pairwise(self.starts.tolist())]
+
+
+def _ranks_by_group(keys: np.ndarray, group: np.ndarray, group_start: np.ndarray) -> np.ndarray:
+    """:func:`ranks_from_scores` within each group: ``group`` is sorted, group g starts at ``group_start[g]``."""
+    if keys.dtype == np.float32 and len(group) and group[-1] < 2**31:
+        # one stable sort of uint64 (group, then -key as order-preserving bits) is ~5x faster than
+        # lexsort; -0.0 is made 0.0 and every NaN the same NaN, so ties are the ties of argsort(-keys)
+        negated = -keys + np.float32(0)
+        bits = np.where(np.isnan(negated), np.float32(np.nan), negated).view(np.uint32)
+        bits = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))
+        order = np.argsort((group.astype(np.uint64) << np.uint64(32)) | bits, kind="stable")
     else:
-        ranks = rng.permutation(len(cand)) if augment_type == "shuffled" else ranks_from_scores(scores[cand])
-        p = drop_probabilities(ranks, alpha, beta)
-    drops = rng.random((multiply, len(cand))) < p[None, :]
-    spans = enc.char_spans[cand]
-    return [remove_spans(text, spans[row]) for row in drops]
+        order = np.lexsort((-keys, group))  # stable, so ties keep position order
+    ranks = np.empty(len(keys), dtype=np.int64)
+    ranks[order] = np.arange(len(keys)) - group_start[group[order]]
+    return ranks
+
+
+def _kept_intervals(row_length: np.ndarray, drop_row: np.ndarray, drop_spans: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The character intervals each row keeps: the complement of the union of its dropped spans.
+
+    Args:
+        row_length: [rows] characters of each row's text.
+        drop_row, drop_spans: [k] row and [k, 2] span of every dropped token, ordered by row and, within a
+            row, by start (as :func:`remove_spans` takes them). Spans may overlap: byte-level BPE splits
+            one character over several tokens, each with that character's span.
+
+    Returns:
+        (row, start, end) of the kept intervals, by row then position; every row has at least one
+        (possibly empty).
+    """
+    n_rows = len(row_length)
+    # positions on one axis for all rows (row r at offset[r]), so that one running maximum of the span
+    # ends merges the overlapping or touching spans of a row into groups
+    offset = _exclusive_cumsum(row_length)
+    starts, ends = offset[drop_row] + drop_spans[:, 0], offset[drop_row] + drop_spans[:, 1]
+    reach = np.maximum.accumulate(ends) if len(ends) else ends
+    new = np.ones(len(starts), dtype=bool)
+    new[1:] = (starts[1:] > reach[:-1]) | (drop_row[1:] != drop_row[:-1])
+    first = np.flatnonzero(new)
+    group_row, group_start = drop_row[first], starts[first]
+    group_end = reach[np.append(first[1:] - 1, len(starts) - 1)] if len(first) else reach[:0]
+    # row r keeps [its start, 1st group's start), [1st group's end, 2nd group's start), ..., [last end, its end)
+    groups = np.bincount(group_row, minlength=n_rows)
+    row_first = np.arange(n_rows) + _exclusive_cumsum(groups)[:-1]  # index of the row's first interval
+    within = np.arange(len(first)) - _exclusive_cumsum(groups)[group_row]
+    lo = np.empty(n_rows + len(first), dtype=np.int64)
+    hi = np.empty_like(lo)
+    lo[row_first] = offset[:-1]
+    hi[row_first + groups] = offset[1:]
+    lo[row_first[group_row] + within + 1] = group_end
+    hi[row_first[group_row] + within] = group_start
+    row = np.repeat(np.arange(n_rows), groups + 1)
+    return row, lo - offset[row], hi - offset[row]
+
+
+def _tidy(codes: np.ndarray, starts: np.ndarray, tidy_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The whitespace tidying of :func:`remove_spans` (after the drop) for the rows ``tidy_row``.
+
+    Only whitespace changes, so only the whitespace characters are looked at: in each gap (a maximal run
+    of whitespace within a row) a run of spaces/tabs keeps its first character, as a space, unless the run
+    touches a newline; a gap at either end of its row goes entirely (the strip).
+
+    Returns:
+        The rows as (codes, starts); ``codes`` is modified in place (tabs become spaces).
+    """
+    n, lengths = len(codes), np.diff(starts)
+    pos = _space_positions(codes)
+    if not tidy_row.all():  # rows without a dropped token stay as they are
+        untouched = np.zeros(n, dtype=bool)
+        keep_rows = np.flatnonzero(~tidy_row)
+        untouched[_segment_index(starts[keep_rows], lengths[keep_rows])] = True
+        pos = pos[~untouched[pos]]
+    row_start = np.zeros(n + 1, dtype=bool)
+    row_start[starts[:-1]] = True  # an empty row marks the next row's start, which is right
+    row_end = np.zeros(n + 1, dtype=bool)
+    row_end[starts[1:] - 1] = True  # (index -1 of a leading empty row lands on the spare last slot)
+    char = codes[pos]
+    blank = (char == _SPACE) | (char == _TAB)
+    newline = char == _NEWLINE
+    joined = np.zeros(len(pos) + 1, dtype=bool)  # joined[i]: pos[i] is in the same gap as pos[i - 1]
+    joined[1:-1] = (pos[1:] == pos[:-1] + 1) & ~row_start[pos[1:]]
+    gap_first = np.flatnonzero(~joined[:-1])
+    gap_length = np.diff(np.append(gap_first, len(pos)))
+    at_edge = row_start[pos[gap_first]] | row_end[pos[gap_first + gap_length - 1]]
+    stripped = np.repeat(at_edge, gap_length)
+    prev_blank = np.zeros(len(pos), dtype=bool)
+    prev_blank[1:] = joined[1:-1] & blank[:-1]
+    next_blank = np.zeros(len(pos), dtype=bool)
+    next_blank[:-1] = joined[1:-1] & blank[1:]
+    prev_newline = np.zeros(len(pos), dtype=bool)
+    prev_newline[1:] = joined[1:-1] & newline[:-1]
+    next_newline = np.zeros(len(pos), dtype=bool)
+    next_newline[:-1] = joined[1:-1] & newline[1:]
+    run_first = np.flatnonzero(blank & ~prev_blank)
+    run_last = np.flatnonzero(blank & ~next_blank)  # the i-th run ends at run_last[i]: runs never leave a gap
+    lead = run_first[~(prev_newline[run_first] | next_newline[run_last] | stripped[run_first])]
+    remove = blank | stripped
+    remove[lead] = False
+    codes[pos[lead[char[lead] == _TAB]]] = _SPACE
+    removed = pos[remove]
+    keep = np.ones(n, dtype=bool)
+    keep[removed] = False
+    lengths = lengths - np.bincount(_row_of(starts, removed), minlength=len(lengths))
+    return codes[keep], _exclusive_cumsum(lengths)
+
+
+def _augment_chunk(
+    texts: list[str],
+    batch: EncodedBatch,
+    scores: np.ndarray | None,
+    augment_type: str,
+    alpha: float,
+    beta: float,
+    multiply: int,
+    rng: np.random.Generator,
+    keep_original: bool,
+) -> _Rows:
+    """The rows of ``texts`` (with their tokens ``batch`` and flat token ``scores``): per text its original
+    (if ``keep_original``) and ``multiply`` copies, consuming ``rng`` as the module docstring says."""
+    n_texts = len(texts)
+    codes = _codes("".join(texts))
+    text_length = np.fromiter(map(len, texts), dtype=np.int64, count=n_texts)
+    text_start = _exclusive_cumsum(text_length)
+
+    # droppable tokens: ranked, and covering a character that is neither whitespace nor punctuation
+    token_text = np.repeat(np.arange(n_texts), np.diff(batch.offsets))
+    spans = np.where(batch.ranked[:, None], batch.char_spans, 0)
+    words_before = _exclusive_cumsum(word_chars(codes))
+    absolute = spans + text_start[token_text][:, None]
+    cand = np.flatnonzero(batch.ranked & (words_before[absolute[:, 1]] > words_before[absolute[:, 0]]))
+    cand_text = token_text[cand]
+    n_cand = np.bincount(cand_text, minlength=n_texts)
+    cand_start = _exclusive_cumsum(n_cand)
+
+    # one draw for the whole chunk; text i's part: [n_i keys if shuffled] then multiply × n_i uniforms
+    shuffled = augment_type == "shuffled"
+    part_start = _exclusive_cumsum(n_cand * (multiply + shuffled))
+    uniforms = rng.random(int(part_start[-1]))
+    if augment_type == "random":
+        p = np.full(len(cand), float(alpha))
+    else:
+        local = np.arange(len(cand)) - cand_start[cand_text]  # index among the text's droppable tokens
+        keys = uniforms[part_start[cand_text] + local] if shuffled else scores[cand]
+        p = drop_probabilities(_ranks_by_group(keys, cand_text, cand_start), alpha, beta)
+
+    # the (copy, token) pairs in the order their uniforms were drawn: text by text, copy by copy
+    copy_text = np.repeat(np.arange(n_texts), multiply)  # one entry per (text, copy)
+    copy_size = n_cand[copy_text]
+    pair_cand = _segment_index(cand_start[copy_text], copy_size)
+    draw_start = part_start[copy_text] + n_cand[copy_text] * (shuffled + np.tile(np.arange(multiply), n_texts))
+    pair_uniform = uniforms if not shuffled else uniforms[_segment_index(draw_start, copy_size)]
+    dropped = np.flatnonzero(pair_uniform < p[pair_cand])
+
+    # rows: per text its original (copy 0) if kept, then copies 1..multiply
+    per_text = multiply + keep_original
+    row_text = np.repeat(np.arange(n_texts), per_text)
+    row_copy = np.tile(np.arange(1 - keep_original, multiply + 1), n_texts)
+    copy_index = np.repeat(np.arange(len(copy_text)), copy_size)[dropped]  # (text, copy) of each drop
+    drop_row = copy_index + keep_original * (copy_index // multiply + 1)
+    row, lo, hi = _kept_intervals(text_length[row_text], drop_row, spans[cand[pair_cand[dropped]]])
+    source = text_start[row_text[row]] + lo
+    row_codes = codes[_segment_index(source, hi - lo)]
+    row_starts = _exclusive_cumsum(np.bincount(row, weights=hi - lo, minlength=len(row_text)).astype(np.int64))
+    tidy_row = np.bincount(drop_row, minlength=len(row_text)) > 0
+    out_codes, out_starts = _tidy(row_codes, row_starts, tidy_row)
+    return _Rows(out_codes, out_starts, row_text, row_copy)
+
+
+def _augment_chunks(
+    texts: list[str],
+    batch: EncodedBatch,
+    scores: np.ndarray | None,
+    augment_type: str,
+    alpha: float,
+    beta: float,
+    multiply: int,
+    rng: np.random.Generator,
+    keep_original: bool,
+) -> Iterator[_Rows]:
+    """:func:`_augment_chunk` over consecutive chunks of about :data:`_CHUNK_CHARS` output characters.
+
+    The generator is consumed text by text in dataset order whatever the chunks, so they do not change
+    the output; ``source_row`` is the text's index in ``texts``.
+    """
+    weight = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) * (multiply + keep_original)
+    cuts = np.searchsorted(np.cumsum(weight), np.arange(_CHUNK_CHARS, weight.sum(), _CHUNK_CHARS), side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [len(texts)]])).tolist()
+    for a, b in itertools.pairwise(bounds):
+        tokens = slice(int(batch.offsets[a]), int(batch.offsets[b]))
+        part = EncodedBatch(batch.input_ids[tokens], batch.char_spans[tokens], batch.ranked[tokens],
+                            batch.offsets[a : b + 1] - batch.offsets[a])
+        rows = _augment_chunk(texts[a:b], part, None if scores is None else scores[tokens], augment_type,
+                              alpha, beta, multiply, rng, keep_original)
+        rows.source_row = rows.source_row + a
+        yield rows
+
+
+def batch_scores(dump: AttentionDump, batch: EncodedBatch, key: str) -> np.ndarray:
+    """:func:`token_scores` for all texts of ``batch``, concatenated (one flat score per token).
+
+    A token-level dump whose token ids are the batch's is used as it is (checked in one comparison);
+    otherwise every text goes through :func:`token_scores`, which projects word-level scores and raises
+    for the first text tokenised differently.
+    """
+    if (dump.metadata.get("unit") != "word" and np.array_equal(dump.offsets, batch.offsets)
+            and np.array_equal(dump.input_ids, batch.input_ids)):
+        return dump.scores
+    parts = [token_scores(dump, i, batch[i], key) for i in range(len(batch))]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing the rows as CSV, byte for byte what pandas' to_csv (Python's csv module) writes
+# --------------------------------------------------------------------------------------------------
+
+
+def _csv_quoting() -> tuple[np.ndarray, bool]:
+    """The characters that make Python's csv writer quote a field (with ``lineterminator="\\n"``), and whether
+    it quotes an empty field: asked of the csv module itself, which pandas writes with, so the rows written
+    here stay byte-identical to ``DataFrame.to_csv`` whatever the Python version."""
+    def written(field: str) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow([field, 0])
+        return buffer.getvalue()
+
+    triggers = [c for c in range(128) if written(f"a{chr(c)}b").startswith('"')]
+    return np.array(triggers, dtype=np.uint32), written("").startswith('"')
+
+
+_CSV_TRIGGERS, _CSV_QUOTE_EMPTY = _csv_quoting()
+CSV_HEADER = "text,source_row,copy\n"
+
+
+def _csv_bytes(rows: _Rows) -> bytes:
+    """``rows`` as UTF-8 CSV lines ``text,source_row,copy`` (no header), quoted as the csv module would."""
+    codes, starts = rows.codes, rows.starts
+    n_rows = len(starts) - 1
+    trigger = np.zeros(len(codes), dtype=bool)
+    for c in _CSV_TRIGGERS:
+        trigger |= codes == c
+    quoted = (np.bincount(_row_of(starts, np.flatnonzero(trigger)), minlength=n_rows) > 0).tolist()
+    if _CSV_QUOTE_EMPTY:
+        quoted = [q or a == b for q, a, b in zip(quoted, starts[:-1].tolist(), starts[1:].tolist())]
+    doubled = np.flatnonzero(codes == _QUOTE)
+    if len(doubled):  # a quote inside a field is written twice
+        codes = np.insert(codes, doubled, _QUOTE)
+        starts = starts + np.searchsorted(doubled, starts, side="left")
+    # the rest of what the csv writer adds goes between the rows: before row r, row r - 1's closing
+    # quote and its ",source_row,copy\n", then row r's opening quote
+    quote = ['"' if q else "" for q in quoted]
+    between = [quote[0]] + [f"{q},{s},{c}\n{o}" for q, s, c, o in
+                            zip(quote, rows.source_row.tolist(), rows.copy.tolist(), quote[1:] + [""])]
+    length = np.fromiter(map(len, between), dtype=np.int64, count=len(between))
+    return _utf8(np.insert(codes, np.repeat(starts, length), _codes("".join(between))))
 
 
 def validate(augment_type: str, alpha: float, beta: float, multiply: int, attn_weights: Path | None) -> None:
@@ -154,12 +504,32 @@ def load_scores(
         raise InputError(f"attn_weights={attn_weights}: has {dump.n_texts} texts, dataset={dataset} has {n_texts}")
     if dump.metadata.get("unit") == "word":
         return dump, text_prefix_of(dump)  # word-level contrast: mapped onto this tokenizer's tokens later
-    if dump.metadata.get("vocab_sha256") != vocab_sha256(tokenizer):
+    if dump.metadata.get("vocab_sha256") != tokenizer_sha256(tokenizer):
         raise InputError(
             f"attn_weights={attn_weights}: was made with tokenizer {dump.metadata.get('tokenizer')}, not the one of "
             f"model={tokenizer.name_or_path}; set model= to a model with the dump's tokenizer"
         )
     return dump, text_prefix_of(dump)
+
+
+_VOCAB_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def tokenizer_sha256(tokenizer) -> str:
+    """:func:`elusive.artifacts.vocab_sha256` of ``tokenizer``, remembered per tokenizer object.
+
+    Hashing the whole vocabulary takes ~0.2 s for a 150k-token vocabulary, a fixed cost per call that would
+    dominate small datasets; it is recomputed whenever the tokenizer's size or special tokens change
+    (adding tokens changes both the vocabulary and its size).
+    """
+    key = (len(tokenizer), tuple(tokenizer.all_special_tokens))
+    try:
+        cached = _VOCAB_HASHES.get(tokenizer)
+    except TypeError:  # not weak-referenceable
+        return vocab_sha256(tokenizer)
+    if cached is None or cached[0] != key:
+        cached = _VOCAB_HASHES[tokenizer] = (key, vocab_sha256(tokenizer))
+    return cached[1]
 
 
 def text_prefix_of(dump: AttentionDump) -> str:
@@ -221,19 +591,16 @@ def data_augmentation(
     dump = None
     if attn_weights is not None and augment_type != "random":
         dump, text_prefix = load_scores(attn_weights, augment_type, dataset, tokenizer, len(texts))
-    encoded = encode_many(tokenizer, texts, text_prefix)
+    batch = encode_batch(tokenizer, texts, text_prefix)
+    scores = None if dump is None else batch_scores(dump, batch, f"attn_weights={attn_weights}")
     rng = np.random.default_rng(seed)
-    rows: list[tuple[str, int, int]] = []
-    for i, (text, enc) in enumerate(zip(texts, encoded)):
-        scores = None if dump is None else token_scores(dump, i, enc, f"attn_weights={attn_weights}")
-        if keep_original:
-            rows.append((text, i, 0))
-        copies = augment_text(text, enc, scores, augment_type, alpha, beta, multiply, rng)
-        rows.extend((copy, i, k) for k, copy in enumerate(copies, start=1))
-    frame = pd.DataFrame(rows, columns=["text", "source_row", "copy"])
     path = Path(str(save_name) + ".csv") if not str(save_name).endswith(".csv") else Path(save_name)
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n")
+    digest = hashlib.sha256()  # of the bytes as written: the file is not read back
+    chunks = _augment_chunks(texts, batch, scores, augment_type, alpha, beta, multiply, rng, keep_original)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        for data in itertools.chain([CSV_HEADER.encode("utf-8")], map(_csv_bytes, chunks)):
+            handle.write(data)
+            digest.update(data)
     settings = {
         "augment_type": augment_type,
         "alpha": alpha,
@@ -244,9 +611,9 @@ def data_augmentation(
         "attn_weights": None if dump is None else str(dump_path(attn_weights).absolute()),
         "dataset": str(Path(dataset).absolute()),
         "dataset_sha256": sha256_file(dataset),
-        "csv_sha256": sha256_file(path),
+        "csv_sha256": digest.hexdigest(),
     }
     write_text_atomic(path.with_suffix(".json"), json.dumps(settings, indent=2) + "\n")  # provenance for the summary
-    log.info("wrote %s: %d rows (%d texts × %d copies%s)", path, len(frame), len(texts), multiply,
-             " + originals" if keep_original else "")
+    log.info("wrote %s: %d rows (%d texts × %d copies%s)", path, len(texts) * (multiply + keep_original),
+             len(texts), multiply, " + originals" if keep_original else "")
     return path

@@ -36,6 +36,7 @@ from elusive.augment import (
     droppable_tokens,
     load_scores,
     ranks_from_scores,
+    shuffled_ranks,
     validate,
 )
 from elusive.data import load_texts, read_csv
@@ -357,14 +358,14 @@ def shuffled_permutations(
 
     The generator is shared by all texts, so text i's ranking depends on the texts before it: they are
     replayed through :func:`elusive.augment.augment_text` itself, which consumes the generator exactly as
-    stage 3 does; the ranking is its first draw for each text.
+    stage 3 does; the ranking is its first draw for each text (:func:`elusive.augment.shuffled_ranks`).
     """
     rng = np.random.default_rng(seed)
     out = {}
     for i in range(max(wanted) + 1):
         if i in wanted:
             state = rng.bit_generator.state
-            out[i] = rng.permutation(len(droppable_tokens(texts[i], encoded[i])))
+            out[i] = shuffled_ranks(rng, len(droppable_tokens(texts[i], encoded[i])))
             rng.bit_generator.state = state
         augment_text(texts[i], encoded[i], None, "shuffled", alpha, beta, multiply, rng)
     return out

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from elusive.artifacts import AttentionDump
+from elusive import augment
+from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
 from elusive.attention import save_attention
 from elusive.augment import (
+    AUGMENT_TYPES,
     augment_text,
     data_augmentation,
     drop_probabilities,
+    droppable_tokens,
     ranks_from_scores,
     remove_spans,
+    shuffled_ranks,
 )
 from elusive.contrast import contrast_attention
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
-from elusive.tokens import encode, is_droppable
+from elusive.tokens import encode, encode_many, is_droppable, word_chars
 
 
 def test_drop_probability_by_hand():
@@ -172,3 +177,208 @@ def test_mismatched_dumps_are_refused(small_model, word_model, bios, dumps, tmp_
         data_augmentation("attention", 0.7, 0.05, 2, str(small_model), other, tmp_path / "o", dumps["small"])
     assert not (tmp_path / "o.csv").exists()
     assert AttentionDump.load(dumps["diff"]).metadata["kind"] == "attention_diff"
+
+
+# --------------------------------------------------------------------------------------------------
+# The vectorised implementation against the per-token, per-copy reference
+# --------------------------------------------------------------------------------------------------
+
+TRICKY = [
+    "Ann Lee was born in Oslo. She worked at the British Museum.",
+    "  Leading and trailing spaces  ",
+    "Tabs\tand  double  spaces,\tand a tab \t run.",
+    "Line one.\nLine two \n line three\n\nafter a blank line \n",
+    'Windows\r\nline, with "quotes" and, commas "',
+    "Zoë Müller — café, naïve; 東京 and 々。、 end",
+    "Emoji 😀 in 🎉🎉 text 👩‍👩‍👧 end",
+    "\t\n Only whitespace around \n\t",
+    "!!! ... ???",
+    "word",
+    "No-break\u00a0space, em\u2003space and ideographic\u3000space",
+]
+TOKENIZER_KINDS = ["small_model", "gemma_model", "word_model"]  # byte-level BPE, Unigram with BOS, word-level
+
+
+def _reference_copies(text, enc, scores, augment_type, alpha, beta, multiply, rng):
+    """The per-token, per-copy implementation the vectorised one replaced, on the documented random stream."""
+    cand = droppable_tokens(text, enc)
+    if augment_type == "random":
+        p = np.full(len(cand), alpha)
+    else:
+        ranks = shuffled_ranks(rng, len(cand)) if augment_type == "shuffled" else ranks_from_scores(scores[cand])
+        p = drop_probabilities(ranks, alpha, beta)
+    drops = rng.random((multiply, len(cand))) < p[None, :]
+    spans = enc.char_spans[cand]
+    return [remove_spans(text, spans[row]) for row in drops]
+
+
+def _tied_scores(n, seed):
+    """Scores with many ties (and a -0.0), so that position order decides ranks too."""
+    scores = np.round(np.random.default_rng(seed).normal(size=n), 1).astype(np.float32)
+    scores[:: 7] = -0.0
+    return scores
+
+
+@pytest.mark.parametrize("kind", TOKENIZER_KINDS)
+def test_copies_match_the_reference_on_random_drop_patterns(kind, request):
+    """Byte-identical rows for many drop patterns: newlines, tabs, double spaces, non-ASCII, emoji (byte-level
+    BPE splits one character over several tokens with the same span), text prefixes, ties in the scores."""
+    tok = load_tokenizer(str(request.getfixturevalue(kind)))
+    checked = 0
+    for prefix in ("", "Text: "):
+        for t, text in enumerate(TRICKY):
+            enc = encode(tok, text, prefix)
+            scores = _tied_scores(len(enc.input_ids), t)
+            for augment_type in AUGMENT_TYPES:
+                for seed, (alpha, beta) in enumerate([(0.5, 0.0), (0.9, 0.3), (1.0, 5.0), (0.2, 0.05)]):
+                    args = (text, enc, scores, augment_type, alpha, beta, 40)
+                    fast = augment_text(*args, np.random.default_rng(seed))
+                    assert fast == _reference_copies(*args, np.random.default_rng(seed)), (text, augment_type, alpha)
+                    checked += len(set(fast))
+    assert checked > 1000  # many distinct rows, not the same few
+
+
+def test_kept_intervals_and_tidy_match_remove_spans_on_overlapping_spans():
+    """Arbitrary sorted, overlapping and touching span sets, straight through the two vectorised steps."""
+    rng = np.random.default_rng(0)
+    texts = TRICKY + ["a  \t b\n \n c", " \n", "x"]
+    rows, spans_of_row, expected = [], [], []
+    for _ in range(400):
+        text = texts[rng.integers(len(texts))]
+        starts = np.sort(rng.integers(0, len(text) + 1, rng.integers(0, 6)))
+        spans = np.stack([starts, np.minimum(starts + rng.integers(0, 5, len(starts)), len(text))], axis=1)
+        rows.append(text)
+        spans_of_row.append(spans)
+        expected.append(remove_spans(text, spans))
+    drop_row = np.repeat(np.arange(len(rows)), [len(s) for s in spans_of_row])
+    drop_spans = np.concatenate(spans_of_row).astype(np.int64)
+    lengths = np.array([len(t) for t in rows])
+    row, lo, hi = augment._kept_intervals(lengths, drop_row, drop_spans)
+    codes = augment._codes("".join(rows))
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    kept = codes[augment._segment_index(starts[row] + lo, hi - lo)]
+    kept_starts = np.concatenate([[0], np.cumsum(np.bincount(row, weights=hi - lo, minlength=len(rows)))]).astype(np.int64)
+    tidied, tidied_starts = augment._tidy(kept, kept_starts, np.bincount(drop_row, minlength=len(rows)) > 0)
+    assert augment._Rows(tidied, tidied_starts, np.zeros(len(rows)), np.zeros(len(rows))).strings() == expected
+
+
+def _hand_dump(tok, texts, data, path, kind="attention"):
+    """A token-level dump of ``texts`` with tied scores, valid for ``data`` and ``tok``."""
+    encs = [encode(tok, t) for t in texts]
+    n = [len(e.input_ids) for e in encs]
+    return AttentionDump(
+        scores=np.concatenate([_tied_scores(k, i) for i, k in enumerate(n)]),
+        offsets=np.concatenate([[0], np.cumsum(n)]),
+        input_ids=np.concatenate([e.input_ids for e in encs]),
+        char_spans=np.concatenate([e.char_spans for e in encs]),
+        ranked=np.concatenate([e.ranked for e in encs]),
+        metadata={"kind": kind, "tokenizer": "hand", "vocab_sha256": vocab_sha256(tok), "dataset": str(data),
+                  "dataset_sha256": sha256_file(data), "text_prefix": json.dumps("")},
+    ).save(path)
+
+
+@pytest.mark.parametrize("augment_type", AUGMENT_TYPES)
+def test_data_augmentation_writes_the_reference_rows_as_pandas_would(small_model, augment_type, tmp_path, monkeypatch):
+    """The CSV is byte for byte pandas' to_csv of the reference rows (one generator through the texts in
+    order), whatever the chunk size."""
+    tok = load_tokenizer(str(small_model))
+    data = tmp_path / "tricky.csv"
+    pd.DataFrame({"text": TRICKY * 3}).to_csv(data, index=False)
+    texts = load_texts(data)
+    assert texts == TRICKY * 3
+    dump = _hand_dump(tok, texts, data, tmp_path / "dump", augment_type) if augment_type.startswith("attention") else None
+    scores = AttentionDump.load(dump).scores if dump else None
+    rng = np.random.default_rng(11)
+    rows = []
+    for i, text in enumerate(texts):
+        enc = encode(tok, text)
+        own = None if scores is None else scores[AttentionDump.load(dump).text_slice(i)]
+        rows.append((text, i, 0))
+        copies = _reference_copies(text, enc, own, augment_type, 0.8, 0.2, 5, rng)
+        rows.extend((c, i, k) for k, c in enumerate(copies, start=1))
+    expected = tmp_path / "expected.csv"
+    pd.DataFrame(rows, columns=["text", "source_row", "copy"]).to_csv(expected, index=False, lineterminator="\n")
+    args = (augment_type, 0.8, 0.2, 5, str(small_model), data)
+    whole = data_augmentation(*args, tmp_path / "whole", dump, seed=11)
+    monkeypatch.setattr(augment, "_CHUNK_CHARS", 150)  # many chunks, some of a single text
+    chunked = data_augmentation(*args, tmp_path / "chunked", dump, seed=11)
+    assert whole.read_bytes() == expected.read_bytes() == chunked.read_bytes()
+    settings = json.loads((tmp_path / "whole.json").read_text())
+    assert settings["csv_sha256"] == sha256_file(whole)
+
+
+def test_csv_rows_are_written_as_pandas_writes_them():
+    texts = ["", "plain", "a,b", '"quoted"', 'say "hi", twice ""', "new\nline", "cr\rreturn", "tab\there",
+             "Zoë 😀 東京", ",", '"', "\n", " lead and trail "]
+    rows = augment._Rows(augment._codes("".join(texts)), np.concatenate([[0], np.cumsum([len(t) for t in texts])]),
+                         np.arange(len(texts)) * 37, np.arange(len(texts)) % 4)
+    frame = pd.DataFrame({"text": texts, "source_row": rows.source_row, "copy": rows.copy})
+    expected = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    assert augment.CSV_HEADER.encode() + augment._csv_bytes(rows) == expected
+
+
+def test_character_classes_match_is_droppable_and_isspace():
+    codes = np.concatenate([np.arange(0x3100), np.arange(0x3100, 0x110000, 7)]).astype(np.uint32)
+    chars = [chr(c) for c in codes.tolist()]
+    assert word_chars(codes).tolist() == [is_droppable(ch) for ch in chars]
+    assert augment._space_positions(codes).tolist() == [i for i, ch in enumerate(chars) if ch.isspace()]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ranks_within_texts_match_ranks_from_scores(dtype):
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(0, 30, 200)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    keys = np.round(rng.normal(size=len(group)), 1)
+    keys[rng.random(len(keys)) < 0.05] = np.nan
+    keys[rng.random(len(keys)) < 0.05] = -0.0
+    keys[rng.random(len(keys)) < 0.02] = np.inf
+    keys[rng.random(len(keys)) < 0.02] = -np.inf
+    keys = keys.astype(dtype)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    ranks = augment._ranks_by_group(keys, group, starts)
+    for g in range(len(sizes)):
+        assert ranks[starts[g] : starts[g + 1]].tolist() == ranks_from_scores(keys[starts[g] : starts[g + 1]]).tolist()
+
+
+class _WrapperWithoutBackend:
+    """A tokenizer that only offers the Hugging Face call (no Rust ``_tokenizer``): the fallback path."""
+
+    def __init__(self, tok):
+        self.tok = tok
+
+    def __call__(self, *args, **kwargs):
+        return self.tok(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kind", TOKENIZER_KINDS)
+def test_encoding_matches_the_tokenizer_call(kind, request):
+    """The direct Rust call gives the ids, offsets and special-token flags of ``tokenizer(...)``."""
+    tok = load_tokenizer(str(request.getfixturevalue(kind)))
+    for prefix in ("", "Text: "):
+        enc = tok([prefix + t for t in TRICKY], add_special_tokens=True, return_offsets_mapping=True,
+                  return_special_tokens_mask=True)
+        expected = []
+        for ids, offsets, special in zip(enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]):
+            offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+            ranked = ~np.asarray(special, dtype=bool) & (offsets[:, 1] > len(prefix))
+            spans = np.where(ranked[:, None], np.maximum(offsets, len(prefix)) - len(prefix), -1)
+            expected.append((ids, spans.tolist(), ranked.tolist()))
+        for source in (tok, _WrapperWithoutBackend(tok)):
+            got = [(e.input_ids.tolist(), e.char_spans.tolist(), e.ranked.tolist()) for e in encode_many(source, TRICKY, prefix)]
+            assert got == expected
+    tok._tokenizer.enable_truncation(max_length=4)  # a backend the wrapper would reconfigure: use the wrapper
+    assert [len(e.input_ids) for e in encode_many(tok, TRICKY)] == [len(ids) for ids in tok(TRICKY)["input_ids"]]
+
+
+def test_a_dump_tokenised_differently_is_refused_naming_the_text(small_model, tmp_path):
+    tok = load_tokenizer(str(small_model))
+    data = tmp_path / "tricky.csv"
+    pd.DataFrame({"text": TRICKY}).to_csv(data, index=False)
+    path = _hand_dump(tok, TRICKY, data, tmp_path / "dump")
+    dump = AttentionDump.load(path)
+    dump.input_ids[dump.offsets[2] + 1] += 1
+    dump.save(tmp_path / "bad")
+    with pytest.raises(InputError, match="text 2 was tokenised differently"):
+        data_augmentation("attention", 0.7, 0.05, 2, str(small_model), data, tmp_path / "o", tmp_path / "bad")
+    assert not (tmp_path / "o.csv").exists()
