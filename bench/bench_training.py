@@ -26,15 +26,16 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from transformers import Trainer, TrainerCallback  # noqa: E402
-from transformers.trainer_callback import PrinterCallback, ProgressCallback  # noqa: E402
+import numpy as np
+import pandas as pd
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from bench.common import Row, add_model_args, fmt_rate, report, resolve_model, timed  # noqa: E402
+from bench.common import Row, add_model_args, fmt_rate, report, resolve_model, timed
 
 SPEED_TARGET = 1.0
 PHASES = ("data", "forward", "backward", "clip", "optimizer", "log", "save")
@@ -55,13 +56,15 @@ class _OptimizerTimer(TrainerCallback):
 class TimedTrainer(Trainer):
     """A Trainer that records where the training loop's time goes (class attributes hold the last run)."""
 
-    last_phases: dict[str, float] = {}
-    last_runtime: float = 0.0
-    last_losses: list[float] = []
+    last_phases: ClassVar[dict[str, float]] = {}
+    last_runtime: ClassVar[float] = 0.0
+    last_losses: ClassVar[list[float]] = []
+    last_positions: ClassVar[tuple[int, int]] = (0, 0)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.phases = defaultdict(float)
+        self.positions = [0, 0]  # token positions fed (padded), of which real
         self.add_callback(_OptimizerTimer(self.phases))
         for quiet in (PrinterCallback, ProgressCallback):  # the loss lines would garble the table
             self.remove_callback(quiet)
@@ -85,8 +88,12 @@ class TimedTrainer(Trainer):
     def get_batch_samples(self, *args, **kwargs):
         return self._timed("data", super().get_batch_samples, *args, **kwargs)
 
-    def training_step(self, *args, **kwargs):
-        return self._timed("step", super().training_step, *args, **kwargs)
+    def training_step(self, model, inputs, *args, **kwargs):
+        mask = inputs.get("attention_mask")
+        if mask is not None:
+            self.positions[0] += int(mask.numel())
+            self.positions[1] += int(mask.sum())
+        return self._timed("step", super().training_step, model, inputs, *args, **kwargs)
 
     def _clip_grad_norm(self, *args, **kwargs):
         return self._timed("clip", super()._clip_grad_norm, *args, **kwargs)
@@ -105,6 +112,7 @@ class TimedTrainer(Trainer):
         type(self).last_runtime = time.perf_counter() - start
         type(self).last_phases = phases
         type(self).last_losses = [h["loss"] for h in self.state.log_history if "loss" in h]
+        type(self).last_positions = tuple(self.positions)
         return result
 
 
@@ -117,19 +125,19 @@ def make_dataset(n: int, folder: Path, seed: int = 0) -> Path:
 
 
 def hyper(args) -> dict:
-    return dict(epochs=args.epochs, batch_size=args.batch_size, learning_rate=5e-4, warmup_ratio=0.1,
-                max_grad_norm=1.0, max_length=args.max_length, seed=0)
+    return {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": 5e-4, "warmup_ratio": 0.1,
+                "max_grad_norm": 1.0, "max_length": args.max_length, "seed": 0}
 
 
-def run_ours(model: str, dataset: Path, out: Path, args) -> float:
+def run_ours(model: str, dataset: Path, out: Path, args, **extra) -> float:
     """``elusive.training.train`` with the timing Trainer swapped in; returns the whole call's wall time."""
-    import elusive.training as training
+    from elusive import training
 
     original = training.Trainer
     training.Trainer = TimedTrainer
     try:
         seconds, _ = timed(lambda: training.train(model=model, dataset=dataset, model_dir=out, logging_steps=1,
-                                                  device="cpu", dtype="float32", **hyper(args)))
+                                                  device="cpu", dtype="float32", **hyper(args), **extra))
     finally:
         training.Trainer = original
     return seconds
@@ -179,11 +187,6 @@ def real_tokens(model: str, dataset: Path, max_length: int) -> int:
     return sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
 
 
-def padded_tokens(lengths: list[int], batch_size: int) -> int:
-    """Token positions if batches of consecutive texts are padded to their longest (an estimate for random order)."""
-    return sum(max(lengths[k : k + batch_size]) * len(lengths[k : k + batch_size]) for k in range(0, len(lengths), batch_size))
-
-
 def breakdown(phases: dict[str, float], runtime: float) -> str:
     parts = [f"{name} {phases.get(name, 0.0):.2f} s ({100 * phases.get(name, 0.0) / runtime:.0f} %)" for name in PHASES]
     other = runtime - sum(phases.get(name, 0.0) for name in PHASES)
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="also time ours with group_by_length=True (less padding; a different batch order)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each (order alternates: baseline first, then ours first, ...); the fastest loop counts")
     args = parser.parse_args(argv)
@@ -218,25 +223,36 @@ def main(argv: list[str] | None = None) -> int:
             for name in (("baseline", "ours") if k % 2 == 0 else ("ours", "baseline")):
                 run = run_baseline if name == "baseline" else run_ours
                 total = run(model, dataset, folder / f"{name}{k}", args)
-                runs[name].append((TimedTrainer.last_runtime, total, TimedTrainer.last_phases, TimedTrainer.last_losses))
-        base_runtime, base_total, base_phases, base_losses = min(runs["baseline"], key=lambda r: r[0])
-        ours_runtime, ours_total, ours_phases, ours_losses = min(runs["ours"], key=lambda r: r[0])
+                runs[name].append((TimedTrainer.last_runtime, total, TimedTrainer.last_phases, TimedTrainer.last_losses,
+                                   TimedTrainer.last_positions))
+        if args.group_by_length:  # ours with length-grouped batches: less padding, another data order
+            run_ours(model, dataset, folder / "grouped", args, group_by_length=True)
+            grouped = (TimedTrainer.last_runtime, TimedTrainer.last_positions, TimedTrainer.last_losses)
+        base_runtime, base_total, base_phases, base_losses, base_pos = min(runs["baseline"], key=lambda r: r[0])
+        ours_runtime, ours_total, ours_phases, ours_losses, ours_pos = min(runs["ours"], key=lambda r: r[0])
 
     r_base, r_ours = tokens / base_runtime, tokens / ours_runtime
     rows = [Row(f"tokens/s in Trainer.train, {args.texts} texts, batch {args.batch_size}", fmt_rate(r_base, "tok/s"),
                 fmt_rate(r_ours, "tok/s"), r_ours / r_base, SPEED_TARGET),
             Row("whole call (load, tokenise, train, save)", f"{base_total:.1f} s", f"{ours_total:.1f} s",
                 base_total / ours_total, None)]
+    if args.group_by_length:
+        rows.append(Row("  ours with group_by_length=True (info)", fmt_rate(r_base, "tok/s"),
+                        fmt_rate(tokens / grouped[0], "tok/s"), tokens / grouped[0] / r_base, None))
     same = len(base_losses) == len(ours_losses) and np.allclose(ours_losses, base_losses, rtol=1e-3, atol=1e-4)
     worst = max((abs(a - b) for a, b in zip(ours_losses, base_losses)), default=float("nan"))
     notes = [
         f"equivalence: {len(ours_losses)} step losses, max |ours − baseline| = {worst:.2e} → {'PASS' if same else 'FAIL'}",
         f"baseline loop {base_runtime:.2f} s: {breakdown(base_phases, base_runtime)}",
         f"ours loop {ours_runtime:.2f} s: {breakdown(ours_phases, ours_runtime)}",
+        f"padding: baseline fed {base_pos[0]:,} positions ({base_pos[1]:,} real), ours {ours_pos[0]:,} ({ours_pos[1]:,} real)",
+        *([(f"group_by_length=True fed {grouped[1][0]:,} positions ({grouped[1][1]:,} real), mean step loss "
+           f"{np.mean(grouped[2]):.4f} vs {np.mean(ours_losses):.4f} (other batches, so not compared step by step)")]
+          if args.group_by_length else []),
         f"ours outside the loop (load model/tokenizer, tokenise, LoRA wrap, save adapter): {ours_total - ours_runtime:.2f} s",
-        f"{tokens:,.0f} real tokens; model {model}, fp32, LoRA r=16 all-linear, lr 5e-4, epochs {args.epochs:g}; "
+        (f"{tokens:,.0f} real tokens; model {model}, fp32, LoRA r=16 all-linear, lr 5e-4, epochs {args.epochs:g}; "
         f"loop times per run: baseline {', '.join(f'{r[0]:.2f}' for r in runs['baseline'])} s, "
-        f"ours {', '.join(f'{r[0]:.2f}' for r in runs['ours'])} s",
+        f"ours {', '.join(f'{r[0]:.2f}' for r in runs['ours'])} s"),
     ]
     report("Stage 4 — LoRA training", rows, notes, args.json)
     return 0 if same else 1

@@ -10,6 +10,7 @@ method cannot hide the next method's allocations.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import datetime
 import gc
@@ -17,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +34,24 @@ if str(ROOT) not in sys.path:  # scripts run as `python bench/x.py` find the pro
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TQDM_DISABLE", "1")  # the library's progress bars would garble the tables
 
-import psutil  # noqa: E402
+import psutil
+
+_START_CPU = (time.monotonic(), psutil.cpu_times())
+
+
+def other_cpu_share() -> tuple[float, float]:
+    """CPU-seconds other processes used since this process started, and that as a share of all cores' time.
+
+    System-wide busy time minus this process's and its children's: a contention gauge for the result.
+    """
+    wall0, cpu0 = _START_CPU
+    cpu1 = psutil.cpu_times()
+    busy = sum(getattr(cpu1, f) - getattr(cpu0, f) for f in ("user", "nice", "system", "irq", "softirq", "steal")
+               if hasattr(cpu1, f))
+    own = psutil.Process().cpu_times()
+    mine = own.user + own.system + own.children_user + own.children_system
+    other = max(0.0, busy - mine)
+    return other, other / max(1e-9, (time.monotonic() - wall0) * (os.cpu_count() or 1))
 
 
 def quiet() -> None:
@@ -147,7 +166,7 @@ class PeakMemory:
             self.peak = max(self.peak, process.memory_info().rss)
             time.sleep(self.interval)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self):
         trim_heap()
         self.start = rss()
         self.peak = self.start
@@ -175,7 +194,7 @@ def run_worker(script: Path, args: list[str], timeout: float = 3600) -> dict[str
     """Run ``python script *args`` in a fresh process; return the JSON object on its last stdout line."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(script), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(script), *args], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     if proc.returncode != 0:
         raise RuntimeError(f"worker {script.name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -238,9 +257,13 @@ def format_table(rows: Iterable[Row]) -> str:
 def report(title: str, rows: list[Row], notes: list[str], json_path: str | None = None) -> None:
     """Print the machine, the table and the notes; optionally also write them as JSON."""
     info = machine_info()
+    other, share = other_cpu_share()
+    info["other_cpu_seconds"], info["other_cpu_share"] = round(other, 1), round(share, 3)
+    notes = [*notes, (f"contention: other processes used {other:.0f} CPU-seconds during this run "
+             f"({100 * share:.0f} % of the machine){'; ratios are unreliable' if share > 0.1 else ''}")]
     print(f"\n## {title}")
     print(f"{info['date']} · {info['cpu']} · {info['cores']} cores · torch {info['torch']} "
-          f"({info['threads']} threads) · transformers {info['transformers']}\n")
+          f"({info['threads']} threads) · transformers {info['transformers']} · load avg {info['load_average']:.2f}\n")
     print(format_table(rows))
     for note in notes:
         print(f"- {note}")
@@ -270,7 +293,7 @@ def machine_info() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
     }
 
 
@@ -314,6 +337,7 @@ def tiny_model(layers: int = 2, hidden: int = 64, heads: int = 4) -> str:
         data = ROOT / "data"
         tokenizer = train_tokenizer("bpe", corpus([data / "biography.csv", data / "biography_fewshot.csv", data / "prompts.csv"]))
         out = Path(tempfile.mkdtemp(prefix="bench-tiny-"))
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
         model = build_model("llama", tokenizer, layers=layers, hidden=hidden, heads=heads, seed=0)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

@@ -21,10 +21,10 @@ if [ "$tiny" = 1 ]; then
   evaluation=(--people 2)
   training=(--texts 16 --batch-size 4)
 else
-  extraction=(--lengths 512 1024 --texts 2 1)
-  augmentation=(--sizes 1000 10000 100000 --baseline-size 10000)
-  evaluation=(--people 2)
-  training=(--texts 20 --batch-size 4)
+  extraction=(--lengths 512 1024 --texts 2 1 --repeat 2)
+  augmentation=(--sizes 1000 10000 100000 --baseline-size 10000 --repeat 2)
+  evaluation=(--people 2 --repeat 2)
+  training=(--texts 20 --batch-size 4 --repeat 2 --group-by-length)
 fi
 
 status=0
