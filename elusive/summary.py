@@ -113,15 +113,19 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def summarize(runs: list[Path], output: Path | None = None) -> str:
-    """Collect, aggregate over seeds, and (with ``output``) write ``{output}.md`` and ``{output}.csv``."""
+    """Collect, aggregate over seeds, and (with ``output``) write ``{output}.md``, ``{output}.csv`` (one row per
+    setting, mean and std over seeds) and ``{output}_runs.csv`` (one row per run, with its seed)."""
     if not runs:
         raise InputError("runs=[]: give at least one folder with results.json files")
-    table = aggregate(collect(runs))
+    per_run = collect(runs)
+    table = aggregate(per_run)
     markdown = to_markdown(table)
     if output is not None:
         output = Path(output)
         write_text_atomic(output.with_name(output.name + ".md"), markdown + "\n")
         with atomic_path(output.with_name(output.name + ".csv")) as tmp:
             table.to_csv(tmp, index=False, lineterminator="\n", float_format="%.4f")
+        with atomic_path(output.with_name(output.name + "_runs.csv")) as tmp:
+            per_run.to_csv(tmp, index=False, lineterminator="\n", float_format="%.4f")
         log.info("wrote %s.md and %s.csv", output, output)
     return markdown

@@ -53,6 +53,8 @@ def test_summary_means_and_spreads_over_seeds_by_hand(tmp_path):
     markdown = summarize([tmp_path], tmp_path / "summary")
     assert "| t2 | m | attention_diff | 0.7 | 0.05 | 10 | 75.0 ± 25.0 |" in markdown
     assert pd.read_csv(tmp_path / "summary.csv")["seeds"].tolist() == [1, 2]
+    runs = pd.read_csv(tmp_path / "summary_runs.csv")
+    assert sorted(runs["seed"].tolist()) == [0, 0, 1] and set(runs["method"]) == {"plain", "attention_diff"}
 
 
 def test_folders_without_run_json_are_labelled_by_path(tmp_path):
