@@ -12,13 +12,18 @@ query, over all biographies with the same query field — what the shares would 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from elusive.artifacts import AttentionDump
+from elusive.artifacts import AttentionDump, atomic_path, write_text_atomic
+from elusive.errors import InputError
+from elusive.models import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +44,6 @@ def focus_entries(dump: AttentionDump, k: int = 10) -> list[FocusEntry]:
     """Rank the keys of every focus row of ``dump`` (see the module docstring)."""
     if "focus_rows" not in dump.extra:
         raise ValueError("the dump has no focus rows; run save_attention.py with focus=true")
-    import json
-
     fields = json.loads(dump.metadata.get("fields", "[]"))
     extra = dump.extra
     entries = []
@@ -140,15 +143,6 @@ def analyze_attention(attn_dump, output, model: str | None = None, k: int = 10) 
         model: Tokenizer source for printing token strings (None = the dump's recorded tokenizer).
         k: How many top keys to rank.
     """
-    import json
-    from pathlib import Path
-
-    import pandas as pd
-
-    from elusive.artifacts import atomic_path, write_text_atomic
-    from elusive.errors import InputError
-    from elusive.models import load_tokenizer
-
     dump = AttentionDump.load(attn_dump, "attn_dump")
     if "focus_rows" not in dump.extra:
         raise InputError(f"attn_dump={attn_dump}: has no focus rows; rerun save_attention.py with focus=true (both models for a contrast)")
@@ -193,10 +187,8 @@ def plot_shares(shares: dict[str, dict], title: str, path) -> None:
     """One panel per query field: stacked bars of label shares per rank, position-matched shares as dots."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # no display: set before pyplot is imported, so kept local
     import matplotlib.pyplot as plt
-
-    from elusive.artifacts import atomic_path
 
     labels = sorted({lab for s in shares.values() for lab in s["labels"]}, key=lambda x: (x == "other", x))
     colors = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}

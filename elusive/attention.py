@@ -264,9 +264,6 @@ def save_attention(
     if max_texts is not None:
         tagged = tagged[:max_texts]
     texts = [plain for plain, _ in tagged]
-    for row, text in enumerate(texts):
-        if not text.strip():
-            raise InputError(f"dataset={dataset}: row {row} has an empty text; remove it or fill it in")
     fields = list(dict.fromkeys(span.field for _, spans in tagged for span in spans))
     if focus and not [f for f in fields if f != "name"]:
         raise InputError(f"focus=true: dataset={dataset} has no tagged fields (<company>...</company>); use a tagged CSV")

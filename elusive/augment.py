@@ -38,7 +38,6 @@ import itertools
 import json
 import logging
 import re
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -504,32 +503,12 @@ def load_scores(
         raise InputError(f"attn_weights={attn_weights}: has {dump.n_texts} texts, dataset={dataset} has {n_texts}")
     if dump.metadata.get("unit") == "word":
         return dump, text_prefix_of(dump)  # word-level contrast: mapped onto this tokenizer's tokens later
-    if dump.metadata.get("vocab_sha256") != tokenizer_sha256(tokenizer):
+    if dump.metadata.get("vocab_sha256") != vocab_sha256(tokenizer):
         raise InputError(
             f"attn_weights={attn_weights}: was made with tokenizer {dump.metadata.get('tokenizer')}, not the one of "
             f"model={tokenizer.name_or_path}; set model= to a model with the dump's tokenizer"
         )
     return dump, text_prefix_of(dump)
-
-
-_VOCAB_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def tokenizer_sha256(tokenizer) -> str:
-    """:func:`elusive.artifacts.vocab_sha256` of ``tokenizer``, remembered per tokenizer object.
-
-    Hashing the whole vocabulary takes ~0.2 s for a 150k-token vocabulary, a fixed cost per call that would
-    dominate small datasets; it is recomputed whenever the tokenizer's size or special tokens change
-    (adding tokens changes both the vocabulary and its size).
-    """
-    key = (len(tokenizer), tuple(tokenizer.all_special_tokens))
-    try:
-        cached = _VOCAB_HASHES.get(tokenizer)
-    except TypeError:  # not weak-referenceable
-        return vocab_sha256(tokenizer)
-    if cached is None or cached[0] != key:
-        cached = _VOCAB_HASHES[tokenizer] = (key, vocab_sha256(tokenizer))
-    return cached[1]
 
 
 def text_prefix_of(dump: AttentionDump) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from elusive.errors import InputError
-from elusive.tags import Span, parse_tagged
+from elusive.tags import Span, parse_tagged, strip_tags
 from elusive.wiki import is_wiki, load_contexts
 
 
@@ -59,12 +59,16 @@ def load_texts(path: str | os.PathLike[str], key: str = "dataset") -> list[str]:
     """
     if is_wiki(path):
         return load_contexts(path, key)
-    frame = read_csv(path, key)
-    texts = [parse_tagged(t)[0] for t in frame["text"].tolist()]
+    texts = [strip_tags(t) for t in read_csv(path, key)["text"].tolist()]
+    check_not_empty(texts, path, key)
+    return texts
+
+
+def check_not_empty(texts: list[str], path: str | os.PathLike[str], key: str) -> None:
+    """Refuse a dataset row whose text (tags removed) is empty or only whitespace."""
     for row, text in enumerate(texts):
         if not text.strip():
             raise InputError(f"{key}={path}: row {row} has an empty text; remove it or fill it in")
-    return texts
 
 
 def load_tagged(path: str | os.PathLike[str], key: str = "dataset") -> list[tuple[str, list[Span]]]:
@@ -74,4 +78,6 @@ def load_tagged(path: str | os.PathLike[str], key: str = "dataset") -> list[tupl
     """
     if is_wiki(path):
         return [(context, []) for context in load_contexts(path, key)]
-    return [parse_tagged(t) for t in read_csv(path, key)["text"].tolist()]
+    tagged = [parse_tagged(t) for t in read_csv(path, key)["text"].tolist()]
+    check_not_empty([plain for plain, _ in tagged], path, key)
+    return tagged

@@ -215,6 +215,11 @@ class StopAtNewline(StoppingCriteria):
         return torch.tensor(["\n" in t for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
+def answer_text(tokenizer, new_ids: torch.Tensor) -> str:
+    """The answer in generated ids: decoded, cut at the first newline, stripped."""
+    return tokenizer.decode(new_ids, skip_special_tokens=True).split("\n", 1)[0].strip()
+
+
 def greedy_config(tokenizer, max_new_tokens: int) -> GenerationConfig:
     """Plain greedy decoding, set explicitly so sampling defaults shipped with a model are ignored."""
     return GenerationConfig(
@@ -245,8 +250,7 @@ def generate_answers(model: PreTrainedModel, tokenizer, prompts: list[str], max_
             stopping_criteria=StoppingCriteriaList([StopAtNewline(tokenizer, width)]),
         )
         for row, i in enumerate(batch):
-            text = tokenizer.decode(out[row, width:], skip_special_tokens=True)
-            answers[i] = text.split("\n", 1)[0].strip()
+            answers[i] = answer_text(tokenizer, out[row, width:])
     return answers
 
 
@@ -294,7 +298,7 @@ def generate_with_prefix(
             stopping_criteria=StoppingCriteriaList([StopAtNewline(tokenizer, ids.shape[1])]),
         )
         for row, i in enumerate(batch):
-            answers[i] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).split("\n", 1)[0].strip()
+            answers[i] = answer_text(tokenizer, out[row, ids.shape[1] :])
     return answers
 
 

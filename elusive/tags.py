@@ -63,8 +63,8 @@ def parse_tagged(text: str) -> tuple[str, list[Span]]:
 
 
 def strip_tags(text: str) -> str:
-    """Return ``text`` without its field tags."""
-    return parse_tagged(text)[0]
+    """Return ``text`` without its field tags (the plain text of :func:`parse_tagged`, without locating spans)."""
+    return ANY_TAG_RE.sub("", text)
 
 
 def first_value(spans: list[Span], field: str) -> str | None:
