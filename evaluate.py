@@ -34,8 +34,9 @@ def main(cfg: DictConfig) -> None:
         quant=cfg.quant,
         shared_shots=cfg.shared_shots,
     )
-    print(markdown_table(results))
-    print(f"wrote {resolve_path(cfg.output_dir)}/results.json and predictions.jsonl")
+    if results is not None:  # None: a helper process of a multi-process run
+        print(markdown_table(results))
+        print(f"wrote {resolve_path(cfg.output_dir)}/results.json and predictions.jsonl")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> None:
         focus=cfg.focus,
         quant=cfg.quant,
     )
-    print(f"wrote {path}")
+    if path is not None:  # None: a helper process of a multi-process run
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

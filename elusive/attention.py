@@ -25,8 +25,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
+from elusive import distributed
+from elusive.artifacts import AttentionDump, dump_path, sha256_file, vocab_sha256
 from elusive.data import load_tagged
+from elusive.distributed import SINGLE, Share
 from elusive.errors import InputError
 from elusive.models import describe, load_model, load_tokenizer, model_device
 from elusive.tags import Span
@@ -157,15 +159,19 @@ def score_texts(
     batch_size: int = 8,
     pad_token_id: int = 0,
     focus: list[list[int]] | None = None,
+    part: Share = SINGLE,
 ) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
     """Score every encoded text; batches group texts of similar length to waste little on padding.
 
     Args:
         focus: Per text, the query token indices whose attention rows to keep (None = none).
+        part: With several processes, score only this process's batches (``part.pick``): every process
+            forms the same batches, so a text's scores do not depend on the number of processes.
 
     Returns:
         One float32 array of per-token scores per text, in input order, and per text the attention rows of
-        its focus queries (row for query q has q + 1 entries: keys 0..q).
+        its focus queries (row for query q has q + 1 entries: keys 0..q). Texts of other processes' batches
+        get None and no rows.
     """
     device = model_device(model)
     focus = focus or [[] for _ in encoded]
@@ -173,7 +179,7 @@ def score_texts(
     results: list[np.ndarray | None] = [None] * len(encoded)
     focus_rows: list[list[np.ndarray]] = [[] for _ in encoded]
     batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc="attention", unit="batch"):
+    for batch in tqdm(part.pick(batches), desc="attention", unit="batch"):
         width = max(len(encoded[i].input_ids) for i in batch)
         ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -235,7 +241,7 @@ def save_attention(
     max_texts: int | None = None,
     focus: bool = False,
     quant: str | None = None,
-) -> Path:
+) -> Path | None:
     """Run stage 1: write ``{save_name}.safetensors`` with per-token attention scores for ``dataset``.
 
     Args:
@@ -246,7 +252,8 @@ def save_attention(
         layers: Layers to average over; None for all.
         text_prefix: String prepended before tokenising (the paper used "Text: "); never ranked.
         batch_size: Texts per forward pass.
-        device: ``auto``, ``cpu`` or ``cuda``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``multi``; launched on several processes (accelerate launch,
+            torchrun), ``auto`` is this process's GPU and each process scores its share of the batches.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         max_texts: Only the first N texts (None = all), for quick trials.
         focus: Also store the attention row of the token just before each tagged field (for the analyses of
@@ -254,7 +261,7 @@ def save_attention(
         quant: None, ``8bit`` or ``4bit`` (bitsandbytes, CUDA only) for models too large otherwise.
 
     Returns:
-        The path written.
+        The path written (None on the processes other than the main one of a multi-process run).
     """
     if aggregate not in AGGREGATES:
         raise InputError(f"aggregate={aggregate}: unknown; use received (the paper's score) or released")
@@ -267,6 +274,8 @@ def save_attention(
     fields = list(dict.fromkeys(span.field for _, spans in tagged for span in spans))
     if focus and not [f for f in fields if f != "name"]:
         raise InputError(f"focus=true: dataset={dataset} has no tagged fields (<company>...</company>); use a tagged CSV")
+    part = distributed.share()
+    device = distributed.process_device(device)
     tokenizer = load_tokenizer(model)
     lm = load_model(model, device=device, dtype=dtype, quant=quant, attn_implementation="eager")
     chosen = select_layers(layers, lm.config.get_text_config().num_hidden_layers)
@@ -275,8 +284,13 @@ def save_attention(
     encoded = encode_many(tokenizer, texts, text_prefix)
     queries = [focus_queries(e, spans, fields) if focus else [] for e, (_, spans) in zip(encoded, tagged)]
     scores, rows = score_texts(
-        lm, encoded, chosen, aggregate, batch_size, tokenizer.pad_token_id, [[q for q, _ in qs] for qs in queries]
+        lm, encoded, chosen, aggregate, batch_size, tokenizer.pad_token_id, [[q for q, _ in qs] for qs in queries], part
     )
+    if part.world_size > 1:
+        merged = merge_shards(dump_path(save_name), part, scores, rows)
+        if merged is None:  # not the main process: it writes nothing
+            return None
+        scores, rows = merged
     metadata = dump_metadata(model, tokenizer, dataset, aggregate, chosen, lm.dtype, text_prefix, len(texts))
     metadata["fields"] = json.dumps(fields)
     extra = {"token_field": np.concatenate([token_fields(e, spans, fields) for e, (_, spans) in zip(encoded, tagged)])}
@@ -327,3 +341,43 @@ def dump_metadata(
         "dtype": str(dtype).replace("torch.", ""),
         "text_prefix": json.dumps(text_prefix),
     }
+
+
+def merge_shards(
+    output: Path, part: Share, scores: list[np.ndarray | None], rows: list[list[np.ndarray]]
+) -> tuple[list[np.ndarray], list[list[np.ndarray]]] | None:
+    """Bring every process's scores and focus rows together on the main process, in dataset order.
+
+    Each process sends the texts it scored: their indices, their scores concatenated, and their focus rows
+    concatenated (a text's rows keep their order). Returns None on the other processes.
+    """
+    mine = [i for i, s in enumerate(scores) if s is not None]
+    flat = [r for i in mine for r in rows[i]]
+    shards = distributed.gather_arrays(
+        output,
+        part,
+        {
+            "text": np.asarray(mine, dtype=np.int64),
+            "length": np.asarray([len(scores[i]) for i in mine], dtype=np.int64),
+            "scores": np.concatenate([scores[i] for i in mine] or [np.zeros(0, np.float32)]),
+            "n_rows": np.asarray([len(rows[i]) for i in mine], dtype=np.int64),
+            "rows": np.concatenate(flat or [np.zeros(0, np.float32)]),
+            "row_length": np.asarray([len(r) for r in flat], dtype=np.int64),
+        },
+    )
+    if shards is None:
+        return None
+    merged: list[np.ndarray | None] = [None] * len(scores)
+    merged_rows: list[list[np.ndarray]] = [[] for _ in scores]
+    for shard in shards:
+        texts, row_lengths = shard["text"].tolist(), shard["row_length"].tolist()
+        per_text = np.split(shard["scores"], np.cumsum(shard["length"])[:-1]) if texts else []
+        flat_rows = np.split(shard["rows"], np.cumsum(row_lengths)[:-1]) if row_lengths else []
+        starts = np.cumsum([0, *shard["n_rows"].tolist()])
+        for k, i in enumerate(texts):
+            merged[i] = per_text[k]
+            merged_rows[i] = flat_rows[starts[k] : starts[k + 1]]
+    missing = [i for i, s in enumerate(merged) if s is None]
+    if missing:  # cannot happen unless processes formed different batches
+        raise RuntimeError(f"text {missing[0]} was scored by no process")
+    return merged, merged_rows  # type: ignore[return-value]

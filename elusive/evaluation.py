@@ -45,8 +45,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 
+from elusive import distributed
 from elusive.artifacts import sha256_file, write_text_atomic
 from elusive.data import read_csv
+from elusive.distributed import SINGLE, Share
 from elusive.errors import InputError
 from elusive.metrics import exact_match, f1_score
 from elusive.models import describe, load_model, load_tokenizer, model_device
@@ -233,15 +235,21 @@ def greedy_config(tokenizer, max_new_tokens: int) -> GenerationConfig:
 
 
 @torch.no_grad()
-def generate_answers(model: PreTrainedModel, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers for ``prompts``, batched with left padding and an attention mask, cut at a newline."""
+def generate_answers(
+    model: PreTrainedModel, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, part: Share = SINGLE
+) -> list[str | None]:
+    """Greedy answers for ``prompts``, batched with left padding and an attention mask, cut at a newline.
+
+    With several processes, ``part`` picks this process's batches (every process forms the same batches);
+    prompts of other processes' batches get None.
+    """
     device = model_device(model)
     config = greedy_config(tokenizer, max_new_tokens)
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])  # similar lengths share a batch
-    answers = [""] * len(prompts)
-    for start in tqdm(range(0, len(order), batch_size), desc="evaluate", unit="batch"):
-        batch = order[start : start + batch_size]
+    answers: list[str | None] = [None] * len(prompts)
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    for batch in tqdm(part.pick(batches), desc="evaluate", unit="batch"):
         enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True).to(device)
         width = enc["input_ids"].shape[1]
         out = model.generate(
@@ -263,13 +271,19 @@ def shared_prefix(prompts: list[str]) -> str:
 
 @torch.no_grad()
 def generate_with_prefix(
-    model: PreTrainedModel, tokenizer, prefix: str, suffixes: list[str], max_new_tokens: int, batch_size: int
-) -> list[str] | None:
+    model: PreTrainedModel,
+    tokenizer,
+    prefix: str,
+    suffixes: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    part: Share = SINGLE,
+) -> list[str | None] | None:
     """Greedy answers for ``prefix + suffix``, running the shared prefix through the model only once.
 
     The prefix's KV cache is computed once and copied for each batch of suffixes. Returns None when the tokenizer
     merges tokens across the prefix/suffix boundary: the caller then uses :func:`generate_answers`, so the
-    shortcut never changes a prediction.
+    shortcut never changes a prediction. ``part`` picks this process's batches as in :func:`generate_answers`.
     """
     prefix_ids = tokenizer(prefix)["input_ids"]
     full = tokenizer([prefix + s for s in suffixes])["input_ids"]
@@ -285,8 +299,8 @@ def generate_with_prefix(
     for i, ids in enumerate(full):
         by_length.setdefault(len(ids), []).append(i)
     batches = [group[k : k + batch_size] for _, group in sorted(by_length.items()) for k in range(0, len(group), batch_size)]
-    answers = [""] * len(suffixes)
-    for batch in tqdm(batches, desc="evaluate (shared prefix)", unit="batch"):
+    answers: list[str | None] = [None] * len(suffixes)
+    for batch in tqdm(part.pick(batches), desc="evaluate (shared prefix)", unit="batch"):
         ids = torch.tensor([full[i] for i in batch], device=device)
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(len(batch))
@@ -302,19 +316,25 @@ def generate_with_prefix(
     return answers
 
 
-def answer_questions(model, tokenizer, questions: list[Question], max_new_tokens: int, batch_size: int, shared: bool) -> list[str]:
-    """Answers in question order; with ``shared`` shots, each field's common prefix is computed once."""
+def answer_questions(
+    model, tokenizer, questions: list[Question], max_new_tokens: int, batch_size: int, shared: bool, part: Share = SINGLE
+) -> list[str | None]:
+    """Answers in question order; with ``shared`` shots, each field's common prefix is computed once.
+
+    With several processes, each answers only its share of the batches; the others' answers are None.
+    """
     if not shared:
-        return generate_answers(model, tokenizer, [q.prompt for q in questions], max_new_tokens, batch_size)
-    answers = [""] * len(questions)
+        return generate_answers(model, tokenizer, [q.prompt for q in questions], max_new_tokens, batch_size, part)
+    answers: list[str | None] = [None] * len(questions)
     for field in dict.fromkeys(q.field for q in questions):
         idx = [i for i, q in enumerate(questions) if q.field == field]
         prompts = [questions[i].prompt for i in idx]
         prefix = shared_prefix(prompts)
-        got = generate_with_prefix(model, tokenizer, prefix, [pr[len(prefix) :] for pr in prompts], max_new_tokens, batch_size)
+        suffixes = [pr[len(prefix) :] for pr in prompts]
+        got = generate_with_prefix(model, tokenizer, prefix, suffixes, max_new_tokens, batch_size, part)
         if got is None:
             log.warning("field %s: the tokenizer merges across the shots/question boundary; using full prompts", field)
-            got = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
+            got = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, part)
         for i, answer in zip(idx, got):
             answers[i] = answer
     return answers
@@ -389,7 +409,7 @@ def evaluate(
     dtype: str = "auto",
     quant: str | None = None,
     shared_shots: bool = False,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float]] | None:
     """Run stage 5: write ``results.json`` and ``predictions.jsonl`` to ``output_dir``.
 
     Args:
@@ -407,14 +427,16 @@ def evaluate(
         seed: Seed for sampling the few-shot examples.
         max_people: Only the first N people of ``eval_data`` (None = all); with Wikipedia ``eval_data``, only its
             first N questions (shots are still drawn from the whole held-out pool).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``multi``; launched on several processes (accelerate launch,
+            torchrun), ``auto`` is this process's GPU and each process answers its share of the batches.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         quant: None, ``8bit`` or ``4bit`` (CUDA only).
         shared_shots: The same shots for every question of a field (biographies only), so the shots' KV
             cache is computed once per field: much faster, same predictions as full prompts with those shots.
 
     Returns:
-        ``{field: {"exact_match": x, "f1": y, "n": n}}`` (Wikipedia mode: the one field ``qa``).
+        ``{field: {"exact_match": x, "f1": y, "n": n}}`` (Wikipedia mode: the one field ``qa``); None on the
+        processes other than the main one of a multi-process run (they write nothing).
     """
     if shots < 0:
         raise InputError(f"shots={shots}: must be >= 0")
@@ -438,14 +460,19 @@ def evaluate(
             people = people[:max_people]
         fewshot = load_people(fewshot_data, "fewshot_data", list(templates)) if shots > 0 else []
         questions = build_questions(people, fewshot, templates, shots, seed, shared=shared_shots)
-    lm, tokenizer = load_for_eval(model, model_dir, device, dtype, quant)
-    answers = answer_questions(lm, tokenizer, questions, max_new_tokens, batch_size, shared_shots)
+    part = distributed.share()
+    lm, tokenizer = load_for_eval(model, model_dir, distributed.process_device(device), dtype, quant)
+    answers = answer_questions(lm, tokenizer, questions, max_new_tokens, batch_size, shared_shots, part)
+    output_dir = Path(output_dir)
+    if part.world_size > 1:
+        answers = merge_answers(output_dir / "predictions.jsonl", part, answers)
+        if answers is None:  # not the main process: it writes nothing
+            return None
     for q, answer in zip(questions, answers):  # a list of golds scores its best match
         q.prediction = answer
         q.exact_match = exact_match(answer, q.gold)
         q.f1 = f1_score(answer, q.gold)
     results = summarize(questions)
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(asdict(q), ensure_ascii=False) for q in questions]
     write_text_atomic(output_dir / "predictions.jsonl", "\n".join(lines) + "\n")
@@ -458,12 +485,28 @@ def evaluate(
         "shared_shots": shared_shots,
         "seed": seed,
         "max_new_tokens": max_new_tokens,
+        "world_size": part.world_size,
         "training": training_meta(model_dir),
     }
     write_text_atomic(output_dir / "eval_meta.json", json.dumps(meta, indent=2) + "\n")
     write_text_atomic(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
     log.info("wrote %s and %s", output_dir / "results.json", output_dir / "predictions.jsonl")
     return results
+
+
+def merge_answers(output: Path, part: Share, answers: list[str | None]) -> list[str] | None:
+    """Every process's answers on the main process, in question order (None on the other processes)."""
+    mine = [i for i, a in enumerate(answers) if a is not None]
+    shards = distributed.gather_json(output, part, {"index": mine, "answer": [answers[i] for i in mine]})
+    if shards is None:
+        return None
+    merged: list[str | None] = [None] * len(answers)
+    for shard in shards:
+        for i, answer in zip(shard["index"], shard["answer"]):
+            merged[i] = answer
+    if None in merged:  # cannot happen unless processes formed different batches
+        raise RuntimeError(f"question {merged.index(None)} was answered by no process")
+    return merged  # type: ignore[return-value]
 
 
 def wiki_questions(eval_data: Path, fewshot_data: Path | None, shots: int, seed: int, max_people: int | None) -> list[Question]:
