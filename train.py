@@ -39,7 +39,8 @@ def main(cfg: DictConfig) -> None:
         logging_steps=cfg.logging_steps,
         group_by_length=cfg.group_by_length,
     )
-    print(f"wrote {path}")
+    if path is not None:  # None: a helper process of a multi-process run
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

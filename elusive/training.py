@@ -14,10 +14,11 @@ import shutil
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from elusive import distributed
 from elusive.artifacts import sha256_file, write_text_atomic
 from elusive.data import load_texts
 from elusive.errors import InputError
@@ -59,6 +60,8 @@ class NoPickleArgs(TrainerCallback):
     """Replace the pickled ``training_args.bin`` the Trainer writes into each checkpoint by a JSON copy."""
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # only the main process writes checkpoints
+            return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         pickled = folder / "training_args.bin"
         if pickled.exists():
@@ -87,12 +90,17 @@ def train(
     resume: bool = False,
     logging_steps: int = 10,
     group_by_length: bool = False,
-) -> Path:
+) -> Path | None:
     """Run stage 4: train a LoRA adapter and save it in ``model_dir``.
 
     Checkpoints go to ``model_dir/checkpoint-<step>`` after every epoch; TensorBoard logs to
     ``model_dir/runs``. The final adapter (loadable with ``PeftModel.from_pretrained``) is written to
     ``model_dir`` itself, config last, so a directory with ``adapter_config.json`` holds a complete adapter.
+
+    Launched on several processes (accelerate launch, torchrun), the Trainer runs data-parallel (or FSDP /
+    DeepSpeed, as the accelerate config says): each step takes ``batch_size`` texts per process and the loss
+    is the mean over the tokens of all of them, so N processes × ``batch_size`` train like one process with
+    N × ``batch_size``.
 
     Args:
         model: Base model (hub id, directory or .gguf).
@@ -109,7 +117,7 @@ def train(
         lora_alpha: LoRA scaling numerator.
         lora_dropout: Dropout on the LoRA path.
         quant: None, ``8bit`` or ``4bit`` (CUDA only).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``multi``; in a multi-process run ``auto`` is this process's GPU.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16`` of the frozen base weights.
         seed: Seed for LoRA initialisation and data order.
         resume: Continue from the last ``checkpoint-*`` in ``model_dir``.
@@ -117,7 +125,7 @@ def train(
         group_by_length: Batch texts of similar length together (less padding).
 
     Returns:
-        ``model_dir``.
+        ``model_dir`` (None on the processes other than the main one of a multi-process run).
     """
     if epochs <= 0:
         raise InputError(f"epochs={epochs}: must be > 0")
@@ -125,6 +133,7 @@ def train(
         raise InputError(f"batch_size={batch_size}: must be >= 1")
     if not 0 <= warmup_ratio < 1:
         raise InputError(f"warmup_ratio={warmup_ratio}: must be in [0, 1)")
+    device = distributed.process_device(device)
     target = resolve_device(device)
     if quant is not None and target.type != "cuda":
         raise InputError(f"quant={quant}: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU")
@@ -161,6 +170,9 @@ def train(
         logging_steps=logging_steps,
         report_to=["tensorboard"],
         use_cpu=target.type == "cpu",
+        ddp_backend="gloo" if target.type == "cpu" and distributed.launched() else None,  # None: NCCL on GPUs
+        ddp_find_unused_parameters=False,  # every LoRA weight takes part in every step
+        average_tokens_across_devices=True,  # the loss is the mean over the tokens of all processes' batches
         bf16=bf16,
         train_sampling_strategy="group_by_length" if group_by_length else "random",
         remove_unused_columns=False,
@@ -175,9 +187,9 @@ def train(
         callbacks=[NoPickleArgs()],
     )
     trainer.train(resume_from_checkpoint=last if resume else None)
-    if not trainer.is_world_process_zero():  # several processes (accelerate/torchrun): one writes the files
-        return Path(model_dir)
-    save_adapter(lm, tokenizer, Path(model_dir))
+    save_adapter(trainer, tokenizer, Path(model_dir))  # every process: FSDP/DeepSpeed gather the weights
+    if not trainer.is_world_process_zero():  # several processes: only the main one writes files
+        return None
     meta = {
         "base_model": describe(model),
         "dataset": str(Path(dataset).absolute()),
@@ -205,11 +217,20 @@ def augmentation_settings(dataset: Path) -> dict | None:
     return settings if settings.get("csv_sha256") == sha256_file(dataset) else None
 
 
-def save_adapter(lm: PeftModel, tokenizer, model_dir: Path) -> None:
-    """Save the adapter into ``model_dir`` through a temporary folder, ``adapter_config.json`` moved last."""
+def save_adapter(trainer: Trainer, tokenizer, model_dir: Path) -> None:
+    """Save the adapter into ``model_dir`` through a temporary folder, ``adapter_config.json`` moved last.
+
+    Called by every process: ``Trainer.save_model`` gathers sharded weights (FSDP, DeepSpeed ZeRO-3) and
+    writes only on the main process, which then moves the files into place.
+    """
     tmp = model_dir / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    lm.save_pretrained(str(tmp))
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    if not main:
+        return
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # pickled; train_meta.json records the settings
     tokenizer.save_pretrained(str(tmp))
     names = sorted(os.listdir(tmp), key=lambda n: n == "adapter_config.json")
     for name in names:
