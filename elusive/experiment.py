@@ -29,6 +29,7 @@ from elusive.attention import save_attention
 from elusive.augment import data_augmentation
 from elusive.contrast import contrast_attention
 from elusive.data import read_csv
+from elusive.distributed import launched
 from elusive.errors import InputError
 from elusive.evaluation import evaluate
 from elusive.training import train
@@ -129,6 +130,11 @@ def ensure_dump(model: str, dataset: Path, out: Path, exp: Experiment) -> Path:
 
 def run_experiment(exp: Experiment) -> dict[str, dict[str, float]]:
     """Run every stage of one experiment and return the evaluation results."""
+    if launched():  # its stages read each other's files, which only the main process writes
+        raise InputError(
+            "run_experiment.py runs in one process; to use several GPUs, launch the stage scripts "
+            "(save_attention.py, train.py, evaluate.py) with accelerate launch (README: Scaling out)"
+        )
     validate(exp)
     alpha, beta = resolve_params(exp)
     root = Path(exp.out_root) / exp.name

@@ -5,13 +5,12 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import run_script
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -222,21 +221,3 @@ def test_quant_on_cpu_exits_2(small_model, bios, tmp_path):
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "q" / "adapter_config.json").exists()
 
-
-def test_two_processes_train_one_adapter(small_model, bios, tmp_path):
-    """torchrun with 2 CPU processes (gloo): data is split between them and only rank 0 writes the adapter."""
-    import subprocess
-    import sys
-
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    model_dir = tmp_path / "ddp"
-    proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", str(ROOT / "train.py"), f"model={small_model}", f"dataset={bios}",
-         f"model_dir={model_dir}", "epochs=1", "batch_size=2", f"hydra.run.dir={tmp_path / 'h'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "TQDM_DISABLE": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    meta = json.loads((model_dir / "train_meta.json").read_text())
-    assert meta["world_size"] == 2
-    assert (model_dir / "checkpoint-3").is_dir()  # 12 texts / (2 processes × 2 per batch) = 3 steps
-    assert not (model_dir / ".adapter.tmp").exists() and (model_dir / "adapter_config.json").is_file()
