@@ -75,6 +75,11 @@ def barrier() -> None:
         _state().wait_for_everyone()
 
 
+def sharded_training() -> bool:
+    """True when ``accelerate launch`` set up FSDP or DeepSpeed: they place (and shard) the weights themselves."""
+    return any(os.environ.get(key, "").lower() == "true" for key in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+
+
 def process_device(device: str) -> str:
     """The device of this process: ``cuda:LOCAL_RANK`` for ``auto``/``cuda`` in a launched run with GPUs.
 

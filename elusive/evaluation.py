@@ -317,7 +317,13 @@ def generate_with_prefix(
 
 
 def answer_questions(
-    model, tokenizer, questions: list[Question], max_new_tokens: int, batch_size: int, shared: bool, part: Share = SINGLE
+    model,
+    tokenizer,
+    questions: list[Question],
+    max_new_tokens: int,
+    batch_size: int,
+    shared: bool,
+    part: Share = SINGLE,
 ) -> list[str | None]:
     """Answers in question order; with ``shared`` shots, each field's common prefix is computed once.
 

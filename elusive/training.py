@@ -22,7 +22,7 @@ from elusive import distributed
 from elusive.artifacts import sha256_file, write_text_atomic
 from elusive.data import load_texts
 from elusive.errors import InputError
-from elusive.models import describe, load_model, load_tokenizer, resolve_device
+from elusive.models import describe, load_model, load_tokenizer, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,12 @@ def train(
     target = resolve_device(device)
     if quant is not None and target.type != "cuda":
         raise InputError(f"quant={quant}: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU")
+    sharded = distributed.sharded_training()
+    if quant is not None and sharded:
+        raise InputError(
+            f"quant={quant}: not supported with FSDP/DeepSpeed here; use quant=null, or conf/accelerate/ddp.yaml "
+            "for an 8-bit base model on every GPU"
+        )
     last = get_last_checkpoint(str(model_dir)) if Path(model_dir).is_dir() else None
     if resume and last is None:
         raise InputError(f"resume=true: no checkpoint-* folder in model_dir={model_dir}; train without resume first")
@@ -144,7 +150,10 @@ def train(
     tokenizer = load_tokenizer(model, padding_side="right")
     examples = tokenize_for_training(tokenizer, texts, max_length)
 
-    base = load_model(model, device=device, dtype=dtype, quant=quant)
+    if sharded:  # load on the CPU in the GPU's dtype; FSDP/DeepSpeed move (and shard) the weights
+        base = load_model(model, device="cpu", dtype=str(resolve_dtype(dtype, target)).removeprefix("torch."))
+    else:
+        base = load_model(model, device=device, dtype=dtype, quant=quant)
     if quant is not None:
         base = prepare_model_for_kbit_training(base)
     torch.manual_seed(seed)  # LoRA's A matrices are initialised randomly

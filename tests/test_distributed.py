@@ -1,11 +1,14 @@
-"""Several processes, one result: save_attention, evaluate and train under torchrun (2 CPU processes, gloo)
-give what a single process gives — the same dump and predictions byte for byte, the same adapter within
-float tolerance — and the shard plumbing of :mod:`elusive.distributed` in one process."""
+"""Several processes, one result: save_attention, evaluate and train on 2 CPU processes (gloo), started by
+torchrun or by accelerate launch with the shipped conf/accelerate files, give what a single process gives:
+the same dump and predictions byte for byte, the same adapter within float tolerance. Also the shard
+plumbing of :mod:`elusive.distributed` in one process."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +29,23 @@ from elusive.evaluation import evaluate
 from elusive.models import load_tokenizer
 from elusive.tokens import encode_many
 
+ACCELERATE_CONFIGS = sorted((ROOT / "conf" / "accelerate").glob("*.yaml"))
 
-def torchrun(script: str, *overrides: str, hydra_dir: Path) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node 2 script overrides`` (a free port; gloo on CPU)."""
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(ROOT / script)]
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(script: str, *overrides: str, hydra_dir: Path, config: str | None = None) -> subprocess.CompletedProcess:
+    """Start ``script`` on 2 processes: ``torchrun --standalone --nproc_per_node 2`` (a free port, gloo on CPU),
+    or with ``config``, ``accelerate launch --config_file conf/accelerate/<config>.yaml --num_processes 2``."""
+    if config is None:
+        args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(ROOT / script)]
+    else:
+        args = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf" / "accelerate" / f"{config}.yaml"),
+                "--num_processes", "2", "--main_process_port", str(free_port()), str(ROOT / script)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     args += [*overrides, f"hydra.run.dir={hydra_dir}"]
     proc = subprocess.run(args, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -94,7 +110,7 @@ def test_launched_run_gives_each_process_its_device_and_refuses_multi(monkeypatc
 def test_two_processes_write_the_single_process_attention_dump(small_model, bios, tmp_path):
     """12 texts in batches of 5: rank 0 scores batches 0 and 2, rank 1 batch 1; focus rows included."""
     one = save_attention(str(small_model), bios, tmp_path / "one", batch_size=5, focus=True, device="cpu")
-    proc = torchrun(
+    proc = launch(
         "save_attention.py", f"model={small_model}", f"dataset={bios}", f"save_name={tmp_path / 'two'}",
         "batch_size=5", "focus=true", hydra_dir=tmp_path / "h",
     )
@@ -105,14 +121,14 @@ def test_two_processes_write_the_single_process_attention_dump(small_model, bios
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h", "one.safetensors", "two.safetensors"]  # no shards left
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_two_processes_write_the_single_process_predictions(small_model, bios, tmp_path, shared):
+@pytest.mark.parametrize(("shared", "config"), [(False, None), (True, "ddp")])
+def test_two_processes_write_the_single_process_predictions(small_model, bios, tmp_path, shared, config):
     settings = {"shots": 2, "max_new_tokens": 4, "batch_size": 3, "max_people": 6, "shared_shots": shared}
     common = {"fewshot_data": DATA / "biography_fewshot.csv", "prompts": DATA / "prompts.csv", "device": "cpu"}
     evaluate(str(small_model), bios, tmp_path / "one", **common, **settings)
-    proc = torchrun(
+    proc = launch(
         "evaluate.py", f"model={small_model}", f"eval_data={bios}", f"output_dir={tmp_path / 'two'}",
-        *(f"{k}={str(v).lower()}" for k, v in settings.items()), hydra_dir=tmp_path / "h",
+        *(f"{k}={str(v).lower()}" for k, v in settings.items()), hydra_dir=tmp_path / "h", config=config,
     )
     for name in ("predictions.jsonl", "results.json"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
@@ -123,13 +139,30 @@ def test_two_processes_write_the_single_process_predictions(small_model, bios, t
     assert len(wrote_lines(proc.stdout)) == 1
 
 
-def test_two_processes_train_the_adapter_of_one_process_with_the_global_batch(small_model, bios, tmp_path):
-    """2 processes × 2 texts per step = 1 process × 4: same seed, same data order, same adapter (float tolerance)."""
-    common = [f"model={small_model}", f"dataset={bios}", "epochs=1", "logging_steps=1"]
-    single = run_script("train.py", *common, "batch_size=4", f"model_dir={tmp_path / 'one'}", hydra_dir=tmp_path / "h1")
+@pytest.fixture(scope="module")
+def one_process_adapter(small_model, bios, tmp_path_factory) -> Path:
+    model_dir = tmp_path_factory.mktemp("one") / "lora"
+    single = run_script("train.py", *train_args(small_model, bios), "batch_size=4", f"model_dir={model_dir}",
+                        hydra_dir=model_dir.parent / "h")
     assert single.returncode == 0, single.stderr[-3000:]
-    proc = torchrun("train.py", *common, "batch_size=2", f"model_dir={tmp_path / 'two'}", hydra_dir=tmp_path / "h2")
-    one = load_file(str(tmp_path / "one" / "adapter_model.safetensors"))
+    return model_dir
+
+
+def train_args(model: Path, bios: Path) -> list[str]:
+    return [f"model={model}", f"dataset={bios}", "epochs=1", "logging_steps=1"]
+
+
+@pytest.mark.parametrize("config", [None, "fsdp"])
+def test_two_processes_train_the_adapter_of_one_process_with_the_global_batch(
+    small_model, bios, tmp_path, one_process_adapter, config
+):
+    """2 processes × 2 texts per step = 1 process × 4: same seed, same data order, same adapter (float tolerance).
+
+    DDP under torchrun, and FSDP 2 from conf/accelerate/fsdp.yaml under accelerate launch.
+    """
+    proc = launch("train.py", *train_args(small_model, bios), "batch_size=2", f"model_dir={tmp_path / 'two'}",
+                  hydra_dir=tmp_path / "h", config=config)
+    one = load_file(str(one_process_adapter / "adapter_model.safetensors"))
     two = load_file(str(tmp_path / "two" / "adapter_model.safetensors"))
     assert one.keys() == two.keys()
     moved = [k for k in one if "lora_B" in k]
@@ -137,10 +170,22 @@ def test_two_processes_train_the_adapter_of_one_process_with_the_global_batch(sm
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
     # 12 texts / (2 processes × 2) = 3 steps, with the same per-step losses (the same texts in each step)
-    states = [json.loads((tmp_path / d / "checkpoint-3" / "trainer_state.json").read_text()) for d in ("one", "two")]
+    states = [json.loads((d / "checkpoint-3" / "trainer_state.json").read_text()) for d in (one_process_adapter, tmp_path / "two")]
     losses = [[h["loss"] for h in s["log_history"] if "loss" in h] for s in states]
     assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-5)
     assert json.loads((tmp_path / "two" / "train_meta.json").read_text())["world_size"] == 2
     files = [p.name for p in (tmp_path / "two").rglob("*")]
     assert ".adapter.tmp" not in files and "training_args.bin" not in files
     assert wrote_lines(proc.stdout) == [f"wrote {tmp_path / 'two'}"]
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda p: p.stem)
+def test_accelerate_configs_load_and_every_key_is_commented(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_processes > 1 and config.num_machines == 1 and not config.use_cpu
+    lines = path.read_text().splitlines()
+    keys = [line for line in lines if re.match(r"^ *[a-z_0-9]+:", line)]
+    assert lines[0].startswith("# accelerate config") and "accelerate launch --config_file" in path.read_text()
+    assert keys and all("#" in line for line in keys), [line for line in keys if "#" not in line]
