@@ -1,7 +1,7 @@
 """Stage 4: LoRA continual pretraining on the (augmented) biographies.
 
     python train.py model=models/qwen2.5-coder-0.5b dataset=out/bio_aug.csv model_dir=out/lora epochs=10
-    accelerate launch train.py model=meta-llama/Meta-Llama-3-8B quant=8bit dataset=out/bio_aug.csv model_dir=out/lora
+    accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes 8 train.py model=meta-llama/Meta-Llama-3-8B quant=8bit dataset=out/bio_aug.csv model_dir=out/lora
 """
 
 import hydra
