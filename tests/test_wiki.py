@@ -171,7 +171,7 @@ def test_em_and_f1_against_any_gold_answer_by_hand(small_model, tmp_path, monkey
     said = {"How tall is it?": "about 330 m", "Which river is longer?": "Volga", "Where does it flow?": "nowhere"}
     seen = []
 
-    def fake(lm, tok, prompts, max_new_tokens, batch_size):
+    def fake(lm, tok, prompts, max_new_tokens, batch_size, part=None):
         seen.extend(prompts)
         return [said[p.rsplit("Question: ", 1)[1].removesuffix("\nAnswer:")] for p in prompts]
 
