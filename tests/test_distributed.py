@@ -5,6 +5,7 @@ plumbing of :mod:`elusive.distributed` in one process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -51,6 +52,18 @@ def launch(script: str, *overrides: str, hydra_dir: Path, config: str | None = N
     proc = subprocess.run(args, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run a single-process reference with 1 thread, as torchrun gives each of its processes
+    (OMP_NUM_THREADS=1): on CPUs the thread count can change the last bits of float sums."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def wrote_lines(stdout: str) -> list[str]:
@@ -109,7 +122,8 @@ def test_launched_run_gives_each_process_its_device_and_refuses_multi(monkeypatc
 
 def test_two_processes_write_the_single_process_attention_dump(small_model, bios, tmp_path):
     """12 texts in batches of 5: rank 0 scores batches 0 and 2, rank 1 batch 1; focus rows included."""
-    one = save_attention(str(small_model), bios, tmp_path / "one", batch_size=5, focus=True, device="cpu")
+    with one_thread():
+        one = save_attention(str(small_model), bios, tmp_path / "one", batch_size=5, focus=True, device="cpu")
     proc = launch(
         "save_attention.py", f"model={small_model}", f"dataset={bios}", f"save_name={tmp_path / 'two'}",
         "batch_size=5", "focus=true", hydra_dir=tmp_path / "h",
@@ -125,7 +139,8 @@ def test_two_processes_write_the_single_process_attention_dump(small_model, bios
 def test_two_processes_write_the_single_process_predictions(small_model, bios, tmp_path, shared, config):
     settings = {"shots": 2, "max_new_tokens": 4, "batch_size": 3, "max_people": 6, "shared_shots": shared}
     common = {"fewshot_data": DATA / "biography_fewshot.csv", "prompts": DATA / "prompts.csv", "device": "cpu"}
-    evaluate(str(small_model), bios, tmp_path / "one", **common, **settings)
+    with one_thread():
+        evaluate(str(small_model), bios, tmp_path / "one", **common, **settings)
     proc = launch(
         "evaluate.py", f"model={small_model}", f"eval_data={bios}", f"output_dir={tmp_path / 'two'}",
         *(f"{k}={str(v).lower()}" for k, v in settings.items()), hydra_dir=tmp_path / "h", config=config,
