@@ -204,3 +204,13 @@ def test_accelerate_configs_load_and_every_key_is_commented(path):
     keys = [line for line in lines if re.match(r"^ *[a-z_0-9]+:", line)]
     assert lines[0].startswith("# accelerate config") and "accelerate launch --config_file" in path.read_text()
     assert keys and all("#" in line for line in keys), [line for line in keys if "#" not in line]
+
+
+def test_run_experiment_refuses_a_multi_process_launch(monkeypatch, tmp_path):
+    from elusive.experiment import Experiment, run_experiment
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    exp = Experiment(name="x", method="plain", model="m", dataset=DATA / "biography.csv", out_root=tmp_path)
+    with pytest.raises(InputError, match="run_experiment.py runs in one process; .* accelerate launch"):
+        run_experiment(exp)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
