@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 
 from elusive.artifacts import sha256_file, write_text_atomic
-from elusive.data import read_csv
+from elusive.data import check_tags, read_csv
 from elusive.errors import InputError
 from elusive.metrics import exact_match, f1_score
 from elusive.models import describe, load_model, load_tokenizer, model_device
@@ -91,10 +91,12 @@ def load_people(path: Path, key: str, fields: list[str]) -> list[dict[str, str]]
     """Read a tagged CSV into ``{"name": ..., field: value, ...}`` per row.
 
     Raises:
-        InputError: A row without a ``<name>`` tag or without one of ``fields``.
+        InputError: A malformed tag, or a row without a ``<name>`` tag or without one of ``fields``.
     """
     people = []
-    for row, text in enumerate(read_csv(path, key)["text"]):
+    texts = read_csv(path, key)["text"].tolist()
+    check_tags(texts, path, key)
+    for row, text in enumerate(texts):
         _, spans = parse_tagged(text)
         values: dict[str, str] = {}
         for span in spans:
@@ -136,7 +138,10 @@ def build_questions(
         for person in people:
             pool = shared_pool if shared else [p for p in fewshot if p["name"] != person["name"]]
             if len(pool) < shots:
-                raise InputError(f"fewshot_data: only {len(pool)} usable examples for {shots} shots; lower shots= or add people")
+                raise InputError(
+                    f"fewshot_data: only {len(pool)} usable examples for shots={shots} (people not asked about); "
+                    "lower shots= or add people to fewshot_data"
+                )
             chosen = shared_choice if shared else rng.choice(len(pool), size=shots, replace=False)
             parts = [f"{render(template, pool[j]['name'])} {pool[j][field]}" for j in chosen]
             parts.append(render(template, person["name"]))
