@@ -15,6 +15,7 @@ dataset, ``diff`` = large − small).
 
 from __future__ import annotations
 
+import logging
 import runpy
 import sys
 from pathlib import Path
@@ -209,11 +210,22 @@ def run_in_process(script: str, overrides: list[str], capsys) -> tuple[int, str]
     """Run the script as ``__main__`` with ``sys.argv`` set, as ``python script ...`` would; return status and stderr."""
     GlobalHydra.instance().clear()
     capsys.readouterr()
-    argv = [str(ROOT / script), *overrides]
-    with mock.patch.object(sys, "argv", argv), pytest.raises(SystemExit) as exited:
-        runpy.run_path(str(ROOT / script), run_name="__main__")
-    GlobalHydra.instance().clear()
-    return exited.value.code, capsys.readouterr().err
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # Hydra configures logging for the run: restore it after
+    status = 0
+    with mock.patch.object(sys, "argv", [str(ROOT / script), *overrides]):
+        try:
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+        except SystemExit as exited:
+            status = exited.code
+        finally:
+            GlobalHydra.instance().clear()
+            for handler in root.handlers:
+                if handler not in handlers:
+                    handler.close()
+            root.handlers[:] = handlers
+            root.setLevel(level)
+    return status, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rid, script, overrides, setup, expected, outputs, cli", ROWS, ids=[r[0] for r in ROWS])
@@ -245,3 +257,23 @@ def test_the_matrix_covers_every_stage_and_twenty_inputs():
     assert len(ROWS) >= 20 and len({r[0] for r in ROWS}) == len(ROWS)
     assert {r[1] for r in ROWS} == {SA, CA, DA, TR, EV}
     assert sum(r[6] for r in ROWS) >= 2  # some rows also as a real command line
+
+
+def test_outputs_in_missing_folders_are_created_by_every_stage(ctx, tmp_path, capsys):
+    """The policy for an output path inside a folder that does not exist: every stage creates the folders."""
+    out = tmp_path / "not" / "yet"
+    d = ctx["dumps"]
+    runs = [
+        (SA, [f"model={ctx['small']}", f"dataset={ctx['bios']}", f"save_name={out}/sa/attn", "device=cpu"], "sa/attn.safetensors"),
+        (CA, [f"attn_dump_large={d}/large", f"attn_dump_small={d}/small", f"attn_diff={out}/ca/diff"], "ca/diff.safetensors"),
+        (DA, [f"model={ctx['small']}", f"dataset={ctx['bios']}", f"attn_weights={d}/diff", f"save_name={out}/da/aug",
+              "multiply=1"], "da/aug.csv"),
+        (TR, [f"model={ctx['small']}", f"dataset={ctx['bios']}", f"model_dir={out}/tr/lora", "device=cpu", "epochs=1",
+              "batch_size=6"], "tr/lora/adapter_model.safetensors"),
+        (EV, [f"model={ctx['small']}", f"eval_data={ctx['bios']}", f"output_dir={out}/ev/eval", "device=cpu", "max_people=1",
+              "shots=1", "max_new_tokens=2"], "ev/eval/predictions.jsonl"),
+    ]
+    for script, overrides, written in runs:
+        status, stderr = run_in_process(script, [*overrides, f"hydra.run.dir={tmp_path / 'hydra'}"], capsys)
+        assert status == 0, stderr[-2000:]
+        assert (out / written).is_file() and (out / written).stat().st_size > 0

@@ -26,6 +26,8 @@ def test_difference_is_large_minus_small(small_model, large_model, bios, tmp_pat
     assert diff.metadata["kind"] == "attention_diff"
     assert diff.metadata["large"].endswith("large.safetensors") and diff.metadata["small"].endswith("small.safetensors")
     assert diff.metadata["dataset_sha256"] == s.metadata["dataset_sha256"]
+    again = contrast_attention(large, small, tmp_path / "again")
+    assert again.read_bytes() == path.read_bytes()  # same inputs, same bytes
 
 
 def test_different_datasets_or_tokenizers_are_refused(small_model, large_model, word_model, bios, tmp_path):
