@@ -123,27 +123,27 @@ ROWS = [
      f"error: dataset={{w}}/bad.csv: row 0: unknown tag <compnay> (known: {KNOWN}); fix the tags in that row",
      SA_OUT, False),
     ("non-utf8", SA, ("dataset={w}/bad.csv", *SA_ARGS), _bytes(NON_UTF8),
-     "error: dataset={w}/bad.csv: not UTF-8 text ('utf-8' codec can't decode byte 0xf6 in position 34: invalid start "
-     "byte); save the file as UTF-8", SA_OUT, False),
+     ("error: dataset={w}/bad.csv: not UTF-8 text ('utf-8' codec can't decode byte 0xf6 in position 34: invalid start "
+      "byte); save the file as UTF-8"), SA_OUT, False),
     ("quant-on-cpu", SA, ("dataset={bios}", "quant=8bit", *SA_ARGS), None,
      "error: quant=8bit: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU", SA_OUT, False),
     # stage 2: the two dumps
     ("two-datasets", CA, ("attn_dump_large={dumps}/other", "attn_dump_small={dumps}/small", *CA_ARGS), None,
-     "error: attn_dump_large={dumps}/other and attn_dump_small={dumps}/small come from different datasets "
-     "('{dumps}/other.csv' vs '{bios}'); run save_attention.py on the same dataset for both models", CA_OUT, False),
+     ("error: attn_dump_large={dumps}/other and attn_dump_small={dumps}/small come from different datasets "
+      "('{dumps}/other.csv' vs '{bios}'); run save_attention.py on the same dataset for both models"), CA_OUT, False),
     ("two-tokenizers", CA, ("attn_dump_large={dumps}/word", "attn_dump_small={dumps}/small", *CA_ARGS), None,
-     "error: attn_dump_large={dumps}/word and attn_dump_small={dumps}/small were made with different tokenizers "
-     "('{word}' vs '{small}'); extract both with models of one family, or add cross_tokenizer=true to contrast them "
-     "word by word", CA_OUT, True),
+     ("error: attn_dump_large={dumps}/word and attn_dump_small={dumps}/small were made with different tokenizers "
+      "('{word}' vs '{small}'); extract both with models of one family, or add cross_tokenizer=true to contrast them "
+      "word by word"), CA_OUT, True),
     ("truncated-dump", CA, ("attn_dump_large={w}/cut", "attn_dump_small={dumps}/small", *CA_ARGS), _truncated,
-     "error: attn_dump_large={w}/cut.safetensors: not a readable safetensors file (Error while deserializing header: "
-     "incomplete metadata, file not fully covered); the file is truncated or damaged, recreate it", CA_OUT, False),
+     ("error: attn_dump_large={w}/cut.safetensors: not a readable safetensors file (Error while deserializing header: "
+      "incomplete metadata, file not fully covered); the file is truncated or damaged, recreate it"), CA_OUT, False),
     ("tampered-dump", CA, ("attn_dump_large={dumps}/large", "attn_dump_small={w}/tampered", *CA_ARGS), _tampered,
-     "error: attn_dump_small={w}/tampered.safetensors: its tensor bytes do not match the SHA-256 in its header "
-     "(altered or damaged); recreate it with the stage that wrote it", CA_OUT, False),
+     ("error: attn_dump_small={w}/tampered.safetensors: its tensor bytes do not match the SHA-256 in its header "
+      "(altered or damaged); recreate it with the stage that wrote it"), CA_OUT, False),
     ("missing-dump", CA, ("attn_dump_large={dumps}/large", "attn_dump_small={w}/absent", *CA_ARGS), None,
-     "error: attn_dump_small={w}/absent: no attention dump at {w}/absent.safetensors; run save_attention.py first or "
-     "fix the path", CA_OUT, False),
+     ("error: attn_dump_small={w}/absent: no attention dump at {w}/absent.safetensors; run save_attention.py first or "
+      "fix the path"), CA_OUT, False),
     # stage 3: settings and the ranking dump
     ("alpha-1.5", DA, ("alpha=1.5", "attn_weights={dumps}/diff", *DA_ARGS), None,
      "error: alpha=1.5: must be in [0, 1] (the largest drop probability)", DA_OUT, True),
@@ -156,14 +156,14 @@ ROWS = [
     ("ranked-without-dump", DA, ("augment_type=attention", "attn_weights=null", *DA_ARGS), None,
      "error: attn_weights=null: augment_type=attention needs a dump; give attn_weights=<save_name>", DA_OUT, False),
     ("dump-ids-mismatch", DA, ("augment_type=attention", "attn_weights={w}/ids", *DA_ARGS), _other_ids,
-     "error: attn_weights={w}/ids: text 0 was tokenised differently than the tokenizer of model= does now; extract the "
-     "dump with the same tokenizer and text_prefix", DA_OUT, False),
+     ("error: attn_weights={w}/ids: text 0 was tokenised differently than the tokenizer of model= does now; extract the "
+      "dump with the same tokenizer and text_prefix"), DA_OUT, False),
     ("dump-of-other-tokenizer", DA, ("augment_type=attention", "attn_weights={dumps}/word", *DA_ARGS), None,
-     "error: attn_weights={dumps}/word: was made with tokenizer {word}, not the one of model={small}; set model= to a "
-     "model with the dump's tokenizer", DA_OUT, False),
+     ("error: attn_weights={dumps}/word: was made with tokenizer {word}, not the one of model={small}; set model= to a "
+      "model with the dump's tokenizer"), DA_OUT, False),
     ("dump-of-other-dataset", DA, ("augment_type=attention", "attn_weights={dumps}/other", *DA_ARGS), None,
-     "error: attn_weights={dumps}/other: was computed on a different dataset ({dumps}/other.csv) than dataset={bios}; "
-     "rerun save_attention.py on this dataset", DA_OUT, False),
+     ("error: attn_weights={dumps}/other: was computed on a different dataset ({dumps}/other.csv) than dataset={bios}; "
+      "rerun save_attention.py on this dataset"), DA_OUT, False),
     # stage 4
     ("train-quant-on-cpu", TR, (*TR_ARGS, "quant=8bit"), None,
      "error: quant=8bit: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU", TR_OUT, False),
@@ -175,18 +175,18 @@ ROWS = [
      "error: dataset={w}/bad.csv: row 0: <city> is never closed; fix the tags in that row", TR_OUT, False),
     # stage 5
     ("model-dir-without-adapter", EV, (*EV_ARGS, "model_dir={w}/not_an_adapter"), _empty_dir,
-     "error: model_dir={w}/not_an_adapter: no adapter_config.json; give a train.py output or a checkpoint-N folder, or "
-     "model_dir=null", EV_OUT, False),
+     ("error: model_dir={w}/not_an_adapter: no adapter_config.json; give a train.py output or a checkpoint-N folder, or "
+      "model_dir=null"), EV_OUT, False),
     ("prompt-without-name", EV, (*EV_ARGS, "prompts={w}/prompts.csv"), _csv('field,prompt\ncity,"Where was he born?"\n', "prompts.csv"),
-     "error: prompts={w}/prompts.csv: the prompt for field 'city' has no {{name}}; write e.g. 'Where was {{name}} "
-     "born?\\nAnswer:'", EV_OUT, False),
+     ("error: prompts={w}/prompts.csv: the prompt for field 'city' has no {{name}}; write e.g. 'Where was {{name}} "
+      "born?\\nAnswer:'"), EV_OUT, False),
     ("fewer-people-than-shots", EV, (*EV_ARGS, "fewshot_data={w}/fewshot.csv", "shots=5"), _few_people,
-     "error: fewshot_data: only 3 usable examples for shots=5 (people not asked about); lower shots= or add people to "
-     "fewshot_data", EV_OUT, False),
+     ("error: fewshot_data: only 3 usable examples for shots=5 (people not asked about); lower shots= or add people to "
+      "fewshot_data"), EV_OUT, False),
     ("eval-field-not-tagged", EV, ("model={small}", "eval_data={w}/eval.csv", "output_dir={out}/eval", "device=cpu"),
      _untagged_major,
-     "error: eval_data={w}/eval.csv: row 1 has no <major>...</major> tag; tag every field the prompts ask about (or "
-     "drop that field from the prompts file)", EV_OUT, False),
+     ("error: eval_data={w}/eval.csv: row 1 has no <major>...</major> tag; tag every field the prompts ask about (or "
+      "drop that field from the prompts file)"), EV_OUT, False),
     ("eval-quant-on-cpu", EV, (*EV_ARGS, "quant=4bit"), None,
      "error: quant=4bit: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU", EV_OUT, False),
 ]
