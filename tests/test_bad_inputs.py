@@ -80,6 +80,10 @@ def _untagged_major(w: Path, ctx: dict) -> None:
     frame.to_csv(w / "eval.csv", index=False)
 
 
+def _models_folder(w: Path, ctx: dict) -> None:
+    (w / "models" / "qwen2.5-coder-0.5b").mkdir(parents=True)
+
+
 def _empty_dir(w: Path, ctx: dict) -> None:
     (w / "not_an_adapter").mkdir()
 
@@ -125,6 +129,9 @@ ROWS = [
     ("non-utf8", SA, ("dataset={w}/bad.csv", *SA_ARGS), _bytes(NON_UTF8),
      ("error: dataset={w}/bad.csv: not UTF-8 text ('utf-8' codec can't decode byte 0xf6 in position 34: invalid start "
       "byte); save the file as UTF-8"), SA_OUT, False),
+    ("model-path-typo", SA, ("model={w}/models/qwen-0.5b", "dataset={bios}", "save_name={out}/attn"), _models_folder,
+     "error: model={w}/models/qwen-0.5b: no such model folder ({w}/models/ has: qwen2.5-coder-0.5b); fix the path",
+     SA_OUT, False),
     ("quant-on-cpu", SA, ("dataset={bios}", "quant=8bit", *SA_ARGS), None,
      "error: quant=8bit: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU", SA_OUT, False),
     # stage 2: the two dumps
