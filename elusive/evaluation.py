@@ -427,6 +427,8 @@ def evaluate(
         raise InputError(f"max_new_tokens={max_new_tokens}: must be >= 1")
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: must be >= 1")
+    if max_people is not None and max_people < 1:
+        raise InputError(f"max_people={max_people}: must be >= 1, or null for everyone in eval_data")
     if is_wiki(eval_data):
         if shared_shots:
             raise InputError("shared_shots=true: Wikipedia shots exclude the asked paragraph, so they differ per question; use shared_shots=false")

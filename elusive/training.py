@@ -172,6 +172,17 @@ def train(
         raise InputError(f"batch_size={batch_size}: must be >= 1")
     if not 0 <= warmup_ratio < 1:
         raise InputError(f"warmup_ratio={warmup_ratio}: must be in [0, 1)")
+    for key, value, bad, rule in (  # checked here: the Trainer and peft would stop with a traceback instead
+        ("gradient_accumulation_steps", gradient_accumulation_steps, gradient_accumulation_steps < 1, ">= 1"),
+        ("learning_rate", learning_rate, learning_rate <= 0, "> 0"),
+        ("max_grad_norm", max_grad_norm, max_grad_norm < 0, ">= 0 (0 = no clipping)"),
+        ("lora_r", lora_r, lora_r < 1, ">= 1"),
+        ("lora_alpha", lora_alpha, lora_alpha <= 0, "> 0"),
+        ("lora_dropout", lora_dropout, not 0 <= lora_dropout < 1, "in [0, 1)"),
+        ("logging_steps", logging_steps, logging_steps < 1, ">= 1"),
+    ):
+        if bad:
+            raise InputError(f"{key}={value}: must be {rule}")
     target = resolve_device(device)
     if quant is not None and target.type != "cuda":
         raise InputError(f"quant={quant}: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU")

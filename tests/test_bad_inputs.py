@@ -134,6 +134,8 @@ ROWS = [
      SA_OUT, False),
     ("quant-on-cpu", SA, ("dataset={bios}", "quant=8bit", *SA_ARGS), None,
      "error: quant=8bit: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU", SA_OUT, False),
+    ("max-texts-0", SA, ("dataset={bios}", "max_texts=0", *SA_ARGS), None,
+     "error: max_texts=0: must be >= 1, or null for all texts", SA_OUT, False),
     # stage 2: the two dumps
     ("two-datasets", CA, ("attn_dump_large={dumps}/other", "attn_dump_small={dumps}/small", *CA_ARGS), None,
      ("error: attn_dump_large={dumps}/other and attn_dump_small={dumps}/small come from different datasets "
@@ -156,7 +158,8 @@ ROWS = [
      "error: alpha=1.5: must be in [0, 1] (the largest drop probability)", DA_OUT, True),
     ("beta-negative", DA, ("beta=-1", "attn_weights={dumps}/diff", *DA_ARGS), None,
      "error: beta=-1.0: must be >= 0 (how fast the drop probability rises with rank)", DA_OUT, False),
-    ("multiply-0", DA, ("attn_weights={dumps}/diff", *DA_ARGS, "multiply=0"), None,
+    ("multiply-0", DA, ("model={small}", "dataset={bios}", "save_name={out}/aug", "attn_weights={dumps}/diff", "multiply=0"),
+     None,
      "error: multiply=0: must be a whole number >= 1 (augmented copies per text)", DA_OUT, False),
     ("unknown-augment-type", DA, ("augment_type=dropout", *DA_ARGS), None,
      "error: augment_type=dropout: unknown; use one of random, attention, attention_diff, shuffled", DA_OUT, False),
@@ -177,6 +180,10 @@ ROWS = [
     ("train-resume-nothing", TR, (*TR_ARGS, "resume=true"), None,
      "error: resume=true: no complete checkpoint-* folder in model_dir={out}/lora; train without resume first",
      TR_OUT, False),
+    ("train-accumulation-0", TR, (*TR_ARGS, "gradient_accumulation_steps=0"), None,
+     "error: gradient_accumulation_steps=0: must be >= 1", TR_OUT, False),
+    ("train-negative-lr", TR, (*TR_ARGS, "learning_rate=-1"), None,
+     "error: learning_rate=-1.0: must be > 0", TR_OUT, False),
     ("train-unclosed-tag", TR, ("model={small}", "dataset={w}/bad.csv", "model_dir={out}/lora", "device=cpu"),
      _csv('text\n"<name>Bo Li</name> lived in <city>Rome."\n'),
      "error: dataset={w}/bad.csv: row 0: <city> is never closed; fix the tags in that row", TR_OUT, False),
@@ -194,6 +201,8 @@ ROWS = [
      _untagged_major,
      ("error: eval_data={w}/eval.csv: row 1 has no <major>...</major> tag; tag every field the prompts ask about (or "
       "drop that field from the prompts file)"), EV_OUT, False),
+    ("eval-max-people-0", EV, ("model={small}", "eval_data={bios}", "output_dir={out}/eval", "max_people=0"), None,
+     "error: max_people=0: must be >= 1, or null for everyone in eval_data", EV_OUT, False),
     ("eval-quant-on-cpu", EV, (*EV_ARGS, "quant=4bit"), None,
      "error: quant=4bit: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU", EV_OUT, False),
 ]
