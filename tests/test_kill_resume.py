@@ -24,11 +24,13 @@ STEPS_PER_EPOCH = 3  # 12 texts, batch_size 4
 EPOCHS = 10  # the run is still going (~0.3 s per epoch, checkpoint included) when epoch 2's checkpoint is complete
 
 
-def _start(script: str, *overrides: str, hydra_dir: Path) -> subprocess.Popen:
+def _start(script: str, *overrides: str, folder: Path) -> subprocess.Popen:
+    """Start a script as a user would; its stderr goes to ``folder/stderr.txt`` (a file: a pipe could fill up)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TQDM_DISABLE", None)  # save_attention's progress bar is the sign that scoring has started
-    args = [sys.executable, str(ROOT / script), *overrides, f"hydra.run.dir={hydra_dir}"]
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = [sys.executable, str(ROOT / script), *overrides, f"hydra.run.dir={folder / 'hydra'}"]
+    with open(folder / "stderr.txt", "wb") as stderr:
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -38,11 +40,11 @@ def _kill(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def _wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
+def _wait_for(condition, proc: subprocess.Popen, folder: Path, timeout: float = 300) -> None:
     """Poll ``condition`` (a point in the run) while the process lives; this waits, it does not time anything."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert proc.poll() is None, f"the run ended early: {proc.stderr.read().decode()[-2000:]}"
+        assert proc.poll() is None, f"the run ended early: {(folder / 'stderr.txt').read_text()[-2000:]}"
         assert time.monotonic() < deadline, "the run never reached the kill point"
         time.sleep(0.01)
 
@@ -52,14 +54,8 @@ def test_killed_save_attention_leaves_no_dump(small_model, tmp_path):
     pd.read_csv(DATA / "biography.csv").to_csv(dataset, index=False)  # 300 texts, one per batch: seconds of scoring
     save_name = tmp_path / "out" / "attn"
     proc = _start("save_attention.py", f"model={small_model}", f"dataset={dataset}", f"save_name={save_name}",
-                  "batch_size=1", "device=cpu", hydra_dir=tmp_path / "h")
-    seen = bytearray()
-
-    def scoring_started() -> bool:
-        seen.extend(os.read(proc.stderr.fileno(), 4096))
-        return b"attention:" in seen
-
-    _wait_for(scoring_started, proc)
+                  "batch_size=1", "device=cpu", folder=tmp_path)
+    _wait_for(lambda: b"attention:" in (tmp_path / "stderr.txt").read_bytes(), proc, tmp_path)
     _kill(proc)
     assert not Path(str(save_name) + ".safetensors").exists()
 
@@ -72,9 +68,9 @@ def test_killed_train_resumes_to_the_uninterrupted_adapter(small_model, bios, tm
     settings = {"epochs": EPOCHS, "batch_size": 4, "device": "cpu", "seed": 3, "logging_steps": 1}
     model_dir = tmp_path / "lora"
     proc = _start("train.py", f"model={small_model}", f"dataset={bios}", f"model_dir={model_dir}", f"epochs={EPOCHS}",
-                  "batch_size=4", "device=cpu", "seed=3", "logging_steps=1", hydra_dir=tmp_path / "h")
+                  "batch_size=4", "device=cpu", "seed=3", "logging_steps=1", folder=tmp_path)
     second = model_dir / f"checkpoint-{2 * STEPS_PER_EPOCH}"
-    _wait_for(lambda: (second / CHECKPOINT_MANIFEST).is_file(), proc)
+    _wait_for(lambda: (second / CHECKPOINT_MANIFEST).is_file(), proc, tmp_path)
     _kill(proc)
     for name in ("adapter_config.json", "adapter_model.safetensors", "train_meta.json"):
         assert not (model_dir / name).exists()  # the final adapter is only written at the end
