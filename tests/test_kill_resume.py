@@ -12,13 +12,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import torch
 from conftest import DATA, ROOT
 from safetensors.torch import load_file
 
-from elusive.training import CHECKPOINT_MANIFEST, is_complete_checkpoint, last_complete_checkpoint, train
+from elusive.training import (
+    CHECKPOINT_MANIFEST,
+    MarkCheckpointComplete,
+    is_complete_checkpoint,
+    last_complete_checkpoint,
+    train,
+)
 
 STEPS_PER_EPOCH = 3  # 12 texts, batch_size 4
 EPOCHS = 10  # the run is still going (~0.3 s per epoch, checkpoint included) when epoch 2's checkpoint is complete
@@ -92,3 +99,20 @@ def test_killed_train_resumes_to_the_uninterrupted_adapter(small_model, bios, tm
     for key in resumed:
         torch.testing.assert_close(resumed[key], uninterrupted[key])
     assert any(v.abs().max() > 0 for k, v in resumed.items() if "lora_B" in k)  # training really moved it
+
+
+def test_a_checkpoint_is_complete_only_with_all_its_listed_files(tmp_path):
+    for step in (3, 6):
+        folder = tmp_path / f"checkpoint-{step}"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "optimizer.pt").write_bytes(b"x" * 100)
+        (folder / "sub" / "adapter.safetensors").write_bytes(b"y" * 10)
+        state = SimpleNamespace(is_world_process_zero=True, global_step=step)
+        MarkCheckpointComplete().on_save(SimpleNamespace(output_dir=str(tmp_path)), state, None)
+    (tmp_path / "checkpoint-9").mkdir()  # a save that never finished: no manifest
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-6"
+    (tmp_path / "checkpoint-6" / "optimizer.pt").write_bytes(b"x" * 50)  # truncated by a kill
+    assert not is_complete_checkpoint(tmp_path / "checkpoint-6")
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
+    (tmp_path / "checkpoint-3" / "sub" / "adapter.safetensors").unlink()
+    assert last_complete_checkpoint(tmp_path) is None
