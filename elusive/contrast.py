@@ -57,13 +57,15 @@ def check_compatible(
         raise InputError(f"{both} hold different token ids; extract both with the same tokenizer and text_prefix")
 
 
-def contrast_attention(attn_dump_large: Path, attn_dump_small: Path, attn_diff: Path, cross_tokenizer: bool = False) -> Path:
+def contrast_attention(
+    attn_dump_large: Path, attn_dump_small: Path, attn_diff: Path, cross_tokenizer: bool = False
+) -> Path:
     """Run stage 2: write ``{attn_diff}.safetensors`` with ``large − small`` per text and token.
 
     With one tokenizer the difference is taken token by token. With two different tokenizers (same
-    dataset, and only with ``cross_tokenizer``: mixing tokenizers is usually a mistake), both dumps are projected onto the words of each text (see :mod:`elusive.align`) and the
-    difference is stored per word (metadata ``unit=word``); data_augmentation maps it onto the tokens of
-    whatever tokenizer it uses.
+    dataset; only with ``cross_tokenizer``, as mixing tokenizers is usually a mistake), both dumps are
+    projected onto the words of each text (see :mod:`elusive.align`) and the difference is stored per
+    word (metadata ``unit=word``); data_augmentation maps it onto the tokens of whatever tokenizer it uses.
 
     Args:
         attn_dump_large: Dump of the larger model.

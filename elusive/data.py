@@ -35,7 +35,8 @@ def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = 
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         if isinstance(err, pd.errors.EmptyDataError):
-            raise InputError(f"{key}={path}: the file is empty; it needs a header row with {', '.join(columns)} and rows") from err
+            need = ", ".join(columns)
+            raise InputError(f"{key}={path}: the file is empty; it needs a header row with {need} and rows") from err
         if isinstance(err, UnicodeDecodeError):
             raise InputError(f"{key}={path}: not UTF-8 text ({err}); save the file as UTF-8") from err
         raise InputError(f"{key}={path}: not a readable CSV ({err}); fix the file") from err

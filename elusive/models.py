@@ -38,7 +38,7 @@ def _source(model: str) -> tuple[str, dict[str, Any]]:
         return str(path.absolute()), {}
     if looks_local(model):  # a typo in a local path: say so now instead of retrying the hub for a minute
         parent = path.parent if path.parent.is_dir() else None
-        present = sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")) if parent else []
+        present = [] if parent is None else sorted(p.name for p in parent.iterdir() if p.is_dir() and p.name[0] != ".")
         hint = f" ({parent}/ has: {', '.join(present[:10])})" if present else ""
         raise InputError(f"model={model}: no such model folder{hint}; fix the path")
     return model, {}

@@ -101,7 +101,8 @@ def is_complete_checkpoint(folder: Path) -> bool:
 
 def checkpoints(model_dir: Path) -> list[Path]:
     """The ``checkpoint-N`` folders of ``model_dir``, by step."""
-    found = [p for p in Path(model_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    found = [p for p in Path(model_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()]
+    found = [p for p in found if p.is_dir()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
@@ -188,7 +189,9 @@ def train(
         raise InputError(f"quant={quant}: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU")
     last = last_complete_checkpoint(model_dir) if resume else None
     if resume and last is None:
-        raise InputError(f"resume=true: no complete checkpoint-* folder in model_dir={model_dir}; train without resume first")
+        raise InputError(
+            f"resume=true: no complete checkpoint-* folder in model_dir={model_dir}; train without resume first"
+        )
     texts = load_texts(dataset, "dataset")
     tokenizer = load_tokenizer(model, padding_side="right")
     examples = tokenize_for_training(tokenizer, texts, max_length)
