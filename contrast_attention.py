@@ -19,6 +19,7 @@ def main(cfg: DictConfig) -> None:
         attn_dump_large=resolve_path(cfg.attn_dump_large),
         attn_dump_small=resolve_path(cfg.attn_dump_small),
         attn_diff=resolve_path(cfg.attn_diff),
+        cross_tokenizer=cfg.cross_tokenizer,
     )
     print(f"wrote {path}")
 

@@ -20,7 +20,9 @@ the row of query q holds keys 0..q), ``focus_offsets`` int64 [n_focus + 1], ``fo
 Header metadata (safetensors ``__metadata__``, all strings): ``format`` (= ``elusive-attention/1``),
 ``kind`` (``attention`` or ``attention_diff``), ``model``, ``tokenizer``, ``vocab_sha256``,
 ``dataset``, ``dataset_sha256``, ``aggregate``, ``layers``, ``dtype``, ``text_prefix`` and, for a
-contrast, ``large`` and ``small`` (the two source files) — the values stages 2 and 3 check before use.
+contrast, ``large`` and ``small`` (the two source files) — the values stages 2 and 3 check before use —
+and ``data_sha256``, the SHA-256 of the tensor bytes after the header, checked on every load so a truncated
+or altered file is refused.
 
 Augmented dataset (``{save_name}.csv``): columns ``text`` (tags removed), ``source_row`` (row in the input
 dataset), ``copy`` (0 = the original, 1..multiply = augmented copies).
@@ -138,17 +140,33 @@ def dump_path(name: str | os.PathLike[str]) -> Path:
     return path if path.name.endswith(DUMP_SUFFIX) else path.with_name(path.name + DUMP_SUFFIX)
 
 
-def canonical_safetensors(raw: bytes) -> bytes:
+def canonical_safetensors(raw: bytes, data_sha256: bool = False) -> bytes:
     """Rewrite a safetensors header with sorted keys, so equal contents give equal bytes.
 
     Hand-written because safetensors' writer keeps ``__metadata__`` in a hash map whose order changes from
     run to run. Data offsets are relative to the end of the header, so only the header is re-encoded.
+
+    Args:
+        raw: A complete safetensors file.
+        data_sha256: Also record the SHA-256 of the tensor bytes in the metadata (``data_sha256``).
     """
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + n])
+    if data_sha256:
+        header.setdefault("__metadata__", {})["data_sha256"] = hashlib.sha256(raw[8 + n :]).hexdigest()
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as the format recommends
     return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+
+def data_digest(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a safetensors file's bytes after the header (its tensor data)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        handle.seek(8 + int.from_bytes(handle.read(8), "little"))
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass
@@ -187,7 +205,7 @@ class AttentionDump:
             tensors[name] = torch.from_numpy(array.astype(np.float32 if array.dtype.kind == "f" else np.int64))
         metadata = {"format": DUMP_FORMAT, **{k: str(v) for k, v in self.metadata.items()}}
         with atomic_path(path) as tmp:
-            tmp.write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
+            tmp.write_bytes(canonical_safetensors(save(tensors, metadata=metadata), data_sha256=True))
         return path
 
     @classmethod
@@ -209,7 +227,14 @@ class AttentionDump:
                 metadata = dict(handle.metadata() or {})
                 arrays = {k: handle.get_tensor(k).numpy() for k in handle.keys()}
         except Exception as err:  # safetensors raises several types for a damaged file
-            raise InputError(f"{key}={path}: not a readable safetensors file ({err}); recreate it") from err
+            raise InputError(
+                f"{key}={path}: not a readable safetensors file ({err}); the file is truncated or damaged, recreate it"
+            ) from err
+        if "data_sha256" in metadata and metadata["data_sha256"] != data_digest(path):
+            raise InputError(
+                f"{key}={path}: its tensor bytes do not match the SHA-256 in its header (altered or damaged); "
+                "recreate it with the stage that wrote it"
+            )
         missing = {"scores", "offsets", "input_ids"} - arrays.keys()
         if metadata.get("format") != DUMP_FORMAT or missing:
             raise InputError(

@@ -267,6 +267,8 @@ def save_attention(
         raise InputError(f"aggregate={aggregate}: unknown; use received (the paper's score) or released")
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: must be >= 1")
+    if max_texts is not None and max_texts < 1:
+        raise InputError(f"max_texts={max_texts}: must be >= 1, or null for all texts")
     tagged = load_tagged(dataset, "dataset")
     if max_texts is not None:
         tagged = tagged[:max_texts]

@@ -21,12 +21,14 @@ def same_tokenizer(large: AttentionDump, small: AttentionDump) -> bool:
     return large.metadata.get("vocab_sha256") == small.metadata.get("vocab_sha256")
 
 
-def check_compatible(large: AttentionDump, small: AttentionDump, large_name: str, small_name: str) -> None:
+def check_compatible(
+    large: AttentionDump, small: AttentionDump, large_name: str, small_name: str, cross_tokenizer: bool = False
+) -> None:
     """Refuse two dumps that do not describe the same texts (and, with one tokenizer, the same tokens).
 
     Raises:
-        InputError: Different datasets, or with one tokenizer different text prefixes or token ids; the
-            message names both files.
+        InputError: Different datasets, different tokenizers without ``cross_tokenizer``, or with one
+            tokenizer different text prefixes or token ids; the message names both files.
     """
     both = f"attn_dump_large={large_name} and attn_dump_small={small_name}"
     if large.metadata.get("dataset_sha256") != small.metadata.get("dataset_sha256"):
@@ -37,6 +39,12 @@ def check_compatible(large: AttentionDump, small: AttentionDump, large_name: str
     if large.n_texts != small.n_texts:
         raise InputError(f"{both} hold {large.n_texts} and {small.n_texts} texts; extract both without max_texts")
     if not same_tokenizer(large, small):
+        if not cross_tokenizer:
+            raise InputError(
+                f"{both} were made with different tokenizers ({large.metadata.get('tokenizer')!r} vs "
+                f"{small.metadata.get('tokenizer')!r}); extract both with models of one family, or add "
+                "cross_tokenizer=true to contrast them word by word"
+            )
         if "word" in (large.metadata.get("unit"), small.metadata.get("unit")):
             raise InputError(f"{both}: a word-level contrast cannot be contrasted again; use two save_attention dumps")
         return  # different tokenizers: aligned through words (see elusive.align)
@@ -49,25 +57,28 @@ def check_compatible(large: AttentionDump, small: AttentionDump, large_name: str
         raise InputError(f"{both} hold different token ids; extract both with the same tokenizer and text_prefix")
 
 
-def contrast_attention(attn_dump_large: Path, attn_dump_small: Path, attn_diff: Path) -> Path:
+def contrast_attention(
+    attn_dump_large: Path, attn_dump_small: Path, attn_diff: Path, cross_tokenizer: bool = False
+) -> Path:
     """Run stage 2: write ``{attn_diff}.safetensors`` with ``large − small`` per text and token.
 
     With one tokenizer the difference is taken token by token. With two different tokenizers (same
-    dataset), both dumps are projected onto the words of each text (see :mod:`elusive.align`) and the
-    difference is stored per word (metadata ``unit=word``); data_augmentation maps it onto the tokens of
-    whatever tokenizer it uses.
+    dataset; only with ``cross_tokenizer``, as mixing tokenizers is usually a mistake), both dumps are
+    projected onto the words of each text (see :mod:`elusive.align`) and the difference is stored per
+    word (metadata ``unit=word``); data_augmentation maps it onto the tokens of whatever tokenizer it uses.
 
     Args:
         attn_dump_large: Dump of the larger model.
         attn_dump_small: Dump of the smaller model of the same family.
         attn_diff: Output path without suffix.
+        cross_tokenizer: Allow dumps of two different tokenizers (contrasted word by word).
 
     Returns:
         The path written.
     """
     large = AttentionDump.load(attn_dump_large, "attn_dump_large")
     small = AttentionDump.load(attn_dump_small, "attn_dump_small")
-    check_compatible(large, small, str(attn_dump_large), str(attn_dump_small))
+    check_compatible(large, small, str(attn_dump_large), str(attn_dump_small), cross_tokenizer)
     if not same_tokenizer(large, small):
         log.info("the two dumps use different tokenizers: contrasting them word by word through character offsets")
         return save_word_diff(large, small, attn_dump_large, attn_dump_small, attn_diff)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from elusive.errors import InputError
-from elusive.tags import Span, parse_tagged, strip_tags
+from elusive.tags import Span, parse_tagged, strip_tags, tag_problem
 from elusive.wiki import is_wiki, load_contexts
 
 
@@ -34,6 +34,11 @@ def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = 
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        if isinstance(err, pd.errors.EmptyDataError):
+            need = ", ".join(columns)
+            raise InputError(f"{key}={path}: the file is empty; it needs a header row with {need} and rows") from err
+        if isinstance(err, UnicodeDecodeError):
+            raise InputError(f"{key}={path}: not UTF-8 text ({err}); save the file as UTF-8") from err
         raise InputError(f"{key}={path}: not a readable CSV ({err}); fix the file") from err
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -59,9 +64,18 @@ def load_texts(path: str | os.PathLike[str], key: str = "dataset") -> list[str]:
     """
     if is_wiki(path):
         return load_contexts(path, key)
-    texts = [strip_tags(t) for t in read_csv(path, key)["text"].tolist()]
+    raw = read_csv(path, key)["text"].tolist()
+    check_tags(raw, path, key)
+    texts = [strip_tags(t) for t in raw]
     check_not_empty(texts, path, key)
     return texts
+
+
+def check_tags(texts: list[str], path: str | os.PathLike[str], key: str) -> None:
+    """Refuse a dataset row with an unknown, unclosed or unbalanced field tag (see :func:`elusive.tags.tag_problem`)."""
+    for row, text in enumerate(texts):
+        if "<" in text and (problem := tag_problem(text)):
+            raise InputError(f"{key}={path}: row {row}: {problem}; fix the tags in that row")
 
 
 def check_not_empty(texts: list[str], path: str | os.PathLike[str], key: str) -> None:
@@ -78,6 +92,8 @@ def load_tagged(path: str | os.PathLike[str], key: str = "dataset") -> list[tupl
     """
     if is_wiki(path):
         return [(context, []) for context in load_contexts(path, key)]
-    tagged = [parse_tagged(t) for t in read_csv(path, key)["text"].tolist()]
+    raw = read_csv(path, key)["text"].tolist()
+    check_tags(raw, path, key)
+    tagged = [parse_tagged(t) for t in raw]
     check_not_empty([plain for plain, _ in tagged], path, key)
     return tagged

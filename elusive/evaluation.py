@@ -47,7 +47,7 @@ from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, St
 
 from elusive import distributed
 from elusive.artifacts import sha256_file, write_text_atomic
-from elusive.data import read_csv
+from elusive.data import check_tags, read_csv
 from elusive.distributed import SINGLE, Share
 from elusive.errors import InputError
 from elusive.metrics import exact_match, f1_score
@@ -93,10 +93,12 @@ def load_people(path: Path, key: str, fields: list[str]) -> list[dict[str, str]]
     """Read a tagged CSV into ``{"name": ..., field: value, ...}`` per row.
 
     Raises:
-        InputError: A row without a ``<name>`` tag or without one of ``fields``.
+        InputError: A malformed tag, or a row without a ``<name>`` tag or without one of ``fields``.
     """
     people = []
-    for row, text in enumerate(read_csv(path, key)["text"]):
+    texts = read_csv(path, key)["text"].tolist()
+    check_tags(texts, path, key)
+    for row, text in enumerate(texts):
         _, spans = parse_tagged(text)
         values: dict[str, str] = {}
         for span in spans:
@@ -138,7 +140,10 @@ def build_questions(
         for person in people:
             pool = shared_pool if shared else [p for p in fewshot if p["name"] != person["name"]]
             if len(pool) < shots:
-                raise InputError(f"fewshot_data: only {len(pool)} usable examples for {shots} shots; lower shots= or add people")
+                raise InputError(
+                    f"fewshot_data: only {len(pool)} usable examples for shots={shots} (people not asked about); "
+                    "lower shots= or add people to fewshot_data"
+                )
             chosen = shared_choice if shared else rng.choice(len(pool), size=shots, replace=False)
             parts = [f"{render(template, pool[j]['name'])} {pool[j][field]}" for j in chosen]
             parts.append(render(template, person["name"]))
@@ -450,6 +455,8 @@ def evaluate(
         raise InputError(f"max_new_tokens={max_new_tokens}: must be >= 1")
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: must be >= 1")
+    if max_people is not None and max_people < 1:
+        raise InputError(f"max_people={max_people}: must be >= 1, or null for everyone in eval_data")
     if is_wiki(eval_data):
         if shared_shots:
             raise InputError("shared_shots=true: Wikipedia shots exclude the asked paragraph, so they differ per question; use shared_shots=false")

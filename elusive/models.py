@@ -36,7 +36,21 @@ def _source(model: str) -> tuple[str, dict[str, Any]]:
         if not (path / "config.json").is_file() and not (path / "tokenizer.json").is_file():
             raise InputError(f"model={model}: the directory has no config.json; point model= at a saved model folder")
         return str(path.absolute()), {}
+    if looks_local(model):  # a typo in a local path: say so now instead of retrying the hub for a minute
+        parent = path.parent if path.parent.is_dir() else None
+        present = [] if parent is None else sorted(p.name for p in parent.iterdir() if p.is_dir() and p.name[0] != ".")
+        hint = f" ({parent}/ has: {', '.join(present[:10])})" if present else ""
+        raise InputError(f"model={model}: no such model folder{hint}; fix the path")
     return model, {}
+
+
+def looks_local(model: str) -> bool:
+    """True when ``model`` can only be a local path: absolute, relative (``./``, ``../``, ``~``), more than one
+    ``/`` (hub ids are ``org/name``), or inside a folder that exists here (``models/qwen-typo``)."""
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model:
+        return True
+    parent = Path(model).expanduser().parent
+    return parent != Path(".") and parent.is_dir()
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -62,6 +62,30 @@ def parse_tagged(text: str) -> tuple[str, list[Span]]:
     return "".join(pieces), spans
 
 
+def tag_problem(text: str) -> str | None:
+    """Describe the first malformed tag in ``text``, or return None when its tags are fine.
+
+    Tags must be one of :data:`FIELDS`, each opened tag closed by the same tag, and tags never nest. A typo
+    such as ``<compnay>`` or a missing ``</city>`` would otherwise silently drop a field from the analyses
+    and the questions. Extend :data:`FIELDS` to use other field names.
+    """
+    open_tag: str | None = None
+    for match in ANY_TAG_RE.finditer(text):
+        tag = match.group(0)
+        name = tag.strip("</>")
+        if name not in FIELDS:
+            return f"unknown tag {tag} (known: {', '.join(FIELDS)})"
+        closing = tag.startswith("</")
+        if not closing and open_tag is not None:
+            return f"<{name}> opens before </{open_tag}> closes <{open_tag}>"
+        if closing and open_tag != name:
+            return f"{tag} closes a tag that is not open" + (f" (<{open_tag}> is)" if open_tag else "")
+        open_tag = None if closing else name
+    if open_tag is not None:
+        return f"<{open_tag}> is never closed"
+    return None
+
+
 def strip_tags(text: str) -> str:
     """Return ``text`` without its field tags (the plain text of :func:`parse_tagged`, without locating spans)."""
     return ANY_TAG_RE.sub("", text)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from elusive import distributed
 from elusive.artifacts import sha256_file, write_text_atomic
@@ -67,6 +67,54 @@ class NoPickleArgs(TrainerCallback):
         if pickled.exists():
             pickled.unlink()
             write_text_atomic(folder / "training_args.json", args.to_json_string())
+
+
+CHECKPOINT_MANIFEST = "checkpoint_complete.json"
+"""Written into ``checkpoint-N`` last, listing every file and its size: a checkpoint without it, or whose
+files differ from it, was cut short (e.g. the job was killed while saving) and is never resumed from."""
+
+
+class MarkCheckpointComplete(TrainerCallback):
+    """Write :data:`CHECKPOINT_MANIFEST` once the Trainer (and :class:`NoPickleArgs`) finished a checkpoint.
+
+    Hand-written because the Trainer writes ``checkpoint-N`` file by file in place and its
+    ``get_last_checkpoint`` picks the highest number whether or not the folder is complete.
+    """
+
+    def on_save(self, args, state, control, **kwargs):
+        distributed.barrier()  # with several processes, each has written its part (e.g. rng_state_<rank>.pth)
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        files = {
+            p.relative_to(folder).as_posix(): p.stat().st_size
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != CHECKPOINT_MANIFEST
+        }
+        write_text_atomic(folder / CHECKPOINT_MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """True when ``folder`` has its manifest and every file listed there, at the listed size."""
+    try:
+        files = json.loads((folder / CHECKPOINT_MANIFEST).read_text())["files"]
+        return all((folder / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def checkpoints(model_dir: Path) -> list[Path]:
+    """The ``checkpoint-N`` folders of ``model_dir``, by step."""
+    found = [p for p in Path(model_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()]
+    found = [p for p in found if p.is_dir()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def last_complete_checkpoint(model_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step in ``model_dir`` (see :data:`CHECKPOINT_MANIFEST`), or None."""
+    if not Path(model_dir).is_dir():
+        return None
+    return next((c for c in reversed(checkpoints(model_dir)) if is_complete_checkpoint(c)), None)
 
 
 def train(
@@ -120,7 +168,8 @@ def train(
         device: ``auto``, ``cpu``, ``cuda`` or ``multi``; in a multi-process run ``auto`` is this process's GPU.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16`` of the frozen base weights.
         seed: Seed for LoRA initialisation and data order.
-        resume: Continue from the last ``checkpoint-*`` in ``model_dir``.
+        resume: Continue from the last complete ``checkpoint-*`` in ``model_dir`` (incomplete ones, cut short
+            by a kill while saving, are removed first).
         logging_steps: Log the loss every N steps.
         group_by_length: Batch texts of similar length together (less padding).
 
@@ -133,6 +182,17 @@ def train(
         raise InputError(f"batch_size={batch_size}: must be >= 1")
     if not 0 <= warmup_ratio < 1:
         raise InputError(f"warmup_ratio={warmup_ratio}: must be in [0, 1)")
+    for key, value, bad, rule in (  # checked here: the Trainer and peft would stop with a traceback instead
+        ("gradient_accumulation_steps", gradient_accumulation_steps, gradient_accumulation_steps < 1, ">= 1"),
+        ("learning_rate", learning_rate, learning_rate <= 0, "> 0"),
+        ("max_grad_norm", max_grad_norm, max_grad_norm < 0, ">= 0 (0 = no clipping)"),
+        ("lora_r", lora_r, lora_r < 1, ">= 1"),
+        ("lora_alpha", lora_alpha, lora_alpha <= 0, "> 0"),
+        ("lora_dropout", lora_dropout, not 0 <= lora_dropout < 1, "in [0, 1)"),
+        ("logging_steps", logging_steps, logging_steps < 1, ">= 1"),
+    ):
+        if bad:
+            raise InputError(f"{key}={value}: must be {rule}")
     device = distributed.process_device(device)
     target = resolve_device(device)
     if quant is not None and target.type != "cuda":
@@ -143,9 +203,11 @@ def train(
             f"quant={quant}: not supported with FSDP/DeepSpeed here; use quant=null, or conf/accelerate/ddp.yaml "
             "for an 8-bit base model on every GPU"
         )
-    last = get_last_checkpoint(str(model_dir)) if Path(model_dir).is_dir() else None
+    last = last_complete_checkpoint(model_dir) if resume else None
     if resume and last is None:
-        raise InputError(f"resume=true: no checkpoint-* folder in model_dir={model_dir}; train without resume first")
+        raise InputError(
+            f"resume=true: no complete checkpoint-* folder in model_dir={model_dir}; train without resume first"
+        )
     texts = load_texts(dataset, "dataset")
     tokenizer = load_tokenizer(model, padding_side="right")
     examples = tokenize_for_training(tokenizer, texts, max_length)
@@ -193,9 +255,14 @@ def train(
         args=args,
         train_dataset=examples,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[NoPickleArgs()],
+        callbacks=[NoPickleArgs(), MarkCheckpointComplete()],
     )
-    trainer.train(resume_from_checkpoint=last if resume else None)
+    if resume and trainer.is_world_process_zero():
+        for partial in checkpoints(model_dir):  # cut short by a kill: saved again when training reaches that step
+            if int(partial.name.split("-")[-1]) > int(last.name.split("-")[-1]):
+                log.warning("removing %s: it was not saved completely; resuming from %s", partial, last.name)
+                shutil.rmtree(partial)
+    trainer.train(resume_from_checkpoint=str(last) if resume else None)
     save_adapter(trainer, tokenizer, Path(model_dir))  # every process: FSDP/DeepSpeed gather the weights
     if not trainer.is_world_process_zero():  # several processes: only the main one writes files
         return None

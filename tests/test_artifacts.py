@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 
 from elusive.artifacts import AttentionDump, atomic_path, canonical_safetensors, dump_path
 from elusive.errors import InputError
-from elusive.tags import parse_tagged
+from elusive.tags import parse_tagged, tag_problem
 
 
 def _dump():
@@ -63,3 +66,34 @@ def test_parse_tagged_locates_fields_in_plain_text():
     assert plain == "Ann Lee was born in Oslo. She worked at the BBC."
     assert [(s.field, s.value, plain[s.start : s.end]) for s in spans] == [
         ("name", "Ann Lee", "Ann Lee"), ("city", "Oslo", "Oslo"), ("company", "the BBC", "the BBC")]
+
+
+def test_dump_header_records_the_sha256_of_its_tensor_bytes(tmp_path):
+    raw = _dump().save(tmp_path / "d").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    assert header["__metadata__"]["data_sha256"] == hashlib.sha256(raw[8 + n :]).hexdigest()
+    altered = bytearray(raw)
+    altered[-1] ^= 0x80  # the last byte of the last tensor: still a well-formed file
+    (tmp_path / "e.safetensors").write_bytes(bytes(altered))
+    with pytest.raises(InputError, match=r"attn_weights=.*e\.safetensors: its tensor bytes do not match the SHA-256"):
+        AttentionDump.load(tmp_path / "e")
+    (tmp_path / "f.safetensors").write_bytes(raw[:-8])
+    with pytest.raises(InputError, match=r"f\.safetensors: not a readable safetensors file .*truncated or damaged"):
+        AttentionDump.load(tmp_path / "f")
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("<name>Ann</name> in <city>Oslo</city>.", None),
+        ("a < b and c > d", None),  # not tags
+        ("<name>Ann</name> in <city>Oslo.", "<city> is never closed"),
+        ("<name>Ann</city>", "</city> closes a tag that is not open (<name> is)"),
+        ("Oslo</city>", "</city> closes a tag that is not open"),
+        ("<name>Ann <city>Oslo</city></name>", "<city> opens before </name> closes <name>"),
+        ("<Name>Ann</Name>", "unknown tag <Name> (known: name, date, city, university, major, company)"),
+    ],
+)
+def test_tag_problems_are_named(text, problem):
+    assert tag_problem(text) == problem

@@ -26,6 +26,8 @@ def test_difference_is_large_minus_small(small_model, large_model, bios, tmp_pat
     assert diff.metadata["kind"] == "attention_diff"
     assert diff.metadata["large"].endswith("large.safetensors") and diff.metadata["small"].endswith("small.safetensors")
     assert diff.metadata["dataset_sha256"] == s.metadata["dataset_sha256"]
+    again = contrast_attention(large, small, tmp_path / "again")
+    assert again.read_bytes() == path.read_bytes()  # same inputs, same bytes
 
 
 def test_different_datasets_or_tokenizers_are_refused(small_model, large_model, word_model, bios, tmp_path):
@@ -58,7 +60,10 @@ def test_word_projection_by_hand():
 def test_different_tokenizers_are_contrasted_word_by_word(small_model, gemma_model, word_model, bios, tmp_path):
     large = save_attention(str(gemma_model), bios, tmp_path / "gemma", device="cpu")
     small = save_attention(str(small_model), bios, tmp_path / "bpe", device="cpu")
-    path = contrast_attention(large, small, tmp_path / "diff")
+    with pytest.raises(InputError, match="different tokenizers.*cross_tokenizer=true"):
+        contrast_attention(large, small, tmp_path / "diff")
+    assert not (tmp_path / "diff.safetensors").exists()
+    path = contrast_attention(large, small, tmp_path / "diff", cross_tokenizer=True)
     diff, g, b = AttentionDump.load(path), AttentionDump.load(large), AttentionDump.load(small)
     assert diff.metadata["unit"] == "word" and diff.metadata["kind"] == "attention_diff"
     texts = load_texts(bios)

@@ -16,6 +16,7 @@ from elusive.evaluation import (
     StopAtNewline,
     answer_questions,
     build_questions,
+    evaluate,
     generate_answers,
     generate_with_prefix,
     load_for_eval,
@@ -298,6 +299,18 @@ def test_evaluate_script_writes_results(eval_run, bios):
     for field in FIELDS:
         assert f"| {field} | " in proc.stdout
     assert "| mean | " in proc.stdout
+
+
+def test_same_seed_gives_byte_identical_predictions(small_model, bios, tmp_path):
+    args = dict(model=str(small_model), eval_data=bios, fewshot_data=FEWSHOT, prompts=PROMPTS, shots=2,
+                max_new_tokens=4, max_people=2, device="cpu")
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        evaluate(output_dir=tmp_path / name, seed=seed, **args)
+    for name in ("predictions.jsonl", "results.json", "eval_meta.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    prompts = [[json.loads(line)["prompt"] for line in (tmp_path / run / "predictions.jsonl").read_text().splitlines()]
+               for run in ("a", "c")]
+    assert len(prompts[0]) == 10 and prompts[0] != prompts[1]  # another seed draws other shots
 
 
 def _error_lines(stderr: str) -> list[str]:
