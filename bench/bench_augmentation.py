@@ -40,7 +40,7 @@ LINEAR_TOLERANCE = 1.2
 
 def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0) -> tuple[Path, Path]:
     """Write ``n`` tagged biographies to a CSV and a matching dump of random scores; return both paths."""
-    from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
+    from elusive.artifacts import AttentionDump, sha256_file, tokens_sha256, vocab_sha256
     from elusive.biographies import biography_texts
     from elusive.tags import strip_tags
     from elusive.tokens import encode_many
@@ -63,6 +63,8 @@ def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0) -> tuple[Path, P
             "layers": "null", "dtype": "float32", "text_prefix": '""',
         },
     )
+    dump.metadata["tokens_sha256"] = tokens_sha256(tokenizer, "", dump.metadata["dataset_sha256"], dump.offsets,
+                                                   dump.input_ids, dump.char_spans, dump.ranked)
     return dataset, dump.save(folder / f"attn_{n}")
 
 

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
+from elusive.artifacts import AttentionDump, sha256_file, tokens_sha256, vocab_sha256
 from elusive.data import load_tagged
 from elusive.errors import InputError
 from elusive.models import describe, load_model, load_tokenizer, model_device
@@ -298,6 +298,10 @@ def save_attention(
         metadata=metadata,
         extra=extra,
     )
+    tokens_hash = tokens_sha256(tokenizer, text_prefix, metadata["dataset_sha256"], dump.offsets, dump.input_ids,
+                                dump.char_spans, dump.ranked)
+    if tokens_hash is not None:  # lets stage 3 reuse these tokens instead of tokenising again
+        metadata["tokens_sha256"] = tokens_hash
     path = dump.save(save_name)
     log.info("wrote %s: %d texts, %d tokens", path, dump.n_texts, len(dump.scores))
     return path

@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from elusive.align import project
-from elusive.artifacts import AttentionDump, atomic_path, dump_path, sha256_file, vocab_sha256, write_text_atomic
+from elusive.artifacts import (AttentionDump, atomic_path, dump_path, sha256_file, tokens_sha256, vocab_sha256,
+                               write_text_atomic)
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
@@ -511,6 +512,26 @@ def load_scores(
     return dump, text_prefix_of(dump)
 
 
+def dump_tokens(dump: AttentionDump, tokenizer) -> EncodedBatch | None:
+    """The dump's own tokens, if its ``tokens_sha256`` shows they are what ``tokenizer`` gives on the dataset now.
+
+    Tokenising every text again was half of stage 3's time. The stored hash covers the token arrays, the
+    tokenizer's full definition, the ``text_prefix`` and the dataset hash (:func:`elusive.artifacts.tokens_sha256`),
+    so a match means re-tokenising would give these very arrays. Otherwise (an older dump without the hash,
+    a word-level contrast, another tokenizer, edited arrays) None: the caller tokenises and compares text
+    by text, which names the first text tokenised differently.
+    """
+    stored = dump.metadata.get("tokens_sha256")
+    if not stored or dump.metadata.get("unit") == "word":
+        return None
+    now = tokens_sha256(tokenizer, text_prefix_of(dump), dump.metadata.get("dataset_sha256", ""), dump.offsets,
+                        dump.input_ids, dump.char_spans, dump.ranked)
+    if now != stored:
+        log.info("the dump's tokens_sha256 does not match tokenizer %s: tokenising the dataset again", tokenizer.name_or_path)
+        return None
+    return EncodedBatch(dump.input_ids, dump.char_spans, dump.ranked, dump.offsets)
+
+
 def text_prefix_of(dump: AttentionDump) -> str:
     """The ``text_prefix`` a dump was extracted with."""
     return json.loads(dump.metadata.get("text_prefix", '""'))
@@ -570,7 +591,9 @@ def data_augmentation(
     dump = None
     if attn_weights is not None and augment_type != "random":
         dump, text_prefix = load_scores(attn_weights, augment_type, dataset, tokenizer, len(texts))
-    batch = encode_batch(tokenizer, texts, text_prefix)
+    batch = dump_tokens(dump, tokenizer) if dump is not None else None
+    if batch is None:
+        batch = encode_batch(tokenizer, texts, text_prefix)
     scores = None if dump is None else batch_scores(dump, batch, f"attn_weights={attn_weights}")
     rng = np.random.default_rng(seed)
     path = Path(str(save_name) + ".csv") if not str(save_name).endswith(".csv") else Path(save_name)
