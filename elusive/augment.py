@@ -145,7 +145,7 @@ def augment_text(
 # the (few) whitespace characters of the rows. Chunks keep the arrays small enough for the CPU caches;
 # the random stream does not depend on them.
 
-_CHUNK_CHARS = 1 << 20  # output characters per chunk
+_CHUNK_CHARS = 1 << 18  # output characters per chunk (256k: the arrays of a chunk stay in the CPU caches)
 _SPACE_TABLE = np.array([chr(c).isspace() for c in range(0x3001)] + [False], dtype=bool)  # U+3000: last space
 _TAB, _NEWLINE, _SPACE, _QUOTE = (np.uint32(ord(c)) for c in "\t\n \"")
 
@@ -172,7 +172,14 @@ def _space_positions(codes: np.ndarray) -> np.ndarray:
     Whitespace is <= U+0020 or >= U+0085, so only those few characters are looked up in the table.
     """
     maybe = np.flatnonzero((codes <= 0x20) | (codes >= 0x85))
-    return maybe[_SPACE_TABLE[np.minimum(codes[maybe], len(_SPACE_TABLE) - 1)]]
+    return maybe[_SPACE_TABLE[np.minimum(codes[maybe].astype(np.int64), len(_SPACE_TABLE) - 1)]]
+
+
+def _narrow(codes: np.ndarray) -> np.ndarray:
+    """``codes`` in the smallest unsigned type that holds them: the row arrays built from them are ~20 times
+    the texts' size, and most texts need one byte per character."""
+    top = int(codes.max()) if len(codes) else 0
+    return codes.astype(np.uint8 if top < 0x100 else np.uint16 if top < 0x10000 else np.uint32, copy=False)
 
 
 def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
@@ -184,7 +191,10 @@ def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
 def _segment_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(s, s + n)`` for each (s, n): gathers segments of a flat array."""
     out_starts = _exclusive_cumsum(lengths)
-    return np.arange(out_starts[-1], dtype=np.int64) + np.repeat(starts - out_starts[:-1], lengths)
+    shift = starts - out_starts[:-1]
+    small = out_starts[-1] < 2**31 and (len(shift) == 0 or int(np.abs(shift).max()) + out_starts[-1] < 2**31)
+    dtype = np.int32 if small else np.int64  # half the memory traffic of int64 for these long index arrays
+    return np.arange(out_starts[-1], dtype=dtype) + np.repeat(shift.astype(dtype), lengths)
 
 
 def _row_of(starts: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -367,7 +377,7 @@ def _augment_chunk(
     drop_row = copy_index + keep_original * (copy_index // multiply + 1)
     row, lo, hi = _kept_intervals(text_length[row_text], drop_row, spans[cand[pair_cand[dropped]]])
     source = text_start[row_text[row]] + lo
-    row_codes = codes[_segment_index(source, hi - lo)]
+    row_codes = _narrow(codes)[_segment_index(source, hi - lo)]
     row_starts = _exclusive_cumsum(np.bincount(row, weights=hi - lo, minlength=len(row_text)).astype(np.int64))
     tidy_row = np.bincount(drop_row, minlength=len(row_text)) > 0
     out_codes, out_starts = _tidy(row_codes, row_starts, tidy_row)
@@ -446,20 +456,53 @@ def _csv_bytes(rows: _Rows) -> bytes:
     trigger = np.zeros(len(codes), dtype=bool)
     for c in _CSV_TRIGGERS:
         trigger |= codes == c
-    quoted = (np.bincount(_row_of(starts, np.flatnonzero(trigger)), minlength=n_rows) > 0).tolist()
+    quoted = np.bincount(_row_of(starts, np.flatnonzero(trigger)), minlength=n_rows) > 0
     if _CSV_QUOTE_EMPTY:
-        quoted = [q or a == b for q, a, b in zip(quoted, starts[:-1].tolist(), starts[1:].tolist())]
+        quoted |= starts[1:] == starts[:-1]
     doubled = np.flatnonzero(codes == _QUOTE)
     if len(doubled):  # a quote inside a field is written twice
         codes = np.insert(codes, doubled, _QUOTE)
         starts = starts + np.searchsorted(doubled, starts, side="left")
-    # the rest of what the csv writer adds goes between the rows: before row r, row r - 1's closing
-    # quote and its ",source_row,copy\n", then row r's opening quote
-    quote = ['"' if q else "" for q in quoted]
-    between = [quote[0]] + [f"{q},{s},{c}\n{o}" for q, s, c, o in
-                            zip(quote, rows.source_row.tolist(), rows.copy.tolist(), quote[1:] + [""])]
-    length = np.fromiter(map(len, between), dtype=np.int64, count=len(between))
-    return _utf8(np.insert(codes, np.repeat(starts, length), _codes("".join(between))))
+    between, length = _between_rows(quoted, rows.source_row, rows.copy)
+    return _utf8(np.insert(codes, np.repeat(starts, length), between))
+
+
+def _decimal_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The decimal digits of non-negative integers as a [n, width] array of code points, right-aligned,
+    and a mask of the digits that are written (no leading zeros; 0 is written "0")."""
+    values = values.astype(np.int64)
+    width = len(str(int(values.max()))) if len(values) else 1
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    digits = (values[:, None] // powers) % 10
+    written = (values[:, None] >= powers) | (powers == 1)
+    return digits.astype(np.uint32) + ord("0"), written
+
+
+def _between_rows(quoted: np.ndarray, source_row: np.ndarray, copy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the csv writer adds around the row texts, as code points and the length of each piece.
+
+    Piece 0 is row 0's opening quote; piece r + 1 is row r's closing quote, its ",source_row,copy\n" and
+    row r + 1's opening quote (no quote for an unquoted row). Built as one fixed-width table (columns:
+    quote, comma, source_row digits, comma, copy digits, newline, quote) whose unwritten cells are masked
+    out: a Python f-string per row cost more than the rest of the CSV writing.
+    """
+    n = len(quoted)
+    source_digits, source_written = _decimal_columns(source_row)
+    copy_digits, copy_written = _decimal_columns(copy)
+
+    def after_piece_0(block: np.ndarray) -> np.ndarray:  # piece 0 has no preceding row: an empty first line
+        return np.vstack([np.zeros((1, block.shape[1]), dtype=block.dtype), block])
+
+    def column(value) -> np.ndarray:
+        return np.broadcast_to(np.asarray(value)[..., None], (n + 1, 1))
+
+    row_part = column(np.arange(n + 1) > 0)
+    table = np.hstack([column(np.uint32(ord('"'))), column(np.uint32(ord(","))), after_piece_0(source_digits),
+                       column(np.uint32(ord(","))), after_piece_0(copy_digits), column(np.uint32(ord("\n"))),
+                       column(np.uint32(ord('"')))])
+    mask = np.hstack([column(np.concatenate([[False], quoted])), row_part, after_piece_0(source_written), row_part,
+                      after_piece_0(copy_written), row_part, column(np.concatenate([quoted, [False]]))])
+    return table[mask], mask.sum(axis=1)
 
 
 def validate(augment_type: str, alpha: float, beta: float, multiply: int, attn_weights: Path | None) -> None:
