@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from elusive import augment
+from elusive import augment, augment_engine
 from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
 from elusive.attention import save_attention
 from elusive.augment import (
@@ -253,13 +253,13 @@ def test_kept_intervals_and_tidy_match_remove_spans_on_overlapping_spans():
     drop_row = np.repeat(np.arange(len(rows)), [len(s) for s in spans_of_row])
     drop_spans = np.concatenate(spans_of_row).astype(np.int64)
     lengths = np.array([len(t) for t in rows])
-    row, lo, hi = augment._kept_intervals(lengths, drop_row, drop_spans)
-    codes = augment._codes("".join(rows))
+    row, lo, hi = augment_engine.kept_intervals(lengths, drop_row, drop_spans)
+    codes = augment_engine.codes_of("".join(rows))
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    kept = codes[augment._segment_index(starts[row] + lo, hi - lo)]
+    kept = codes[augment_engine.segment_index(starts[row] + lo, hi - lo)]
     kept_starts = np.concatenate([[0], np.cumsum(np.bincount(row, weights=hi - lo, minlength=len(rows)))]).astype(np.int64)
-    tidied, tidied_starts = augment._tidy(kept, kept_starts, np.bincount(drop_row, minlength=len(rows)) > 0)
-    assert augment._Rows(tidied, tidied_starts, np.zeros(len(rows)), np.zeros(len(rows))).strings() == expected
+    tidied, tidied_starts = augment_engine.tidy(kept, kept_starts, np.bincount(drop_row, minlength=len(rows)) > 0)
+    assert augment_engine.Rows(tidied, tidied_starts, np.zeros(len(rows)), np.zeros(len(rows))).strings() == expected
 
 
 def _hand_dump(tok, texts, data, path, kind="attention"):
@@ -310,18 +310,18 @@ def test_data_augmentation_writes_the_reference_rows_as_pandas_would(small_model
 def test_csv_rows_are_written_as_pandas_writes_them():
     texts = ["", "plain", "a,b", '"quoted"', 'say "hi", twice ""', "new\nline", "cr\rreturn", "tab\there",
              "Zoë 😀 東京", ",", '"', "\n", " lead and trail "]
-    rows = augment._Rows(augment._codes("".join(texts)), np.concatenate([[0], np.cumsum([len(t) for t in texts])]),
+    rows = augment_engine.Rows(augment_engine.codes_of("".join(texts)), np.concatenate([[0], np.cumsum([len(t) for t in texts])]),
                          np.arange(len(texts)) * 37, np.arange(len(texts)) % 4)
     frame = pd.DataFrame({"text": texts, "source_row": rows.source_row, "copy": rows.copy})
     expected = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
-    assert augment.CSV_HEADER.encode() + augment._csv_bytes(rows) == expected
+    assert augment_engine.CSV_HEADER.encode() + augment_engine.csv_bytes(rows) == expected
 
 
 def test_character_classes_match_is_droppable_and_isspace():
     codes = np.concatenate([np.arange(0x3100), np.arange(0x3100, 0x110000, 7)]).astype(np.uint32)
     chars = [chr(c) for c in codes.tolist()]
     assert word_chars(codes).tolist() == [is_droppable(ch) for ch in chars]
-    assert augment._space_positions(codes).tolist() == [i for i, ch in enumerate(chars) if ch.isspace()]
+    assert augment_engine.space_positions(codes).tolist() == [i for i, ch in enumerate(chars) if ch.isspace()]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -336,7 +336,7 @@ def test_ranks_within_texts_match_ranks_from_scores(dtype):
     keys[rng.random(len(keys)) < 0.02] = -np.inf
     keys = keys.astype(dtype)
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    ranks = augment._ranks_by_group(keys, group, starts)
+    ranks = augment_engine.ranks_by_group(keys, group, starts)
     for g in range(len(sizes)):
         assert ranks[starts[g] : starts[g + 1]].tolist() == ranks_from_scores(keys[starts[g] : starts[g + 1]]).tolist()
 
