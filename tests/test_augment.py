@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from elusive import augment, augment_engine
-from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
+from elusive.artifacts import AttentionDump, sha256_file, tokenizer_sha256, tokens_sha256, vocab_sha256
 from elusive.attention import save_attention
 from elusive.augment import (
     AUGMENT_TYPES,
@@ -26,7 +26,7 @@ from elusive.contrast import contrast_attention
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
-from elusive.tokens import encode, encode_many, is_droppable, word_chars
+from elusive.tokens import EncodedBatch, encode, encode_many, is_droppable, word_chars
 
 
 def test_drop_probability_by_hand():
@@ -273,7 +273,11 @@ def _hand_dump(tok, texts, data, path, kind="attention"):
         char_spans=np.concatenate([e.char_spans for e in encs]),
         ranked=np.concatenate([e.ranked for e in encs]),
         metadata={"kind": kind, "tokenizer": "hand", "vocab_sha256": vocab_sha256(tok), "dataset": str(data),
-                  "dataset_sha256": sha256_file(data), "text_prefix": json.dumps("")},
+                  "dataset_sha256": sha256_file(data), "text_prefix": json.dumps(""),
+                  "tokens_sha256": tokens_sha256(tok, "", sha256_file(data), np.concatenate([[0], np.cumsum(n)]),
+                                                 np.concatenate([e.input_ids for e in encs]),
+                                                 np.concatenate([e.char_spans for e in encs]),
+                                                 np.concatenate([e.ranked for e in encs]))},
     ).save(path)
 
 
@@ -378,7 +382,51 @@ def test_a_dump_tokenised_differently_is_refused_naming_the_text(small_model, tm
     path = _hand_dump(tok, TRICKY, data, tmp_path / "dump")
     dump = AttentionDump.load(path)
     dump.input_ids[dump.offsets[2] + 1] += 1
-    dump.save(tmp_path / "bad")
+    dump.save(tmp_path / "bad")  # keeps the tokens_sha256 of the unedited arrays, which no longer matches
     with pytest.raises(InputError, match="text 2 was tokenised differently"):
         data_augmentation("attention", 0.7, 0.05, 2, str(small_model), data, tmp_path / "o", tmp_path / "bad")
     assert not (tmp_path / "o.csv").exists()
+
+
+def _no_tokenising(*args, **kwargs):
+    raise AssertionError("tokenised the dataset although the dump's tokens could be reused")
+
+
+def test_the_dump_tokens_are_reused_when_tokens_sha256_matches_and_give_the_same_csv(small_model, bios, dumps,
+                                                                                   tmp_path, monkeypatch):
+    tok = load_tokenizer(str(small_model))
+    dump = AttentionDump.load(dumps["small"])
+    reused = augment.dump_tokens(dump, tok)
+    fresh = encode_many(tok, load_texts(bios))
+    assert reused is not None and len(reused) == len(fresh)
+    for i, enc in enumerate(fresh):
+        assert reused[i].input_ids.tolist() == enc.input_ids.tolist()
+        assert reused[i].char_spans.tolist() == enc.char_spans.tolist()
+        assert reused[i].ranked.tolist() == enc.ranked.tolist()
+    del dump.metadata["tokens_sha256"]  # an older dump: stage 3 tokenises the dataset again
+    dump.save(tmp_path / "no_hash")
+    slow = data_augmentation("attention", 0.7, 0.05, 3, str(small_model), bios, tmp_path / "slow", tmp_path / "no_hash")
+    monkeypatch.setattr(augment, "encode_batch", _no_tokenising)
+    fast = data_augmentation("attention", 0.7, 0.05, 3, str(small_model), bios, tmp_path / "fast", dumps["small"])
+    assert fast.read_bytes() == slow.read_bytes()
+    with pytest.raises(AssertionError, match="tokenised the dataset"):
+        data_augmentation("attention", 0.7, 0.05, 3, str(small_model), bios, tmp_path / "o", tmp_path / "no_hash")
+
+
+def test_tokens_sha256_changes_with_the_tokenizer_the_prefix_the_dataset_and_every_array(small_model, gemma_model,
+                                                                                         word_model):
+    toks = {kind: load_tokenizer(str(path)) for kind, path in
+            [("bpe", small_model), ("unigram", gemma_model), ("word", word_model)]}
+    assert len({tokenizer_sha256(tok) for tok in toks.values()}) == 3
+    tok = toks["bpe"]
+    enc = EncodedBatch.of(encode_many(tok, TRICKY[:4]))
+    arrays = (enc.offsets, enc.input_ids, enc.char_spans, enc.ranked)
+    base = tokens_sha256(tok, "", "d", *arrays)
+    assert base == tokens_sha256(load_tokenizer(str(small_model)), "", "d", *arrays)  # same definition, same hash
+    changed = {tokens_sha256(toks["word"], "", "d", *arrays), tokens_sha256(tok, "Text: ", "d", *arrays),
+               tokens_sha256(tok, "", "e", *arrays)}
+    for k in range(4):
+        edited = [a.copy() for a in arrays]
+        edited[k].reshape(-1)[1] ^= 1  # one value of one array
+        changed.add(tokens_sha256(tok, "", "d", *edited))
+    assert base not in changed and len(changed) == 7
