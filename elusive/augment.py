@@ -200,12 +200,17 @@ def _augment_chunk(
     row_copy = np.tile(np.arange(1 - keep_original, multiply + 1), n_texts)
     copy_index = np.repeat(np.arange(len(copy_text)), copy_size)[dropped]  # (text, copy) of each drop
     drop_row = copy_index + keep_original * (copy_index // multiply + 1)
-    row, lo, hi = engine.kept_intervals(text_length[row_text], drop_row, spans[cand[pair_cand[dropped]]])
+    row, lo, hi = engine.kept_intervals(text_length[row_text], drop_row, spans[cand][pair_cand[dropped]])
     source = text_start[row_text[row]] + lo
     row_codes = engine.narrow(codes)[engine.segment_index(source, hi - lo)]
     row_starts = engine.exclusive_cumsum(np.bincount(row, weights=hi - lo, minlength=len(row_text)).astype(np.int64))
     tidy_row = np.bincount(drop_row, minlength=len(row_text)) > 0
-    out_codes, out_starts = engine.tidy(row_codes, row_starts, tidy_row)
+    is_space = np.zeros(len(codes), dtype=bool)
+    is_space[engine.space_positions(codes)] = True
+    pos = None  # the tidying looks at every whitespace character, unless
+    if engine.tidy_stable(codes, is_space, text_start).all():  # only those at the kept intervals' ends may change
+        pos = engine.interval_end_spaces(is_space, source, hi - lo, engine.exclusive_cumsum(hi - lo)[:-1])
+    out_codes, out_starts = engine.tidy(row_codes, row_starts, tidy_row, pos)
     return engine.Rows(out_codes, out_starts, row_text, row_copy)
 
 

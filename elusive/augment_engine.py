@@ -144,23 +144,68 @@ def kept_intervals(row_length: np.ndarray, drop_row: np.ndarray, drop_spans: np.
     return row, lo - offset[row], hi - offset[row]
 
 
-def tidy(codes: np.ndarray, starts: np.ndarray, tidy_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def tidy_stable(codes: np.ndarray, is_space: np.ndarray, text_start: np.ndarray) -> np.ndarray:
+    """Per text (``codes[text_start[i]:text_start[i + 1]]``, whitespace flags ``is_space``): True if it has no tab, no two whitespace
+    characters in a row and no whitespace at either end.
+
+    In such a text every gap (maximal whitespace run) is one character that the tidying leaves alone, so
+    after a drop only whitespace at the ends of the kept intervals can change (see :func:`tidy`'s
+    ``pos``): a junction's gap is made of such end characters only, since any other whitespace character
+    next to one would be two in a row in the text.
+    """
+    n_texts = len(text_start) - 1
+    pos = np.flatnonzero(is_space)
+    text = row_of(text_start, pos)
+    bad = (codes[pos] == _TAB) | (pos == text_start[text]) | (pos == text_start[text + 1] - 1)
+    bad[1:] |= (pos[1:] == pos[:-1] + 1) & (text[1:] == text[:-1])
+    return np.bincount(text[bad], minlength=n_texts) == 0
+
+
+def interval_end_spaces(is_space: np.ndarray, source: np.ndarray, length: np.ndarray, out_start: np.ndarray
+                        ) -> np.ndarray:
+    """Sorted output positions of the whitespace characters that start or end a kept interval.
+
+    Args:
+        is_space: Whitespace flags of the source characters.
+        source, length, out_start: Per kept interval (in output order): where it starts in the source,
+            its length and where it starts in the output.
+    """
+    if len(is_space) == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = len(is_space) - 1  # (an empty interval may start just past the last character: it is masked out)
+    first = is_space[np.minimum(source, top)] & (length > 0)
+    last = is_space[np.clip(source + length - 1, 0, top)] & (length > 1)  # a one-character interval counts once
+    ends = np.empty(2 * len(source), dtype=np.int64)  # first and last of each interval, interleaved: sorted
+    ends[0::2] = np.where(first, out_start, -1)
+    ends[1::2] = np.where(last, out_start + length - 1, -1)
+    return ends[ends >= 0]
+
+
+def tidy(codes: np.ndarray, starts: np.ndarray, tidy_row: np.ndarray, pos: np.ndarray | None = None
+         ) -> tuple[np.ndarray, np.ndarray]:
     """The whitespace tidying of :func:`remove_spans` (after the drop) for the rows ``tidy_row``.
 
     Only whitespace changes, so only the whitespace characters are looked at: in each gap (a maximal run
     of whitespace within a row) a run of spaces/tabs keeps its first character, as a space, unless the run
     touches a newline; a gap at either end of its row goes entirely (the strip).
 
+    Args:
+        codes, starts: The rows (row r is ``codes[starts[r]:starts[r + 1]]``).
+        tidy_row: [rows] the rows to tidy (the others stay as they are).
+        pos: Sorted positions of the whitespace characters of the ``tidy_row`` rows that may change, whole
+            gaps only (see :func:`tidy_stable`); None: every whitespace character of those rows.
+
     Returns:
         The rows as (codes, starts); ``codes`` is modified in place (tabs become spaces).
     """
     n, lengths = len(codes), np.diff(starts)
-    pos = space_positions(codes)
-    if not tidy_row.all():  # rows without a dropped token stay as they are
-        untouched = np.zeros(n, dtype=bool)
-        keep_rows = np.flatnonzero(~tidy_row)
-        untouched[segment_index(starts[keep_rows], lengths[keep_rows])] = True
-        pos = pos[~untouched[pos]]
+    if pos is None:
+        pos = space_positions(codes)
+        if not tidy_row.all():  # rows without a dropped token stay as they are
+            untouched = np.zeros(n, dtype=bool)
+            keep_rows = np.flatnonzero(~tidy_row)
+            untouched[segment_index(starts[keep_rows], lengths[keep_rows])] = True
+            pos = pos[~untouched[pos]]
     row_start = np.zeros(n + 1, dtype=bool)
     row_start[starts[:-1]] = True  # an empty row marks the next row's start, which is right
     row_end = np.zeros(n + 1, dtype=bool)

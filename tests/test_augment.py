@@ -430,3 +430,16 @@ def test_tokens_sha256_changes_with_the_tokenizer_the_prefix_the_dataset_and_eve
         edited[k].reshape(-1)[1] ^= 1  # one value of one array
         changed.add(tokens_sha256(tok, "", "d", *edited))
     assert base not in changed and len(changed) == 7
+
+
+def test_tidy_stable_texts_by_hand():
+    """Stable: no tab, no two whitespace characters in a row, none at either end (any single whitespace
+    character inside is fine)."""
+    texts = ["a b\nc d", " a", "a ", "a  b", "a\tb", "a \nb", "a\u00a0b\u3000c", "ab", "a\n\nb"]
+    codes = augment_engine.codes_of("".join(texts))
+    starts = np.concatenate([[0], np.cumsum([len(t) for t in texts])])
+    is_space = np.array([ch.isspace() for ch in "".join(texts)])
+    stable = augment_engine.tidy_stable(codes, is_space, starts)
+    assert stable.tolist() == [True, False, False, False, False, False, True, True, False]
+    tidied = [remove_spans(t, np.zeros((1, 2), np.int64)) for t in texts]  # an empty span: only the tidying
+    assert [t == u for t, u in zip(texts, tidied)] == [True, False, False, False, False, False, True, True, True]
