@@ -10,7 +10,9 @@ the id up (``convert_ids_to_tokens``), draw the drop, and rebuild the string tok
 (``convert_tokens_to_string`` per kept token). It draws the same random numbers in the same order as ours,
 so both make the same drop decisions and must keep the same tokens (checked, whitespace ignored).
 
-Ours: ``data_augmentation(augment_type="attention", ...)`` end to end (CSV in, dump in, CSV out).
+Ours: ``data_augmentation(augment_type="attention", ...)`` end to end (CSV in, dump in, CSV out). The dump
+carries ``tokens_sha256`` as ``save_attention`` writes it, so ours takes the tokens from the dump instead of
+tokenising again; it computes chunks on two threads.
 
     python bench/bench_augmentation.py                    # Qwen tokenizer; ours at 1k/10k/100k, baseline at 10k
     python bench/bench_augmentation.py --tiny --sizes 100 300 1000 --baseline-size 300
@@ -199,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
             for m in sizes))
         notes.append(f"tokenizer {model} (load {load_seconds:.2f} s, excluded); alpha={args.alpha}, beta={args.beta}, "
                      f"multiply={args.multiply}; baseline {fmt_seconds(base_seconds)}")
+        from elusive import augment
+        from elusive.artifacts import AttentionDump
+
+        reused = augment.dump_tokens(AttentionDump.load(inputs[n][1]), tokenizer) is not None
+        notes.append(f"ours: tokens taken from the dump (tokens_sha256 matches): {'yes' if reused else 'no'}; "
+                     f"{augment._THREADS} thread(s) over chunks of {augment._CHUNK_CHARS:,} characters; "
+                     "the baseline is single-threaded and tokenises every text, as the released script")
         if args.profile:
             print(profile_ours(lambda: run_ours(tokenizer, model, *inputs[n], folder / "prof", *knobs)))
     report("Stage 3 — augmentation", rows, notes, args.json)
