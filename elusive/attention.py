@@ -8,8 +8,10 @@ to 1), averaged over heads and layers, the score of token j is
 ``aggregate=released`` reproduces the paper's released code instead: it sums each attention *row*, which is
 always 1, and divides by the row's length, so the score is 1 / (i + 1) whatever the model and text.
 
-Each layer's B×H×n×n weights are reduced to B×n inside a forward hook as soon as they are produced, so
-memory stays at one layer's attention; the LM head is never run. Texts are batched by similar length with
+Attention is computed query block by query block against only the keys each block may see, and each
+block's weights are reduced to the per-token sums at once (:data:`BLOCKED`), so no layer's B×H×n×n weights
+are ever built; for a model family without transformers' functional attention dispatch, eager attention's
+weights are reduced in a forward hook instead. The LM head is never run. Texts are batched by similar length with
 right padding: padded keys are masked, padded query rows are excluded, so scores do not depend on batching.
 """
 
