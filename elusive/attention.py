@@ -138,12 +138,12 @@ def _family_eager(module: torch.nn.Module):
     return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
 
 
-def _key_limits(mask: torch.Tensor | None, n_keys: int, state: _Reduction) -> list[int]:
-    """For each query block, one past the last key any of its queries may see (all keys without a mask)."""
-    n_queries = mask.shape[-2] if mask is not None else 0
-    blocks = range(0, n_queries, QUERY_BLOCK)
-    if mask is None or mask.dtype == torch.bool or mask.shape[-1] != n_keys:
-        return [n_keys] * len(blocks) if mask is not None else []
+def _key_limits(mask: torch.Tensor, n_keys: int, state: _Reduction) -> list[int]:
+    """For each query block, one past the last key any of its queries may see (all keys for a mask that is
+    not eager's additive one)."""
+    blocks = range(0, mask.shape[-2], QUERY_BLOCK)
+    if mask.dtype == torch.bool or mask.shape[-1] != n_keys:
+        return [n_keys] * len(blocks)
     key = (mask.data_ptr(), tuple(mask.shape), tuple(mask.stride()))
     if key not in state.key_limits:  # one pass over the mask per forward, shared by the layers using it
         allowed = (mask != torch.finfo(mask.dtype).min).any(dim=1).any(dim=0)  # [q, k]
