@@ -31,17 +31,12 @@ each text in turn with one generator gives the rows of :func:`data_augmentation`
 
 from __future__ import annotations
 
-import collections
-import functools
 import hashlib
 import itertools
 import json
 import logging
-import os
 import re
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +136,7 @@ def augment_text(
         The augmented copies.
     """
     batch = EncodedBatch.of([enc])
-    rows = _augment_chunk([text], batch, scores, augment_type, alpha, beta, multiply, rng.random, keep_original=False)
+    rows = _augment_chunk([text], batch, scores, augment_type, alpha, beta, multiply, rng, keep_original=False)
     return rows.strings()
 
 
@@ -150,7 +145,6 @@ def augment_text(
 # --------------------------------------------------------------------------------------------------
 
 _CHUNK_CHARS = 1 << 18  # output characters per chunk (256k: the arrays of a chunk stay in the CPU caches)
-_THREADS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def _augment_chunk(
@@ -161,12 +155,11 @@ def _augment_chunk(
     alpha: float,
     beta: float,
     multiply: int,
-    draw: Callable[[int], np.ndarray],
+    rng: np.random.Generator,
     keep_original: bool,
 ) -> engine.Rows:
     """The rows of ``texts`` (with their tokens ``batch`` and flat token ``scores``): per text its original
-    (if ``keep_original``) and ``multiply`` copies. ``draw`` is the generator's ``random``, called exactly once
-    for the chunk's uniforms (consumed as the module docstring says)."""
+    (if ``keep_original``) and ``multiply`` copies, consuming ``rng`` as the module docstring says."""
     n_texts = len(texts)
     codes = engine.codes_of("".join(texts))
     text_length = np.fromiter(map(len, texts), dtype=np.int64, count=n_texts)
@@ -185,7 +178,7 @@ def _augment_chunk(
     # one draw for the whole chunk; text i's part: [n_i keys if shuffled] then multiply × n_i uniforms
     shuffled = augment_type == "shuffled"
     part_start = engine.exclusive_cumsum(n_cand * (multiply + shuffled))
-    uniforms = draw(int(part_start[-1]))
+    uniforms = rng.random(int(part_start[-1]))
     if augment_type == "random":
         p = np.full(len(cand), float(alpha))
     else:
@@ -221,29 +214,6 @@ def _augment_chunk(
     return engine.Rows(out_codes, out_starts, row_text, row_copy)
 
 
-class _OrderedDraws:
-    """``rng.random`` for chunks computed in parallel: chunk k draws only after chunks 0..k-1 have drawn,
-    so the random stream is the serial one whichever thread gets there first."""
-
-    def __init__(self, rng: np.random.Generator):
-        self.rng, self.turn, self.ready = rng, 0, threading.Condition()
-
-    def draw(self, chunk: int, n: int) -> np.ndarray:
-        with self.ready:
-            self.ready.wait_for(lambda: self.turn == chunk)
-            values = self.rng.random(n)
-            self.turn += 1
-            self.ready.notify_all()
-        return values
-
-    def release(self, chunk: int) -> None:
-        """Let later chunks draw even if ``chunk`` failed before drawing (they stop at its error anyway)."""
-        with self.ready:
-            if self.turn == chunk:
-                self.turn += 1
-                self.ready.notify_all()
-
-
 def _augment_chunks(
     texts: list[str],
     batch: EncodedBatch,
@@ -254,45 +224,23 @@ def _augment_chunks(
     multiply: int,
     rng: np.random.Generator,
     keep_original: bool,
-    finish: Callable[[engine.Rows], object] = lambda rows: rows,
-) -> Iterator:
-    """``finish`` of :func:`_augment_chunk`'s rows for consecutive chunks of about :data:`_CHUNK_CHARS`
-    output characters, in order.
+) -> Iterator[engine.Rows]:
+    """:func:`_augment_chunk` over consecutive chunks of about :data:`_CHUNK_CHARS` output characters.
 
     The generator is consumed text by text in dataset order whatever the chunks, so they do not change
-    the output; ``source_row`` is the text's index in ``texts``. Chunks are computed by :data:`_THREADS`
-    threads (numpy releases the GIL in its array loops): :class:`_OrderedDraws` keeps the random stream
-    in chunk order and the results come back in chunk order, so the output is the serial one.
+    the output; ``source_row`` is the text's index in ``texts``.
     """
     weight = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) * (multiply + keep_original)
     cuts = np.searchsorted(np.cumsum(weight), np.arange(_CHUNK_CHARS, weight.sum(), _CHUNK_CHARS), side="right")
-    bounds = list(itertools.pairwise(np.unique(np.concatenate([[0], cuts, [len(texts)]])).tolist()))
-    draws = _OrderedDraws(rng)
-
-    def chunk(k: int):
-        a, b = bounds[k]
+    bounds = np.unique(np.concatenate([[0], cuts, [len(texts)]])).tolist()
+    for a, b in itertools.pairwise(bounds):
         tokens = slice(int(batch.offsets[a]), int(batch.offsets[b]))
         part = EncodedBatch(batch.input_ids[tokens], batch.char_spans[tokens], batch.ranked[tokens],
                             batch.offsets[a : b + 1] - batch.offsets[a])
-        try:
-            rows = _augment_chunk(texts[a:b], part, None if scores is None else scores[tokens], augment_type,
-                                  alpha, beta, multiply, functools.partial(draws.draw, k), keep_original)
-        finally:
-            draws.release(k)
+        rows = _augment_chunk(texts[a:b], part, None if scores is None else scores[tokens], augment_type,
+                              alpha, beta, multiply, rng, keep_original)
         rows.source_row = rows.source_row + a
-        return finish(rows)
-
-    if _THREADS < 2 or len(bounds) < 2:
-        yield from map(chunk, range(len(bounds)))
-        return
-    with ThreadPoolExecutor(_THREADS) as pool:
-        pending: collections.deque = collections.deque()
-        for k in range(len(bounds)):
-            pending.append(pool.submit(chunk, k))
-            if len(pending) > 2 * _THREADS:  # bounded look-ahead: memory stays a few chunks
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        yield rows
 
 
 def batch_scores(dump: AttentionDump, batch: EncodedBatch, key: str) -> np.ndarray:
@@ -445,10 +393,9 @@ def data_augmentation(
     rng = np.random.default_rng(seed)
     path = Path(str(save_name) + ".csv") if not str(save_name).endswith(".csv") else Path(save_name)
     digest = hashlib.sha256()  # of the bytes as written: the file is not read back
-    chunks = _augment_chunks(texts, batch, scores, augment_type, alpha, beta, multiply, rng, keep_original,
-                             finish=engine.csv_bytes)
+    chunks = _augment_chunks(texts, batch, scores, augment_type, alpha, beta, multiply, rng, keep_original)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        for data in itertools.chain([CSV_HEADER.encode("utf-8")], chunks):
+        for data in itertools.chain([CSV_HEADER.encode("utf-8")], map(engine.csv_bytes, chunks)):
             handle.write(data)
             digest.update(data)
     settings = {

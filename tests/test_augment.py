@@ -284,7 +284,7 @@ def _hand_dump(tok, texts, data, path, kind="attention"):
 @pytest.mark.parametrize("augment_type", AUGMENT_TYPES)
 def test_data_augmentation_writes_the_reference_rows_as_pandas_would(small_model, augment_type, tmp_path, monkeypatch):
     """The CSV is byte for byte pandas' to_csv of the reference rows (one generator through the texts in
-    order), whatever the chunk size and the number of threads computing the chunks."""
+    order), whatever the chunk size."""
     tok = load_tokenizer(str(small_model))
     data = tmp_path / "tricky.csv"
     pd.DataFrame({"text": TRICKY * 3}).to_csv(data, index=False)
@@ -305,10 +305,8 @@ def test_data_augmentation_writes_the_reference_rows_as_pandas_would(small_model
     args = (augment_type, 0.8, 0.2, 5, str(small_model), data)
     whole = data_augmentation(*args, tmp_path / "whole", dump, seed=11)
     monkeypatch.setattr(augment, "_CHUNK_CHARS", 150)  # many chunks, some of a single text
-    for threads in (1, 3):
-        monkeypatch.setattr(augment, "_THREADS", threads)
-        chunked = data_augmentation(*args, tmp_path / f"chunked{threads}", dump, seed=11)
-        assert whole.read_bytes() == expected.read_bytes() == chunked.read_bytes()
+    chunked = data_augmentation(*args, tmp_path / "chunked", dump, seed=11)
+    assert whole.read_bytes() == expected.read_bytes() == chunked.read_bytes()
     settings = json.loads((tmp_path / "whole.json").read_text())
     assert settings["csv_sha256"] == sha256_file(whole)
 
