@@ -12,7 +12,7 @@ so both make the same drop decisions and must keep the same tokens (checked, whi
 
 Ours: ``data_augmentation(augment_type="attention", ...)`` end to end (CSV in, dump in, CSV out). The dump
 carries ``tokens_sha256`` as ``save_attention`` writes it, so ours takes the tokens from the dump instead of
-tokenising again; it computes chunks on two threads.
+tokenising again.
 
     python bench/bench_augmentation.py                    # Qwen tokenizer; ours at 1k/10k/100k, baseline at 10k
     python bench/bench_augmentation.py --tiny --sizes 100 300 1000 --baseline-size 300
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
         reused = augment.dump_tokens(AttentionDump.load(inputs[n][1]), tokenizer) is not None
         notes.append(f"ours: tokens taken from the dump (tokens_sha256 matches): {'yes' if reused else 'no'}; "
-                     f"{augment._THREADS} thread(s) over chunks of {augment._CHUNK_CHARS:,} characters; "
-                     "the baseline is single-threaded and tokenises every text, as the released script")
+                     f"chunks of {augment._CHUNK_CHARS:,} characters; the baseline tokenises every text, as the "
+                     "released script does")
         if args.profile:
             print(profile_ours(lambda: run_ours(tokenizer, model, *inputs[n], folder / "prof", *knobs)))
     report("Stage 3 — augmentation", rows, notes, args.json)
