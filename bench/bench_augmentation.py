@@ -10,7 +10,9 @@ the id up (``convert_ids_to_tokens``), draw the drop, and rebuild the string tok
 (``convert_tokens_to_string`` per kept token). It draws the same random numbers in the same order as ours,
 so both make the same drop decisions and must keep the same tokens (checked, whitespace ignored).
 
-Ours: ``data_augmentation(augment_type="attention", ...)`` end to end (CSV in, dump in, CSV out).
+Ours: ``data_augmentation(augment_type="attention", ...)`` end to end (CSV in, dump in, CSV out). The dump
+carries ``tokens_sha256`` as ``save_attention`` writes it, so ours takes the tokens from the dump instead of
+tokenising again.
 
     python bench/bench_augmentation.py                    # Qwen tokenizer; ours at 1k/10k/100k, baseline at 10k
     python bench/bench_augmentation.py --tiny --sizes 100 300 1000 --baseline-size 300
@@ -40,7 +42,7 @@ LINEAR_TOLERANCE = 1.2
 
 def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0) -> tuple[Path, Path]:
     """Write ``n`` tagged biographies to a CSV and a matching dump of random scores; return both paths."""
-    from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
+    from elusive.artifacts import AttentionDump, sha256_file, tokens_sha256, vocab_sha256
     from elusive.biographies import biography_texts
     from elusive.tags import strip_tags
     from elusive.tokens import encode_many
@@ -63,6 +65,8 @@ def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0) -> tuple[Path, P
             "layers": "null", "dtype": "float32", "text_prefix": '""',
         },
     )
+    dump.metadata["tokens_sha256"] = tokens_sha256(tokenizer, "", dump.metadata["dataset_sha256"], dump.offsets,
+                                                   dump.input_ids, dump.char_spans, dump.ranked)
     return dataset, dump.save(folder / f"attn_{n}")
 
 
@@ -197,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
             for m in sizes))
         notes.append(f"tokenizer {model} (load {load_seconds:.2f} s, excluded); alpha={args.alpha}, beta={args.beta}, "
                      f"multiply={args.multiply}; baseline {fmt_seconds(base_seconds)}")
+        from elusive import augment
+        from elusive.artifacts import AttentionDump
+
+        reused = augment.dump_tokens(AttentionDump.load(inputs[n][1]), tokenizer) is not None
+        notes.append(f"ours: tokens taken from the dump (tokens_sha256 matches): {'yes' if reused else 'no'}; "
+                     f"chunks of {augment._CHUNK_CHARS:,} characters; the baseline tokenises every text, as the "
+                     "released script does")
         if args.profile:
             print(profile_ours(lambda: run_ours(tokenizer, model, *inputs[n], folder / "prof", *knobs)))
     report("Stage 3 — augmentation", rows, notes, args.json)

@@ -5,8 +5,9 @@ forward (LM head included) with ``output_attentions=True``, every layer's [1, H,
 ``torch.stack``-ed into one [L, 1, H, n, n] tensor and averaged over layers and heads; the per-token score
 is then taken from the averaged n×n matrix.
 
-Ours: ``score_texts`` — base model only (no LM head), each layer's attention reduced to [B, n] inside a
-forward hook, texts batched by length.
+Ours: ``score_texts`` — base model only (no LM head), attention computed per block of 128 queries against
+only the keys each block may see and reduced to [B, n] at once (``elusive.attention.BLOCKED``), texts batched
+by length.
 
 Measures tokens/s at each ``--lengths`` (``--texts`` texts each), peak RSS above the loaded model at
 ``--memory-length`` (each method in a fresh subprocess), and FLOP/s as a fraction of a 2048³ fp32 matmul
@@ -127,12 +128,14 @@ def extraction_flops(model, length: int) -> float:
 
 def breakdown(model, tokenizer, texts: list[list[int]], aggregate: str, batch_size: int) -> dict[str, float]:
     """One extra run of ours, timing where the time goes: attention projections (q/k/v/o), the attention
-    core (QKᵀ, mask, softmax, ·V), our per-layer reduction, the MLPs, and everything else."""
+    core (QKᵀ, mask, softmax, ·V; with blocked attention also our reduction, done inside it), our per-layer
+    reduction in the eager fallback's hook, the MLPs, and everything else."""
     import time
 
     from elusive import attention
 
-    spent = {"attention projections": 0.0, "attention core": 0.0, "reduction (hook)": 0.0, "MLP": 0.0}
+    spent = {"attention projections": 0.0, "attention core": 0.0, "reduction (hook, eager fallback only)": 0.0,
+             "MLP": 0.0}
     starts: dict[int, float] = {}
     handles = []
 
@@ -159,7 +162,7 @@ def breakdown(model, tokenizer, texts: list[list[int]], aggregate: str, batch_si
     def timed_reduce(*a, **k):
         start = time.perf_counter()
         out = original(*a, **k)
-        spent["reduction (hook)"] += time.perf_counter() - start
+        spent["reduction (hook, eager fallback only)"] += time.perf_counter() - start
         return out
 
     attention.reduce_attention = timed_reduce

@@ -8,25 +8,31 @@ to 1), averaged over heads and layers, the score of token j is
 ``aggregate=released`` reproduces the paper's released code instead: it sums each attention *row*, which is
 always 1, and divides by the row's length, so the score is 1 / (i + 1) whatever the model and text.
 
-Each layer's B×H×n×n weights are reduced to B×n inside a forward hook as soon as they are produced, so
-memory stays at one layer's attention; the LM head is never run. Texts are batched by similar length with
+Attention is computed query block by query block against only the keys each block may see, and each
+block's weights are reduced to the per-token sums at once (:data:`BLOCKED`), so no layer's B×H×n×n weights
+are ever built; for a model family without transformers' functional attention dispatch, eager attention's
+weights are reduced in a forward hook instead. The LM head is never run. Texts are batched by similar length with
 right padding: padded keys are masked, padded query rows are excluded, so scores do not depend on batching.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AttentionInterface, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from elusive import distributed
-from elusive.artifacts import AttentionDump, dump_path, sha256_file, vocab_sha256
+from elusive.artifacts import AttentionDump, dump_path, sha256_file, tokens_sha256, vocab_sha256
 from elusive.data import load_tagged
 from elusive.distributed import SINGLE, Share
 from elusive.errors import InputError
@@ -96,6 +102,105 @@ def finish_scores(sums: torch.Tensor, lengths: torch.Tensor, aggregate: str) -> 
     return sums / counts
 
 
+# --------------------------------------------------------------------------------------------------
+# Blocked attention: the same weights as eager attention, without the masked half of the n × n matrix
+# --------------------------------------------------------------------------------------------------
+#
+# Eager attention builds each layer's B × H × n × n weights, adds the mask and takes the softmax: memory-bound
+# work of which the causal half is thrown away. BLOCKED walks the queries in blocks of QUERY_BLOCK rows and
+# calls the model family's own ``eager_attention_forward`` (so its scaling, soft-capping, sinks, ... are
+# applied exactly as in eager mode) on each block with only the keys that block may see, reduces the block's
+# weights to the per-token sums at once, and never returns the weights. Keys past a block's last allowed key
+# have mask value finfo.min, whose softmax weight is exactly 0, so the weights are eager's up to the order
+# of floating-point sums. Registered through transformers' AttentionInterface (hand-written because no
+# attention implementation in transformers returns per-key sums without the full weights).
+
+BLOCKED = "elusive_blocked"
+QUERY_BLOCK = 128
+
+
+@dataclass
+class _Reduction:
+    """Where :func:`blocked_attention` adds the chosen layers' per-token sums (and focus rows) of one batch."""
+
+    modules: set[int]  # id() of the chosen layers' attention modules
+    sums: torch.Tensor  # [B, n] float32
+    query_mask: torch.Tensor  # [B, n] 1 for real tokens
+    aggregate: str
+    focus: list[tuple[int, int]]
+    rows: torch.Tensor | None  # [F, n] float32
+    key_limits: dict = field(default_factory=dict)  # per mask tensor: keys each query block needs
+
+
+_ACTIVE: contextvars.ContextVar[_Reduction | None] = contextvars.ContextVar("elusive_reduction", default=None)
+
+
+def _family_eager(module: torch.nn.Module):
+    """The ``eager_attention_forward`` of the module's modeling file, or None."""
+    return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+
+
+def _key_limits(mask: torch.Tensor, n_keys: int, state: _Reduction) -> list[int]:
+    """For each query block, one past the last key any of its queries may see (all keys for a mask that is
+    not eager's additive one)."""
+    blocks = range(0, mask.shape[-2], QUERY_BLOCK)
+    if mask.dtype == torch.bool or mask.shape[-1] != n_keys:
+        return [n_keys] * len(blocks)
+    key = (mask.data_ptr(), tuple(mask.shape), tuple(mask.stride()))
+    if key not in state.key_limits:  # one pass over the mask per forward, shared by the layers using it
+        allowed = (mask != torch.finfo(mask.dtype).min).any(dim=1).any(dim=0)  # [q, k]
+        last = torch.where(allowed, torch.arange(1, n_keys + 1, device=mask.device), 0).amax(dim=-1)  # [q]
+        state.key_limits[key] = [max(1, int(last[b : b + QUERY_BLOCK].max())) for b in blocks]
+    return state.key_limits[key]
+
+
+def blocked_attention(module, query, key, value, attention_mask, **kwargs):
+    """Attention for :func:`score_batch`: eager attention query block by query block (see above).
+
+    Returns the attention output and no weights; for the chosen layers, adds the weights' reduction
+    (:func:`reduce_attention`) and focus rows to the active :class:`_Reduction`.
+    """
+    eager = _family_eager(module)
+    state = _ACTIVE.get()
+    n_queries, n_keys = query.shape[2], key.shape[2]
+    if state is None or attention_mask is None or n_queries != n_keys:
+        raise RuntimeError(f"{BLOCKED} attention only serves elusive.attention.score_batch (one forward, no cache)")
+    chosen = id(module) in state.modules
+    outputs = []
+    for block, end in enumerate(_key_limits(attention_mask, n_keys, state)):
+        lo, hi = block * QUERY_BLOCK, min(n_queries, (block + 1) * QUERY_BLOCK)
+        out, weights = eager(module, query[:, :, lo:hi], key[:, :, :end], value[:, :, :end],
+                             attention_mask[:, :, lo:hi, :end], **kwargs)
+        outputs.append(out)
+        if chosen:
+            heads = weights.shape[1]
+            mean = weights.sum(dim=1, dtype=torch.float32) / heads  # [B, rows, keys]
+            mean = mean * state.query_mask[:, lo:hi, None].to(device=mean.device, dtype=torch.float32)
+            if state.aggregate == "received":
+                state.sums[:, :end].add_(mean.sum(dim=1).to(state.sums.device))
+            else:
+                state.sums[:, lo:hi].add_(mean.sum(dim=2).to(state.sums.device))
+            for f, (b, q) in enumerate(state.focus):
+                if lo <= q < hi:
+                    picked = weights[b, :, q - lo, :].sum(dim=0, dtype=torch.float32) / heads
+                    state.rows[f, :end].add_(picked.to(state.rows.device))
+    return torch.cat(outputs, dim=1), None
+
+
+def _blocked_available(model: PreTrainedModel, modules: list[torch.nn.Module]) -> bool:
+    """True if BLOCKED can replace eager attention for ``model``: a model family with the functional
+    AttentionInterface dispatch, its own ``eager_attention_forward``, loaded in eager mode."""
+    return (
+        getattr(model.config, "_attn_implementation", None) == "eager"
+        and all(_family_eager(m) is not None for m in modules)
+        and getattr(model, "_can_set_attn_implementation", lambda: False)()
+    )
+
+
+AttentionInterface.register(BLOCKED, blocked_attention)
+AttentionMaskInterface.register(BLOCKED, eager_mask)  # the same additive mask as eager attention
+
+
 @torch.no_grad()
 def score_batch(
     model: PreTrainedModel,
@@ -104,6 +209,7 @@ def score_batch(
     layers: list[int],
     aggregate: str = "received",
     focus: list[tuple[int, int]] | None = None,
+    blocked: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token scores for one right-padded batch, and optionally whole attention rows of chosen queries.
 
@@ -114,6 +220,8 @@ def score_batch(
         layers: Layer indices to average over.
         aggregate: ``received`` (default) or ``released``.
         focus: (batch row, query position) pairs whose attention rows to return.
+        blocked: Compute attention with :data:`BLOCKED` (no n × n weights) when the model family allows it;
+            False, or a family without the functional attention dispatch: eager attention and a forward hook.
 
     Returns:
         [B, n] float32 scores (values at padding positions are meaningless) and, with ``focus``, an [F, n]
@@ -139,13 +247,23 @@ def score_batch(
             rows.add_((picked.sum(dim=1, dtype=torch.float32) / weights.shape[1]).to(rows.device))
         return (output[0], None) + tuple(output[2:])  # drop the weights now: nothing downstream needs them
 
-    handles = [modules[i].register_forward_hook(hook) for i in layers]
-    try:
-        # The base model (no LM head): attention is all we need.
-        model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    if blocked and _blocked_available(model, modules):
+        state = _Reduction({id(modules[i]) for i in layers}, sums, attention_mask, aggregate, list(focus or []), rows)
+        token = _ACTIVE.set(state)
+        model.set_attn_implementation(BLOCKED)
+        try:
+            model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        finally:
+            model.set_attn_implementation("eager")
+            _ACTIVE.reset(token)
+    else:
+        handles = [modules[i].register_forward_hook(hook) for i in layers]
+        try:
+            # The base model (no LM head): attention is all we need.
+            model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        finally:
+            for handle in handles:
+                handle.remove()
     lengths = attention_mask.sum(dim=1)
     scores = finish_scores(sums / len(layers), lengths, aggregate)
     return scores, (rows / len(layers) if rows is not None else None)
@@ -314,6 +432,10 @@ def save_attention(
         metadata=metadata,
         extra=extra,
     )
+    tokens_hash = tokens_sha256(tokenizer, text_prefix, metadata["dataset_sha256"], dump.offsets, dump.input_ids,
+                                dump.char_spans, dump.ranked)
+    if tokens_hash is not None:  # lets stage 3 reuse these tokens instead of tokenising again
+        metadata["tokens_sha256"] = tokens_hash
     path = dump.save(save_name)
     log.info("wrote %s: %d texts, %d tokens", path, dump.n_texts, len(dump.scores))
     return path

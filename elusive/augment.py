@@ -31,21 +31,28 @@ each text in turn with one generator gives the rows of :func:`data_augmentation`
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import itertools
 import json
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from elusive import augment_engine as engine
 from elusive.align import project
-from elusive.artifacts import AttentionDump, atomic_path, dump_path, sha256_file, vocab_sha256, write_text_atomic
+from elusive.artifacts import (
+    AttentionDump,
+    atomic_path,
+    dump_path,
+    sha256_file,
+    tokens_sha256,
+    vocab_sha256,
+    write_text_atomic,
+)
+from elusive.augment_engine import CSV_HEADER
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
@@ -80,7 +87,7 @@ def remove_spans(text: str, spans: np.ndarray) -> str:
     """Delete the characters of ``spans`` ([k, 2], sorted, non-overlapping) and tidy the whitespace.
 
     Runs of spaces left by a deletion become one space; spaces at the ends and around newlines go.
-    The reference for the vectorised :func:`_kept_intervals` and :func:`_tidy`, which give the same
+    The reference for the vectorised :func:`engine.kept_intervals` and :func:`engine.tidy`, which give the same
     strings (spans in increasing start order may overlap: their union is removed).
     """
     if len(spans) == 0:
@@ -134,181 +141,10 @@ def augment_text(
 
 
 # --------------------------------------------------------------------------------------------------
-# The vectorised augmentation: a chunk of texts at a time, with numpy instead of per-token Python
+# The vectorised computation: a chunk of texts at a time (its array machinery is elusive.augment_engine)
 # --------------------------------------------------------------------------------------------------
-#
-# Python work per token (is_droppable) and per copy (slicing, two regex passes, strip) dominated stage 3.
-# Here a chunk of texts is handled with numpy: their characters as one uint32 array of code points, the
-# drop decisions as arrays over (copy, token) pairs, each output row as the list of character intervals
-# of its text that it keeps (gathered with one index array), and the whitespace tidying as decisions on
-# the (few) whitespace characters of the rows. Chunks keep the arrays small enough for the CPU caches;
-# the random stream does not depend on them.
 
-_CHUNK_CHARS = 1 << 20  # output characters per chunk
-_SPACE_TABLE = np.array([chr(c).isspace() for c in range(0x3001)] + [False], dtype=bool)  # U+3000: last space
-_TAB, _NEWLINE, _SPACE, _QUOTE = (np.uint32(ord(c)) for c in "\t\n \"")
-
-
-def _codes(text: str) -> np.ndarray:
-    """Code points of ``text`` as uint32 (lone surrogates pass through, as they would in a str)."""
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-
-def _text(codes: np.ndarray) -> str:
-    return codes.astype(np.uint32, copy=False).tobytes().decode("utf-32-le", "surrogatepass")
-
-
-def _utf8(codes: np.ndarray) -> bytes:
-    """``_text(codes).encode("utf-8")``, without the detour through str when all of it is ASCII."""
-    if len(codes) == 0 or codes.max() < 0x80:
-        return codes.astype(np.uint8).tobytes()
-    return _text(codes).encode("utf-8")
-
-
-def _space_positions(codes: np.ndarray) -> np.ndarray:
-    """Indices of the ``str.isspace`` characters of ``codes``.
-
-    Whitespace is <= U+0020 or >= U+0085, so only those few characters are looked up in the table.
-    """
-    maybe = np.flatnonzero((codes <= 0x20) | (codes >= 0x85))
-    return maybe[_SPACE_TABLE[np.minimum(codes[maybe], len(_SPACE_TABLE) - 1)]]
-
-
-def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(values, out=out[1:])
-    return out
-
-
-def _segment_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + n)`` for each (s, n): gathers segments of a flat array."""
-    out_starts = _exclusive_cumsum(lengths)
-    return np.arange(out_starts[-1], dtype=np.int64) + np.repeat(starts - out_starts[:-1], lengths)
-
-
-def _row_of(starts: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """The row holding each position, for rows ``starts[r]:starts[r + 1]``."""
-    return np.searchsorted(starts, positions, side="right") - 1
-
-
-@dataclass
-class _Rows:
-    """Output rows as one flat array of code points: row r is ``codes[starts[r]:starts[r + 1]]``."""
-
-    codes: np.ndarray
-    starts: np.ndarray
-    source_row: np.ndarray
-    copy: np.ndarray
-
-    def strings(self) -> list[str]:
-        text = _text(self.codes)
-        return [text[a:b] for a, b in itertools.pairwise(self.starts.tolist())]
-
-
-def _ranks_by_group(keys: np.ndarray, group: np.ndarray, group_start: np.ndarray) -> np.ndarray:
-    """:func:`ranks_from_scores` within each group: ``group`` is sorted, group g starts at ``group_start[g]``."""
-    if keys.dtype == np.float32 and len(group) and group[-1] < 2**31:
-        # one stable sort of uint64 (group, then -key as order-preserving bits) is ~5x faster than
-        # lexsort; -0.0 is made 0.0 and every NaN the same NaN, so ties are the ties of argsort(-keys)
-        negated = -keys + np.float32(0)
-        bits = np.where(np.isnan(negated), np.float32(np.nan), negated).view(np.uint32)
-        bits = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))
-        order = np.argsort((group.astype(np.uint64) << np.uint64(32)) | bits, kind="stable")
-    else:
-        order = np.lexsort((-keys, group))  # stable, so ties keep position order
-    ranks = np.empty(len(keys), dtype=np.int64)
-    ranks[order] = np.arange(len(keys)) - group_start[group[order]]
-    return ranks
-
-
-def _kept_intervals(row_length: np.ndarray, drop_row: np.ndarray, drop_spans: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The character intervals each row keeps: the complement of the union of its dropped spans.
-
-    Args:
-        row_length: [rows] characters of each row's text.
-        drop_row, drop_spans: [k] row and [k, 2] span of every dropped token, ordered by row and, within a
-            row, by start (as :func:`remove_spans` takes them). Spans may overlap: byte-level BPE splits
-            one character over several tokens, each with that character's span.
-
-    Returns:
-        (row, start, end) of the kept intervals, by row then position; every row has at least one
-        (possibly empty).
-    """
-    n_rows = len(row_length)
-    # positions on one axis for all rows (row r at offset[r]), so that one running maximum of the span
-    # ends merges the overlapping or touching spans of a row into groups
-    offset = _exclusive_cumsum(row_length)
-    starts, ends = offset[drop_row] + drop_spans[:, 0], offset[drop_row] + drop_spans[:, 1]
-    reach = np.maximum.accumulate(ends) if len(ends) else ends
-    new = np.ones(len(starts), dtype=bool)
-    new[1:] = (starts[1:] > reach[:-1]) | (drop_row[1:] != drop_row[:-1])
-    first = np.flatnonzero(new)
-    group_row, group_start = drop_row[first], starts[first]
-    group_end = reach[np.append(first[1:] - 1, len(starts) - 1)] if len(first) else reach[:0]
-    # row r keeps [its start, 1st group's start), [1st group's end, 2nd group's start), ..., [last end, its end)
-    groups = np.bincount(group_row, minlength=n_rows)
-    row_first = np.arange(n_rows) + _exclusive_cumsum(groups)[:-1]  # index of the row's first interval
-    within = np.arange(len(first)) - _exclusive_cumsum(groups)[group_row]
-    lo = np.empty(n_rows + len(first), dtype=np.int64)
-    hi = np.empty_like(lo)
-    lo[row_first] = offset[:-1]
-    hi[row_first + groups] = offset[1:]
-    lo[row_first[group_row] + within + 1] = group_end
-    hi[row_first[group_row] + within] = group_start
-    row = np.repeat(np.arange(n_rows), groups + 1)
-    return row, lo - offset[row], hi - offset[row]
-
-
-def _tidy(codes: np.ndarray, starts: np.ndarray, tidy_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The whitespace tidying of :func:`remove_spans` (after the drop) for the rows ``tidy_row``.
-
-    Only whitespace changes, so only the whitespace characters are looked at: in each gap (a maximal run
-    of whitespace within a row) a run of spaces/tabs keeps its first character, as a space, unless the run
-    touches a newline; a gap at either end of its row goes entirely (the strip).
-
-    Returns:
-        The rows as (codes, starts); ``codes`` is modified in place (tabs become spaces).
-    """
-    n, lengths = len(codes), np.diff(starts)
-    pos = _space_positions(codes)
-    if not tidy_row.all():  # rows without a dropped token stay as they are
-        untouched = np.zeros(n, dtype=bool)
-        keep_rows = np.flatnonzero(~tidy_row)
-        untouched[_segment_index(starts[keep_rows], lengths[keep_rows])] = True
-        pos = pos[~untouched[pos]]
-    row_start = np.zeros(n + 1, dtype=bool)
-    row_start[starts[:-1]] = True  # an empty row marks the next row's start, which is right
-    row_end = np.zeros(n + 1, dtype=bool)
-    row_end[starts[1:] - 1] = True  # (index -1 of a leading empty row lands on the spare last slot)
-    char = codes[pos]
-    blank = (char == _SPACE) | (char == _TAB)
-    newline = char == _NEWLINE
-    joined = np.zeros(len(pos) + 1, dtype=bool)  # joined[i]: pos[i] is in the same gap as pos[i - 1]
-    joined[1:-1] = (pos[1:] == pos[:-1] + 1) & ~row_start[pos[1:]]
-    gap_first = np.flatnonzero(~joined[:-1])
-    gap_length = np.diff(np.append(gap_first, len(pos)))
-    at_edge = row_start[pos[gap_first]] | row_end[pos[gap_first + gap_length - 1]]
-    stripped = np.repeat(at_edge, gap_length)
-    prev_blank = np.zeros(len(pos), dtype=bool)
-    prev_blank[1:] = joined[1:-1] & blank[:-1]
-    next_blank = np.zeros(len(pos), dtype=bool)
-    next_blank[:-1] = joined[1:-1] & blank[1:]
-    prev_newline = np.zeros(len(pos), dtype=bool)
-    prev_newline[1:] = joined[1:-1] & newline[:-1]
-    next_newline = np.zeros(len(pos), dtype=bool)
-    next_newline[:-1] = joined[1:-1] & newline[1:]
-    run_first = np.flatnonzero(blank & ~prev_blank)
-    run_last = np.flatnonzero(blank & ~next_blank)  # the i-th run ends at run_last[i]: runs never leave a gap
-    lead = run_first[~(prev_newline[run_first] | next_newline[run_last] | stripped[run_first])]
-    remove = blank | stripped
-    remove[lead] = False
-    codes[pos[lead[char[lead] == _TAB]]] = _SPACE
-    removed = pos[remove]
-    keep = np.ones(n, dtype=bool)
-    keep[removed] = False
-    lengths = lengths - np.bincount(_row_of(starts, removed), minlength=len(lengths))
-    return codes[keep], _exclusive_cumsum(lengths)
+_CHUNK_CHARS = 1 << 18  # output characters per chunk (256k: the arrays of a chunk stay in the CPU caches)
 
 
 def _augment_chunk(
@@ -321,41 +157,41 @@ def _augment_chunk(
     multiply: int,
     rng: np.random.Generator,
     keep_original: bool,
-) -> _Rows:
+) -> engine.Rows:
     """The rows of ``texts`` (with their tokens ``batch`` and flat token ``scores``): per text its original
     (if ``keep_original``) and ``multiply`` copies, consuming ``rng`` as the module docstring says."""
     n_texts = len(texts)
-    codes = _codes("".join(texts))
+    codes = engine.codes_of("".join(texts))
     text_length = np.fromiter(map(len, texts), dtype=np.int64, count=n_texts)
-    text_start = _exclusive_cumsum(text_length)
+    text_start = engine.exclusive_cumsum(text_length)
 
     # droppable tokens: ranked, and covering a character that is neither whitespace nor punctuation
     token_text = np.repeat(np.arange(n_texts), np.diff(batch.offsets))
     spans = np.where(batch.ranked[:, None], batch.char_spans, 0)
-    words_before = _exclusive_cumsum(word_chars(codes))
+    words_before = engine.exclusive_cumsum(word_chars(codes))
     absolute = spans + text_start[token_text][:, None]
     cand = np.flatnonzero(batch.ranked & (words_before[absolute[:, 1]] > words_before[absolute[:, 0]]))
     cand_text = token_text[cand]
     n_cand = np.bincount(cand_text, minlength=n_texts)
-    cand_start = _exclusive_cumsum(n_cand)
+    cand_start = engine.exclusive_cumsum(n_cand)
 
     # one draw for the whole chunk; text i's part: [n_i keys if shuffled] then multiply × n_i uniforms
     shuffled = augment_type == "shuffled"
-    part_start = _exclusive_cumsum(n_cand * (multiply + shuffled))
+    part_start = engine.exclusive_cumsum(n_cand * (multiply + shuffled))
     uniforms = rng.random(int(part_start[-1]))
     if augment_type == "random":
         p = np.full(len(cand), float(alpha))
     else:
         local = np.arange(len(cand)) - cand_start[cand_text]  # index among the text's droppable tokens
         keys = uniforms[part_start[cand_text] + local] if shuffled else scores[cand]
-        p = drop_probabilities(_ranks_by_group(keys, cand_text, cand_start), alpha, beta)
+        p = drop_probabilities(engine.ranks_by_group(keys, cand_text, cand_start), alpha, beta)
 
     # the (copy, token) pairs in the order their uniforms were drawn: text by text, copy by copy
     copy_text = np.repeat(np.arange(n_texts), multiply)  # one entry per (text, copy)
     copy_size = n_cand[copy_text]
-    pair_cand = _segment_index(cand_start[copy_text], copy_size)
+    pair_cand = engine.segment_index(cand_start[copy_text], copy_size)
     draw_start = part_start[copy_text] + n_cand[copy_text] * (shuffled + np.tile(np.arange(multiply), n_texts))
-    pair_uniform = uniforms if not shuffled else uniforms[_segment_index(draw_start, copy_size)]
+    pair_uniform = uniforms if not shuffled else uniforms[engine.segment_index(draw_start, copy_size)]
     dropped = np.flatnonzero(pair_uniform < p[pair_cand])
 
     # rows: per text its original (copy 0) if kept, then copies 1..multiply
@@ -364,13 +200,18 @@ def _augment_chunk(
     row_copy = np.tile(np.arange(1 - keep_original, multiply + 1), n_texts)
     copy_index = np.repeat(np.arange(len(copy_text)), copy_size)[dropped]  # (text, copy) of each drop
     drop_row = copy_index + keep_original * (copy_index // multiply + 1)
-    row, lo, hi = _kept_intervals(text_length[row_text], drop_row, spans[cand[pair_cand[dropped]]])
+    row, lo, hi = engine.kept_intervals(text_length[row_text], drop_row, spans[cand][pair_cand[dropped]])
     source = text_start[row_text[row]] + lo
-    row_codes = codes[_segment_index(source, hi - lo)]
-    row_starts = _exclusive_cumsum(np.bincount(row, weights=hi - lo, minlength=len(row_text)).astype(np.int64))
+    row_codes = engine.narrow(codes)[engine.segment_index(source, hi - lo)]
+    row_starts = engine.exclusive_cumsum(np.bincount(row, weights=hi - lo, minlength=len(row_text)).astype(np.int64))
     tidy_row = np.bincount(drop_row, minlength=len(row_text)) > 0
-    out_codes, out_starts = _tidy(row_codes, row_starts, tidy_row)
-    return _Rows(out_codes, out_starts, row_text, row_copy)
+    is_space = np.zeros(len(codes), dtype=bool)
+    is_space[engine.space_positions(codes)] = True
+    pos = None  # the tidying looks at every whitespace character, unless
+    if engine.tidy_stable(codes, is_space, text_start).all():  # only those at the kept intervals' ends may change
+        pos = engine.interval_end_spaces(is_space, source, hi - lo, engine.exclusive_cumsum(hi - lo)[:-1])
+    out_codes, out_starts = engine.tidy(row_codes, row_starts, tidy_row, pos)
+    return engine.Rows(out_codes, out_starts, row_text, row_copy)
 
 
 def _augment_chunks(
@@ -383,7 +224,7 @@ def _augment_chunks(
     multiply: int,
     rng: np.random.Generator,
     keep_original: bool,
-) -> Iterator[_Rows]:
+) -> Iterator[engine.Rows]:
     """:func:`_augment_chunk` over consecutive chunks of about :data:`_CHUNK_CHARS` output characters.
 
     The generator is consumed text by text in dataset order whatever the chunks, so they do not change
@@ -414,51 +255,6 @@ def batch_scores(dump: AttentionDump, batch: EncodedBatch, key: str) -> np.ndarr
         return dump.scores
     parts = [token_scores(dump, i, batch[i], key) for i in range(len(batch))]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------------------------------
-# Writing the rows as CSV, byte for byte what pandas' to_csv (Python's csv module) writes
-# --------------------------------------------------------------------------------------------------
-
-
-def _csv_quoting() -> tuple[np.ndarray, bool]:
-    """The characters that make Python's csv writer quote a field (with ``lineterminator="\\n"``), and whether
-    it quotes an empty field: asked of the csv module itself, which pandas writes with, so the rows written
-    here stay byte-identical to ``DataFrame.to_csv`` whatever the Python version."""
-    def written(field: str) -> str:
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow([field, 0])
-        return buffer.getvalue()
-
-    triggers = [c for c in range(128) if written(f"a{chr(c)}b").startswith('"')]
-    return np.array(triggers, dtype=np.uint32), written("").startswith('"')
-
-
-_CSV_TRIGGERS, _CSV_QUOTE_EMPTY = _csv_quoting()
-CSV_HEADER = "text,source_row,copy\n"
-
-
-def _csv_bytes(rows: _Rows) -> bytes:
-    """``rows`` as UTF-8 CSV lines ``text,source_row,copy`` (no header), quoted as the csv module would."""
-    codes, starts = rows.codes, rows.starts
-    n_rows = len(starts) - 1
-    trigger = np.zeros(len(codes), dtype=bool)
-    for c in _CSV_TRIGGERS:
-        trigger |= codes == c
-    quoted = (np.bincount(_row_of(starts, np.flatnonzero(trigger)), minlength=n_rows) > 0).tolist()
-    if _CSV_QUOTE_EMPTY:
-        quoted = [q or a == b for q, a, b in zip(quoted, starts[:-1].tolist(), starts[1:].tolist())]
-    doubled = np.flatnonzero(codes == _QUOTE)
-    if len(doubled):  # a quote inside a field is written twice
-        codes = np.insert(codes, doubled, _QUOTE)
-        starts = starts + np.searchsorted(doubled, starts, side="left")
-    # the rest of what the csv writer adds goes between the rows: before row r, row r - 1's closing
-    # quote and its ",source_row,copy\n", then row r's opening quote
-    quote = ['"' if q else "" for q in quoted]
-    between = [quote[0]] + [f"{q},{s},{c}\n{o}" for q, s, c, o in
-                            zip(quote, rows.source_row.tolist(), rows.copy.tolist(), quote[1:] + [""])]
-    length = np.fromiter(map(len, between), dtype=np.int64, count=len(between))
-    return _utf8(np.insert(codes, np.repeat(starts, length), _codes("".join(between))))
 
 
 def validate(augment_type: str, alpha: float, beta: float, multiply: int, attn_weights: Path | None) -> None:
@@ -509,6 +305,26 @@ def load_scores(
             f"model={tokenizer.name_or_path}; set model= to a model with the dump's tokenizer"
         )
     return dump, text_prefix_of(dump)
+
+
+def dump_tokens(dump: AttentionDump, tokenizer) -> EncodedBatch | None:
+    """The dump's own tokens, if its ``tokens_sha256`` shows they are what ``tokenizer`` gives on the dataset now.
+
+    Tokenising every text again was half of stage 3's time. The stored hash covers the token arrays, the
+    tokenizer's full definition, the ``text_prefix`` and the dataset hash (:func:`elusive.artifacts.tokens_sha256`),
+    so a match means re-tokenising would give these very arrays. Otherwise (an older dump without the hash,
+    a word-level contrast, another tokenizer, edited arrays) None: the caller tokenises and compares text
+    by text, which names the first text tokenised differently.
+    """
+    stored = dump.metadata.get("tokens_sha256")
+    if not stored or dump.metadata.get("unit") == "word":
+        return None
+    now = tokens_sha256(tokenizer, text_prefix_of(dump), dump.metadata.get("dataset_sha256", ""), dump.offsets,
+                        dump.input_ids, dump.char_spans, dump.ranked)
+    if now != stored:
+        log.info("the dump's tokens_sha256 does not match tokenizer %s: tokenising the dataset again", tokenizer.name_or_path)
+        return None
+    return EncodedBatch(dump.input_ids, dump.char_spans, dump.ranked, dump.offsets)
 
 
 def text_prefix_of(dump: AttentionDump) -> str:
@@ -570,14 +386,16 @@ def data_augmentation(
     dump = None
     if attn_weights is not None and augment_type != "random":
         dump, text_prefix = load_scores(attn_weights, augment_type, dataset, tokenizer, len(texts))
-    batch = encode_batch(tokenizer, texts, text_prefix)
+    batch = dump_tokens(dump, tokenizer) if dump is not None else None
+    if batch is None:
+        batch = encode_batch(tokenizer, texts, text_prefix)
     scores = None if dump is None else batch_scores(dump, batch, f"attn_weights={attn_weights}")
     rng = np.random.default_rng(seed)
     path = Path(str(save_name) + ".csv") if not str(save_name).endswith(".csv") else Path(save_name)
     digest = hashlib.sha256()  # of the bytes as written: the file is not read back
     chunks = _augment_chunks(texts, batch, scores, augment_type, alpha, beta, multiply, rng, keep_original)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        for data in itertools.chain([CSV_HEADER.encode("utf-8")], map(_csv_bytes, chunks)):
+        for data in itertools.chain([CSV_HEADER.encode("utf-8")], map(engine.csv_bytes, chunks)):
             handle.write(data)
             digest.update(data)
     settings = {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from elusive.artifacts import AttentionDump
+from elusive import attention
 from elusive.attention import finish_scores, reduce_attention, save_attention, score_batch, select_layers
 from elusive.data import load_texts
 from elusive.errors import InputError
@@ -57,8 +60,12 @@ def _reference_scores(model_dir, text, layers=None):
     return np.array([mean[j:, j].mean().item() for j in range(n)])
 
 
+@pytest.mark.parametrize("block", [128, 16])
 @pytest.mark.parametrize("fixture", ["small_model", "gemma_model"])
-def test_hooked_scores_match_brute_force_attention(request, fixture, bios):
+def test_hooked_scores_match_brute_force_attention(request, fixture, bios, block, monkeypatch):
+    """Against transformers' own output_attentions, with one query block and with several (the Gemma fixture's
+    sliding window is 16 tokens)."""
+    monkeypatch.setattr(attention, "QUERY_BLOCK", block)
     model_dir = request.getfixturevalue(fixture)
     text = load_texts(bios)[0]
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
@@ -68,6 +75,48 @@ def test_hooked_scores_match_brute_force_attention(request, fixture, bios):
         ours = score_batch(model, ids, torch.ones_like(ids), chosen)[0][0].numpy()
         ref = _reference_scores(model_dir, text, None if layers is None else chosen)
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("fixture", "softcap"), [("small_model", None), ("gemma_model", None), ("gemma_model", 0.5)])
+def test_blocked_attention_gives_the_eager_scores_and_rows_on_a_padded_batch(request, fixture, softcap, bios,
+                                                                            monkeypatch):
+    """Texts of different lengths in one right-padded batch, both aggregates, focus rows, blocks of 8 queries,
+    and (for soft-capping) a Gemma attention whose logits are capped: the same numbers as eager + hook."""
+    model_dir = request.getfixturevalue(fixture)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
+    encoded = encode_many(load_tokenizer(str(model_dir)), load_texts(bios)[:3])
+    width = max(len(e.input_ids) for e in encoded)
+    ids = torch.zeros((3, width), dtype=torch.long)
+    mask = torch.zeros((3, width), dtype=torch.long)
+    for row, enc in enumerate(encoded):
+        ids[row, : len(enc.input_ids)] = torch.from_numpy(enc.input_ids)
+        mask[row, : len(enc.input_ids)] = 1
+    focus = [(0, 5), (2, len(encoded[2].input_ids) - 1), (1, 20)]
+    if softcap is not None:  # Gemma 2 caps attention logits inside the family's eager function: so do we here
+        uncapped = score_batch(model, ids, mask, [0, 1], blocked=False)[0]
+        family = sys.modules[type(attention.attention_modules(model)[0]).__module__]
+        monkeypatch.setattr(family, "eager_attention_forward",
+                            functools.partial(family.eager_attention_forward, softcap=softcap))
+        assert not torch.allclose(uncapped, score_batch(model, ids, mask, [0, 1], blocked=False)[0], atol=1e-4)
+    calls = []
+    family = attention._family_eager(attention.attention_modules(model)[0])
+
+    def counted(module, query, key, *args, **kwargs):
+        calls.append((query.shape[2], key.shape[2]))
+        return family(module, query, key, *args, **kwargs)
+
+    monkeypatch.setattr(attention, "QUERY_BLOCK", 8)
+    monkeypatch.setattr(attention, "_family_eager", lambda module: counted)
+    for aggregate in ("received", "released"):
+        chosen = select_layers(None, model.config.num_hidden_layers)
+        blocked, blocked_rows = score_batch(model, ids, mask, chosen, aggregate, focus)
+        eager, eager_rows = score_batch(model, ids, mask, chosen, aggregate, focus, blocked=False)
+        real = mask.bool()
+        np.testing.assert_allclose(blocked[real].numpy(), eager[real].numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(blocked_rows.numpy(), eager_rows.numpy(), rtol=1e-5, atol=1e-7)
+    assert model.config._attn_implementation == "eager"  # switched back after each batch
+    assert len(calls) == 2 * model.config.num_hidden_layers * -(-width // 8)  # every layer, block by block
+    assert min(k for _, k in calls) <= 8 < width == max(k for _, k in calls)  # early blocks see fewer keys
 
 
 def test_received_scores_carry_all_attention_mass(small_model, bios, tmp_path):

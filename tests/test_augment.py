@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from elusive import augment
-from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
+from elusive import augment, augment_engine
+from elusive.artifacts import AttentionDump, sha256_file, tokenizer_sha256, tokens_sha256, vocab_sha256
 from elusive.attention import save_attention
 from elusive.augment import (
     AUGMENT_TYPES,
@@ -26,7 +26,7 @@ from elusive.contrast import contrast_attention
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
-from elusive.tokens import encode, encode_many, is_droppable, word_chars
+from elusive.tokens import EncodedBatch, encode, encode_many, is_droppable, word_chars
 
 
 def test_drop_probability_by_hand():
@@ -253,13 +253,13 @@ def test_kept_intervals_and_tidy_match_remove_spans_on_overlapping_spans():
     drop_row = np.repeat(np.arange(len(rows)), [len(s) for s in spans_of_row])
     drop_spans = np.concatenate(spans_of_row).astype(np.int64)
     lengths = np.array([len(t) for t in rows])
-    row, lo, hi = augment._kept_intervals(lengths, drop_row, drop_spans)
-    codes = augment._codes("".join(rows))
+    row, lo, hi = augment_engine.kept_intervals(lengths, drop_row, drop_spans)
+    codes = augment_engine.codes_of("".join(rows))
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    kept = codes[augment._segment_index(starts[row] + lo, hi - lo)]
+    kept = codes[augment_engine.segment_index(starts[row] + lo, hi - lo)]
     kept_starts = np.concatenate([[0], np.cumsum(np.bincount(row, weights=hi - lo, minlength=len(rows)))]).astype(np.int64)
-    tidied, tidied_starts = augment._tidy(kept, kept_starts, np.bincount(drop_row, minlength=len(rows)) > 0)
-    assert augment._Rows(tidied, tidied_starts, np.zeros(len(rows)), np.zeros(len(rows))).strings() == expected
+    tidied, tidied_starts = augment_engine.tidy(kept, kept_starts, np.bincount(drop_row, minlength=len(rows)) > 0)
+    assert augment_engine.Rows(tidied, tidied_starts, np.zeros(len(rows)), np.zeros(len(rows))).strings() == expected
 
 
 def _hand_dump(tok, texts, data, path, kind="attention"):
@@ -273,7 +273,11 @@ def _hand_dump(tok, texts, data, path, kind="attention"):
         char_spans=np.concatenate([e.char_spans for e in encs]),
         ranked=np.concatenate([e.ranked for e in encs]),
         metadata={"kind": kind, "tokenizer": "hand", "vocab_sha256": vocab_sha256(tok), "dataset": str(data),
-                  "dataset_sha256": sha256_file(data), "text_prefix": json.dumps("")},
+                  "dataset_sha256": sha256_file(data), "text_prefix": json.dumps(""),
+                  "tokens_sha256": tokens_sha256(tok, "", sha256_file(data), np.concatenate([[0], np.cumsum(n)]),
+                                                 np.concatenate([e.input_ids for e in encs]),
+                                                 np.concatenate([e.char_spans for e in encs]),
+                                                 np.concatenate([e.ranked for e in encs]))},
     ).save(path)
 
 
@@ -310,18 +314,18 @@ def test_data_augmentation_writes_the_reference_rows_as_pandas_would(small_model
 def test_csv_rows_are_written_as_pandas_writes_them():
     texts = ["", "plain", "a,b", '"quoted"', 'say "hi", twice ""', "new\nline", "cr\rreturn", "tab\there",
              "Zoë 😀 東京", ",", '"', "\n", " lead and trail "]
-    rows = augment._Rows(augment._codes("".join(texts)), np.concatenate([[0], np.cumsum([len(t) for t in texts])]),
+    rows = augment_engine.Rows(augment_engine.codes_of("".join(texts)), np.concatenate([[0], np.cumsum([len(t) for t in texts])]),
                          np.arange(len(texts)) * 37, np.arange(len(texts)) % 4)
     frame = pd.DataFrame({"text": texts, "source_row": rows.source_row, "copy": rows.copy})
     expected = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
-    assert augment.CSV_HEADER.encode() + augment._csv_bytes(rows) == expected
+    assert augment_engine.CSV_HEADER.encode() + augment_engine.csv_bytes(rows) == expected
 
 
 def test_character_classes_match_is_droppable_and_isspace():
     codes = np.concatenate([np.arange(0x3100), np.arange(0x3100, 0x110000, 7)]).astype(np.uint32)
     chars = [chr(c) for c in codes.tolist()]
     assert word_chars(codes).tolist() == [is_droppable(ch) for ch in chars]
-    assert augment._space_positions(codes).tolist() == [i for i, ch in enumerate(chars) if ch.isspace()]
+    assert augment_engine.space_positions(codes).tolist() == [i for i, ch in enumerate(chars) if ch.isspace()]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -336,7 +340,7 @@ def test_ranks_within_texts_match_ranks_from_scores(dtype):
     keys[rng.random(len(keys)) < 0.02] = -np.inf
     keys = keys.astype(dtype)
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    ranks = augment._ranks_by_group(keys, group, starts)
+    ranks = augment_engine.ranks_by_group(keys, group, starts)
     for g in range(len(sizes)):
         assert ranks[starts[g] : starts[g + 1]].tolist() == ranks_from_scores(keys[starts[g] : starts[g + 1]]).tolist()
 
@@ -378,7 +382,64 @@ def test_a_dump_tokenised_differently_is_refused_naming_the_text(small_model, tm
     path = _hand_dump(tok, TRICKY, data, tmp_path / "dump")
     dump = AttentionDump.load(path)
     dump.input_ids[dump.offsets[2] + 1] += 1
-    dump.save(tmp_path / "bad")
+    dump.save(tmp_path / "bad")  # keeps the tokens_sha256 of the unedited arrays, which no longer matches
     with pytest.raises(InputError, match="text 2 was tokenised differently"):
         data_augmentation("attention", 0.7, 0.05, 2, str(small_model), data, tmp_path / "o", tmp_path / "bad")
     assert not (tmp_path / "o.csv").exists()
+
+
+def _no_tokenising(*args, **kwargs):
+    raise AssertionError("tokenised the dataset although the dump's tokens could be reused")
+
+
+def test_the_dump_tokens_are_reused_when_tokens_sha256_matches_and_give_the_same_csv(small_model, bios, dumps,
+                                                                                   tmp_path, monkeypatch):
+    tok = load_tokenizer(str(small_model))
+    dump = AttentionDump.load(dumps["small"])
+    reused = augment.dump_tokens(dump, tok)
+    fresh = encode_many(tok, load_texts(bios))
+    assert reused is not None and len(reused) == len(fresh)
+    for i, enc in enumerate(fresh):
+        assert reused[i].input_ids.tolist() == enc.input_ids.tolist()
+        assert reused[i].char_spans.tolist() == enc.char_spans.tolist()
+        assert reused[i].ranked.tolist() == enc.ranked.tolist()
+    del dump.metadata["tokens_sha256"]  # an older dump: stage 3 tokenises the dataset again
+    dump.save(tmp_path / "no_hash")
+    slow = data_augmentation("attention", 0.7, 0.05, 3, str(small_model), bios, tmp_path / "slow", tmp_path / "no_hash")
+    monkeypatch.setattr(augment, "encode_batch", _no_tokenising)
+    fast = data_augmentation("attention", 0.7, 0.05, 3, str(small_model), bios, tmp_path / "fast", dumps["small"])
+    assert fast.read_bytes() == slow.read_bytes()
+    with pytest.raises(AssertionError, match="tokenised the dataset"):
+        data_augmentation("attention", 0.7, 0.05, 3, str(small_model), bios, tmp_path / "o", tmp_path / "no_hash")
+
+
+def test_tokens_sha256_changes_with_the_tokenizer_the_prefix_the_dataset_and_every_array(small_model, gemma_model,
+                                                                                         word_model):
+    toks = {kind: load_tokenizer(str(path)) for kind, path in
+            [("bpe", small_model), ("unigram", gemma_model), ("word", word_model)]}
+    assert len({tokenizer_sha256(tok) for tok in toks.values()}) == 3
+    tok = toks["bpe"]
+    enc = EncodedBatch.of(encode_many(tok, TRICKY[:4]))
+    arrays = (enc.offsets, enc.input_ids, enc.char_spans, enc.ranked)
+    base = tokens_sha256(tok, "", "d", *arrays)
+    assert base == tokens_sha256(load_tokenizer(str(small_model)), "", "d", *arrays)  # same definition, same hash
+    changed = {tokens_sha256(toks["word"], "", "d", *arrays), tokens_sha256(tok, "Text: ", "d", *arrays),
+               tokens_sha256(tok, "", "e", *arrays)}
+    for k in range(4):
+        edited = [a.copy() for a in arrays]
+        edited[k].reshape(-1)[1] ^= 1  # one value of one array
+        changed.add(tokens_sha256(tok, "", "d", *edited))
+    assert base not in changed and len(changed) == 7
+
+
+def test_tidy_stable_texts_by_hand():
+    """Stable: no tab, no two whitespace characters in a row, none at either end (any single whitespace
+    character inside is fine)."""
+    texts = ["a b\nc d", " a", "a ", "a  b", "a\tb", "a \nb", "a\u00a0b\u3000c", "ab", "a\n\nb"]
+    codes = augment_engine.codes_of("".join(texts))
+    starts = np.concatenate([[0], np.cumsum([len(t) for t in texts])])
+    is_space = np.array([ch.isspace() for ch in "".join(texts)])
+    stable = augment_engine.tidy_stable(codes, is_space, starts)
+    assert stable.tolist() == [True, False, False, False, False, False, True, True, False]
+    tidied = [remove_spans(t, np.zeros((1, 2), np.int64)) for t in texts]  # an empty span: only the tidying
+    assert [t == u for t, u in zip(texts, tidied)] == [True, False, False, False, False, False, True, True, True]
