@@ -71,7 +71,8 @@ class NoPickleArgs(TrainerCallback):
 
 CHECKPOINT_MANIFEST = "checkpoint_complete.json"
 """Written into ``checkpoint-N`` last, listing every file and its size: a checkpoint without it, or whose
-files differ from it, was cut short (e.g. the job was killed while saving) and is never resumed from."""
+files differ from it, was cut short (e.g. the job was killed while saving) and is never resumed from. It also
+records the run's settings (``run``): ``resume=true`` refuses a checkpoint made with other data or settings."""
 
 
 class MarkCheckpointComplete(TrainerCallback):
@@ -80,6 +81,9 @@ class MarkCheckpointComplete(TrainerCallback):
     Hand-written because the Trainer writes ``checkpoint-N`` file by file in place and its
     ``get_last_checkpoint`` picks the highest number whether or not the folder is complete.
     """
+
+    def __init__(self, run: dict | None = None):
+        self.run = run or {}
 
     def on_save(self, args, state, control, **kwargs):
         distributed.barrier()  # with several processes, each has written its part (e.g. rng_state_<rank>.pth)
@@ -91,7 +95,7 @@ class MarkCheckpointComplete(TrainerCallback):
             for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != CHECKPOINT_MANIFEST
         }
-        write_text_atomic(folder / CHECKPOINT_MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
+        write_text_atomic(folder / CHECKPOINT_MANIFEST, json.dumps({"files": files, "run": self.run}, indent=1) + "\n")
 
 
 def is_complete_checkpoint(folder: Path) -> bool:
@@ -115,6 +119,21 @@ def last_complete_checkpoint(model_dir: Path) -> Path | None:
     if not Path(model_dir).is_dir():
         return None
     return next((c for c in reversed(checkpoints(model_dir)) if is_complete_checkpoint(c)), None)
+
+
+def check_same_run(checkpoint: Path, run: dict) -> None:
+    """Refuse to resume from ``checkpoint`` if it was trained with other data or settings than ``run``.
+
+    A resumed run continues the checkpoint's optimizer and schedule, so a changed dataset or hyper-parameter
+    would silently give an adapter that matches neither setting. Checkpoints without recorded settings pass.
+    """
+    recorded = json.loads((checkpoint / CHECKPOINT_MANIFEST).read_text()).get("run") or {}
+    for key, now in run.items():
+        if key in recorded and recorded[key] != now:
+            raise InputError(
+                f"resume=true: {checkpoint.name} was trained with {key}={recorded[key]}, this run has {key}={now}; "
+                "resume with the same settings, or train into a new model_dir"
+            )
 
 
 def train(
@@ -209,6 +228,26 @@ def train(
             f"resume=true: no complete checkpoint-* folder in model_dir={model_dir}; train without resume first"
         )
     texts = load_texts(dataset, "dataset")
+    run = {  # what a resumed run must share with its checkpoint (see check_same_run); epochs may grow
+        "base_model": describe(model),
+        "dataset_sha256": sha256_file(dataset),
+        "batch_size": batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "learning_rate": learning_rate,
+        "warmup_ratio": warmup_ratio,
+        "max_grad_norm": max_grad_norm,
+        "max_length": max_length,
+        "lora_r": lora_r,
+        "lora_alpha": lora_alpha,
+        "lora_dropout": lora_dropout,
+        "quant": quant,
+        "dtype": dtype,
+        "seed": seed,
+        "group_by_length": group_by_length,
+        "world_size": distributed.share().world_size,
+    }
+    if resume:
+        check_same_run(last, run)
     tokenizer = load_tokenizer(model, padding_side="right")
     examples = tokenize_for_training(tokenizer, texts, max_length)
 
@@ -255,7 +294,7 @@ def train(
         args=args,
         train_dataset=examples,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[NoPickleArgs(), MarkCheckpointComplete()],
+        callbacks=[NoPickleArgs(), MarkCheckpointComplete(run)],
     )
     if resume and trainer.is_world_process_zero():
         for partial in checkpoints(model_dir):  # cut short by a kill: saved again when training reaches that step

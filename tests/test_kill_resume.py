@@ -15,13 +15,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 import torch
 from conftest import DATA, ROOT
 from safetensors.torch import load_file
 
+from elusive.errors import InputError
 from elusive.training import (
     CHECKPOINT_MANIFEST,
     MarkCheckpointComplete,
+    check_same_run,
     is_complete_checkpoint,
     last_complete_checkpoint,
     train,
@@ -90,6 +93,11 @@ def test_killed_train_resumes_to_the_uninterrupted_adapter(small_model, bios, tm
     previous = last_complete_checkpoint(model_dir)
     assert previous is not None and previous != last
 
+    with pytest.raises(InputError, match=rf"^resume=true: {previous.name} was trained with learning_rate=0.0005, this run "
+                       r"has learning_rate=0.001; resume with the same settings, or train into a new model_dir$"):
+        train(str(small_model), bios, model_dir, resume=True, **{**settings, "learning_rate": 1e-3})
+    assert last.exists()  # refused before touching anything
+
     train(str(small_model), bios, model_dir, resume=True, **settings)
     assert not last.exists() or is_complete_checkpoint(last)  # the partial one was removed and saved again
     reference = tmp_path / "reference"
@@ -116,3 +124,19 @@ def test_a_checkpoint_is_complete_only_with_all_its_listed_files(tmp_path):
     assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
     (tmp_path / "checkpoint-3" / "sub" / "adapter.safetensors").unlink()
     assert last_complete_checkpoint(tmp_path) is None
+
+
+def test_resume_is_refused_when_data_or_settings_changed(tmp_path):
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    run = {"dataset_sha256": "ab12", "learning_rate": 0.0005, "seed": 0}
+    state = SimpleNamespace(is_world_process_zero=True, global_step=4)
+    MarkCheckpointComplete(run).on_save(SimpleNamespace(output_dir=str(tmp_path)), state, None)
+    check_same_run(folder, dict(run))  # the same run: accepted
+    with pytest.raises(InputError, match=r"^resume=true: checkpoint-4 was trained with dataset_sha256=ab12, this run has "
+                                         r"dataset_sha256=cd34; resume with the same settings"):
+        check_same_run(folder, {**run, "dataset_sha256": "cd34"})
+    with pytest.raises(InputError, match="was trained with seed=0, this run has seed=1"):
+        check_same_run(folder, {**run, "seed": 1})
+    (folder / CHECKPOINT_MANIFEST).write_text('{"files": {}}')  # written before settings were recorded
+    check_same_run(folder, {**run, "seed": 1})
