@@ -384,6 +384,9 @@ def data_augmentation(
     texts = load_texts(dataset, "dataset")
     tokenizer = load_tokenizer(model)
     dump = None
+    if attn_weights is not None and augment_type == "random":
+        log.warning("attn_weights=%s: not used by augment_type=random (every token dropped with probability alpha)",
+                    attn_weights)
     if attn_weights is not None and augment_type != "random":
         dump, text_prefix = load_scores(attn_weights, augment_type, dataset, tokenizer, len(texts))
     batch = dump_tokens(dump, tokenizer) if dump is not None else None

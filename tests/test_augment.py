@@ -85,10 +85,13 @@ def test_output_layout_and_originals(small_model, bios, dumps, tmp_path):
     assert len(no_orig) == 2 * len(texts) and (no_orig["copy"] > 0).all()
 
 
-def test_alpha_zero_changes_nothing_and_random_alpha_one_drops_every_word(small_model, bios, tmp_path):
+def test_alpha_zero_changes_nothing_and_random_alpha_one_drops_every_word(small_model, bios, tmp_path, caplog):
     texts = load_texts(bios)
-    frame = _copies(data_augmentation("random", 0.0, 0.05, 2, str(small_model), bios, tmp_path / "a0"))
+    with caplog.at_level("WARNING", logger="elusive.augment"):
+        frame = _copies(data_augmentation("random", 0.0, 0.05, 2, str(small_model), bios, tmp_path / "a0",
+                                          attn_weights=tmp_path / "unused"))
     assert (frame["text"] == [texts[i] for i in frame["source_row"]]).all()
+    assert any("not used by augment_type=random" in r.getMessage() for r in caplog.records)  # said, not silent
     frame = _copies(data_augmentation("random", 1.0, 0.05, 1, str(small_model), bios, tmp_path / "a1"))
     for text in frame[frame["copy"] == 1]["text"]:
         assert not any(ch.isalnum() for ch in text)  # only punctuation survives
