@@ -41,7 +41,7 @@ import json
 import os
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,13 +95,28 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Return the hex SHA-256 of a file's bytes."""
+def sha256_file(path: str | os.PathLike[str], start: int = 0) -> str:
+    """Return the hex SHA-256 of a file's bytes (from byte ``start`` on)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
+        handle.seek(start)
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _memoised(memo: weakref.WeakKeyDictionary, tokenizer, key: tuple, compute: Callable[[], str]) -> str:
+    """``compute()`` remembered per tokenizer object while ``key`` (what would change the result) stays the
+    same; computed every time for objects that cannot be weakly referenced."""
+    try:
+        cached = memo.get(tokenizer)
+    except TypeError:  # not weak-referenceable: no memo
+        return compute()
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    value = compute()
+    memo[tokenizer] = (key, value)
+    return value
 
 
 _VOCAB_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -119,21 +134,13 @@ def vocab_sha256(tokenizer) -> str:
     Returns:
         Hex SHA-256 of the sorted vocabulary as JSON.
     """
-    key = (len(tokenizer), tuple(tokenizer.all_special_tokens))
-    try:
-        cached = _VOCAB_HASHES.get(tokenizer)
-    except TypeError:  # not weak-referenceable: no memo
-        cached = None
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    payload = json.dumps({"vocab": vocab, "special": sorted(tokenizer.all_special_tokens)}, ensure_ascii=False)
-    digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()
-    try:
-        _VOCAB_HASHES[tokenizer] = (key, digest)
-    except TypeError:
-        pass
-    return digest
+
+    def compute() -> str:
+        vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+        payload = json.dumps({"vocab": vocab, "special": sorted(tokenizer.all_special_tokens)}, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    return _memoised(_VOCAB_HASHES, tokenizer, (len(tokenizer), tuple(tokenizer.all_special_tokens)), compute)
 
 
 _TOKENIZER_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -152,18 +159,12 @@ def tokenizer_sha256(tokenizer) -> str | None:
         return None
     split = bool(getattr(tokenizer, "split_special_tokens", False))
     key = (len(tokenizer), tuple(tokenizer.all_special_tokens), split, str(backend.truncation), str(backend.padding))
-    try:
-        cached = _TOKENIZER_HASHES.get(tokenizer)
-    except TypeError:  # not weak-referenceable: no memo
-        cached = None
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    digest = hashlib.sha256(f"split_special_tokens={split}\n{backend.to_str()}".encode("utf-8")).hexdigest()
-    try:
-        _TOKENIZER_HASHES[tokenizer] = (key, digest)
-    except TypeError:
-        pass
-    return digest
+    return _memoised(
+        _TOKENIZER_HASHES,
+        tokenizer,
+        key,
+        lambda: hashlib.sha256(f"split_special_tokens={split}\n{backend.to_str()}".encode("utf-8")).hexdigest(),
+    )
 
 
 def tokens_sha256(tokenizer, text_prefix: str, dataset_sha256: str, offsets: np.ndarray, input_ids: np.ndarray,
@@ -211,12 +212,9 @@ def canonical_safetensors(raw: bytes, data_sha256: bool = False) -> bytes:
 
 def data_digest(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a safetensors file's bytes after the header (its tensor data)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        handle.seek(8 + int.from_bytes(handle.read(8), "little"))
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        header_length = int.from_bytes(handle.read(8), "little")
+    return sha256_file(path, start=8 + header_length)
 
 
 @dataclass
