@@ -56,13 +56,23 @@ def tokenize_for_training(tokenizer, texts: list[str], max_length: int) -> list[
     return examples
 
 
+def checkpoint_folder(args: TrainingArguments, state) -> Path:
+    """The ``checkpoint-N`` folder the Trainer has just saved (in a callback's ``on_save``)."""
+    return Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+
+
+def checkpoint_step(folder: Path) -> int:
+    """N of a ``checkpoint-N`` folder."""
+    return int(folder.name.split("-")[-1])
+
+
 class NoPickleArgs(TrainerCallback):
     """Replace the pickled ``training_args.bin`` the Trainer writes into each checkpoint by a JSON copy."""
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:  # only the main process writes checkpoints
             return
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder = checkpoint_folder(args, state)
         pickled = folder / "training_args.bin"
         if pickled.exists():
             pickled.unlink()
@@ -89,7 +99,7 @@ class MarkCheckpointComplete(TrainerCallback):
         distributed.barrier()  # with several processes, each has written its part (e.g. rng_state_<rank>.pth)
         if not state.is_world_process_zero:
             return
-        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        folder = checkpoint_folder(args, state)
         files = {
             p.relative_to(folder).as_posix(): p.stat().st_size
             for p in sorted(folder.rglob("*"))
@@ -111,7 +121,7 @@ def checkpoints(model_dir: Path) -> list[Path]:
     """The ``checkpoint-N`` folders of ``model_dir``, by step."""
     found = [p for p in Path(model_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()]
     found = [p for p in found if p.is_dir()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    return sorted(found, key=checkpoint_step)
 
 
 def last_complete_checkpoint(model_dir: Path) -> Path | None:
@@ -298,7 +308,7 @@ def train(
     )
     if resume and trainer.is_world_process_zero():
         for partial in checkpoints(model_dir):  # cut short by a kill: saved again when training reaches that step
-            if int(partial.name.split("-")[-1]) > int(last.name.split("-")[-1]):
+            if checkpoint_step(partial) > checkpoint_step(last):
                 log.warning("removing %s: it was not saved completely; resuming from %s", partial, last.name)
                 shutil.rmtree(partial)
     trainer.train(resume_from_checkpoint=str(last) if resume else None)
@@ -306,16 +316,16 @@ def train(
     if not trainer.is_world_process_zero():  # several processes: only the main one writes files
         return None
     meta = {
-        "base_model": describe(model),
+        "base_model": run["base_model"],
         "dataset": str(Path(dataset).absolute()),
-        "dataset_sha256": sha256_file(dataset),
+        "dataset_sha256": run["dataset_sha256"],
         "n_texts": len(texts),
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "seed": seed,
         "world_size": trainer.args.world_size,
-        "augmentation": augmentation_settings(Path(dataset)),
+        "augmentation": augmentation_settings(Path(dataset), run["dataset_sha256"]),
         "final_train_loss": next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None),
     }
     write_text_atomic(Path(model_dir) / "train_meta.json", json.dumps(meta, indent=2) + "\n")
@@ -323,13 +333,14 @@ def train(
     return Path(model_dir)
 
 
-def augmentation_settings(dataset: Path) -> dict | None:
-    """The settings data_augmentation.py wrote beside ``dataset`` (``.json``), if they describe this file."""
+def augmentation_settings(dataset: Path, dataset_sha256: str) -> dict | None:
+    """The settings data_augmentation.py wrote beside ``dataset`` (``.json``), if they describe this file
+    (whose SHA-256 is ``dataset_sha256``)."""
     sidecar = dataset.with_suffix(".json")
     if dataset.suffix != ".csv" or not sidecar.is_file():
         return None
     settings = json.loads(sidecar.read_text())
-    return settings if settings.get("csv_sha256") == sha256_file(dataset) else None
+    return settings if settings.get("csv_sha256") == dataset_sha256 else None
 
 
 def save_adapter(trainer: Trainer, tokenizer, model_dir: Path) -> None:
