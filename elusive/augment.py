@@ -37,6 +37,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,8 +136,8 @@ def augment_text(
     Returns:
         The augmented copies.
     """
-    batch = EncodedBatch.of([enc])
-    rows = _augment_chunk([text], batch, scores, augment_type, alpha, beta, multiply, rng, keep_original=False)
+    plan = CopyPlan(augment_type, alpha, beta, multiply, keep_original=False)
+    rows = _augment_chunk([text], EncodedBatch.of([enc]), scores, plan, rng)
     return rows.strings()
 
 
@@ -147,19 +148,30 @@ def augment_text(
 _CHUNK_CHARS = 1 << 18  # output characters per chunk (256k: the arrays of a chunk stay in the CPU caches)
 
 
+@dataclass(frozen=True)
+class CopyPlan:
+    """The rows every text gets: its original first if ``keep_original``, then ``multiply`` copies that drop
+    each droppable token with p(rank) of ``augment_type``, ``alpha`` and ``beta``."""
+
+    augment_type: str
+    alpha: float
+    beta: float
+    multiply: int
+    keep_original: bool
+
+
 def _augment_chunk(
     texts: list[str],
     batch: EncodedBatch,
     scores: np.ndarray | None,
-    augment_type: str,
-    alpha: float,
-    beta: float,
-    multiply: int,
+    plan: CopyPlan,
     rng: np.random.Generator,
-    keep_original: bool,
 ) -> engine.Rows:
     """The rows of ``texts`` (with their tokens ``batch`` and flat token ``scores``): per text its original
     (if ``keep_original``) and ``multiply`` copies, consuming ``rng`` as the module docstring says."""
+    augment_type, alpha, beta, multiply, keep_original = (
+        plan.augment_type, plan.alpha, plan.beta, plan.multiply, plan.keep_original
+    )
     n_texts = len(texts)
     codes = engine.codes_of("".join(texts))
     text_length = np.fromiter(map(len, texts), dtype=np.int64, count=n_texts)
@@ -218,27 +230,22 @@ def _augment_chunks(
     texts: list[str],
     batch: EncodedBatch,
     scores: np.ndarray | None,
-    augment_type: str,
-    alpha: float,
-    beta: float,
-    multiply: int,
+    plan: CopyPlan,
     rng: np.random.Generator,
-    keep_original: bool,
 ) -> Iterator[engine.Rows]:
     """:func:`_augment_chunk` over consecutive chunks of about :data:`_CHUNK_CHARS` output characters.
 
     The generator is consumed text by text in dataset order whatever the chunks, so they do not change
     the output; ``source_row`` is the text's index in ``texts``.
     """
-    weight = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) * (multiply + keep_original)
+    weight = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) * (plan.multiply + plan.keep_original)
     cuts = np.searchsorted(np.cumsum(weight), np.arange(_CHUNK_CHARS, weight.sum(), _CHUNK_CHARS), side="right")
     bounds = np.unique(np.concatenate([[0], cuts, [len(texts)]])).tolist()
     for a, b in itertools.pairwise(bounds):
         tokens = slice(int(batch.offsets[a]), int(batch.offsets[b]))
         part = EncodedBatch(batch.input_ids[tokens], batch.char_spans[tokens], batch.ranked[tokens],
                             batch.offsets[a : b + 1] - batch.offsets[a])
-        rows = _augment_chunk(texts[a:b], part, None if scores is None else scores[tokens], augment_type,
-                              alpha, beta, multiply, rng, keep_original)
+        rows = _augment_chunk(texts[a:b], part, None if scores is None else scores[tokens], plan, rng)
         rows.source_row = rows.source_row + a
         yield rows
 
@@ -396,7 +403,7 @@ def data_augmentation(
     rng = np.random.default_rng(seed)
     path = Path(str(save_name) + ".csv") if not str(save_name).endswith(".csv") else Path(save_name)
     digest = hashlib.sha256()  # of the bytes as written: the file is not read back
-    chunks = _augment_chunks(texts, batch, scores, augment_type, alpha, beta, multiply, rng, keep_original)
+    chunks = _augment_chunks(texts, batch, scores, CopyPlan(augment_type, alpha, beta, multiply, keep_original), rng)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         for data in itertools.chain([CSV_HEADER.encode("utf-8")], map(engine.csv_bytes, chunks)):
             handle.write(data)
