@@ -145,7 +145,7 @@ def augment_text(
 # The vectorised computation: a chunk of texts at a time (its array machinery is elusive.augment_engine)
 # --------------------------------------------------------------------------------------------------
 
-_CHUNK_CHARS = 1 << 18  # output characters per chunk (256k: the arrays of a chunk stay in the CPU caches)
+_CHUNK_CHARS = 1 << 20  # output characters per chunk (1 M: a few MB of arrays at a time, whatever the dataset size)
 
 
 @dataclass(frozen=True)
@@ -198,31 +198,13 @@ def _augment_chunk(
         keys = uniforms[part_start[cand_text] + local] if shuffled else scores[cand]
         p = drop_probabilities(engine.ranks_by_group(keys, cand_text, cand_start), alpha, beta)
 
-    # the (copy, token) pairs in the order their uniforms were drawn: text by text, copy by copy
-    copy_text = np.repeat(np.arange(n_texts), multiply)  # one entry per (text, copy)
-    copy_size = n_cand[copy_text]
-    pair_cand = engine.segment_index(cand_start[copy_text], copy_size)
-    draw_start = part_start[copy_text] + n_cand[copy_text] * (shuffled + np.tile(np.arange(multiply), n_texts))
-    pair_uniform = uniforms if not shuffled else uniforms[engine.segment_index(draw_start, copy_size)]
-    dropped = np.flatnonzero(pair_uniform < p[pair_cand])
-
-    # rows: per text its original (copy 0) if kept, then copies 1..multiply
+    # copy k of text i draws its uniforms after the text's keys (shuffled) and the k copies before it
+    draw_start = (part_start[:-1, None] + n_cand[:, None] * (shuffled + np.arange(multiply))).reshape(-1)
+    out_codes, out_starts = engine.drop_rows(codes, text_start, spans[cand], cand_start, p, uniforms, draw_start,
+                                             multiply, keep_original)
     per_text = multiply + keep_original
     row_text = np.repeat(np.arange(n_texts), per_text)
     row_copy = np.tile(np.arange(1 - keep_original, multiply + 1), n_texts)
-    copy_index = np.repeat(np.arange(len(copy_text)), copy_size)[dropped]  # (text, copy) of each drop
-    drop_row = copy_index + keep_original * (copy_index // multiply + 1)
-    row, lo, hi = engine.kept_intervals(text_length[row_text], drop_row, spans[cand][pair_cand[dropped]])
-    source = text_start[row_text[row]] + lo
-    row_codes = engine.narrow(codes)[engine.segment_index(source, hi - lo)]
-    row_starts = engine.exclusive_cumsum(np.bincount(row, weights=hi - lo, minlength=len(row_text)).astype(np.int64))
-    tidy_row = np.bincount(drop_row, minlength=len(row_text)) > 0
-    is_space = np.zeros(len(codes), dtype=bool)
-    is_space[engine.space_positions(codes)] = True
-    pos = None  # the tidying looks at every whitespace character, unless
-    if engine.tidy_stable(codes, is_space, text_start).all():  # only those at the kept intervals' ends may change
-        pos = engine.interval_end_spaces(is_space, source, hi - lo, engine.exclusive_cumsum(hi - lo)[:-1])
-    out_codes, out_starts = engine.tidy(row_codes, row_starts, tidy_row, pos)
     return engine.Rows(out_codes, out_starts, row_text, row_copy)
 
 
@@ -283,7 +265,7 @@ def validate(augment_type: str, alpha: float, beta: float, multiply: int, attn_w
 
 
 def load_scores(
-    attn_weights: Path, augment_type: str, dataset: Path, tokenizer, n_texts: int
+    attn_weights: Path, augment_type: str, dataset: Path, tokenizer, n_texts: int, dataset_sha256: str
 ) -> tuple[AttentionDump, str]:
     """Load the dump that ranks tokens and check it fits the dataset and tokenizer.
 
@@ -297,7 +279,7 @@ def load_scores(
             f"attn_weights={attn_weights}: holds {kind} scores but augment_type={augment_type}; "
             f"use augment_type={kind} or the matching dump"
         )
-    if dump.metadata.get("dataset_sha256") != sha256_file(dataset):
+    if dump.metadata.get("dataset_sha256") != dataset_sha256:
         raise InputError(
             f"attn_weights={attn_weights}: was computed on a different dataset ({dump.metadata.get('dataset')}) than "
             f"dataset={dataset}; rerun save_attention.py on this dataset"
@@ -389,13 +371,15 @@ def data_augmentation(
     """
     validate(augment_type, alpha, beta, multiply, attn_weights)
     texts = load_texts(dataset, "dataset")
+    dataset_sha256 = sha256_file(dataset)
     tokenizer = load_tokenizer(model)
     dump = None
     if attn_weights is not None and augment_type == "random":
         log.warning("attn_weights=%s: not used by augment_type=random (every token dropped with probability alpha)",
                     attn_weights)
     if attn_weights is not None and augment_type != "random":
-        dump, text_prefix = load_scores(attn_weights, augment_type, dataset, tokenizer, len(texts))
+        dump, text_prefix = load_scores(attn_weights, augment_type, dataset, tokenizer, len(texts),
+                                         dataset_sha256)
     batch = dump_tokens(dump, tokenizer) if dump is not None else None
     if batch is None:
         batch = encode_batch(tokenizer, texts, text_prefix)
@@ -405,7 +389,7 @@ def data_augmentation(
     digest = hashlib.sha256()  # of the bytes as written: the file is not read back
     chunks = _augment_chunks(texts, batch, scores, CopyPlan(augment_type, alpha, beta, multiply, keep_original), rng)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        for data in itertools.chain([CSV_HEADER.encode("utf-8")], map(engine.csv_bytes, chunks)):
+        for data in itertools.chain([CSV_HEADER.encode("utf-8")], map(engine.csv_lines, chunks)):
             handle.write(data)
             digest.update(data)
     settings = {
@@ -417,7 +401,7 @@ def data_augmentation(
         "keep_original": keep_original,
         "attn_weights": None if dump is None else str(dump_path(attn_weights).absolute()),
         "dataset": str(Path(dataset).absolute()),
-        "dataset_sha256": sha256_file(dataset),
+        "dataset_sha256": dataset_sha256,
         "csv_sha256": digest.hexdigest(),
     }
     write_text_atomic(path.with_suffix(".json"), json.dumps(settings, indent=2) + "\n")  # provenance for the summary

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from elusive.artifacts import atomic_path, write_text_atomic
+from elusive.artifacts import atomic_path, sha256_file, write_text_atomic
 from elusive.augment import (
     augment_text,
     drop_probabilities,
@@ -393,7 +393,8 @@ def keep_texts(
     tokenizer = load_tokenizer(model)
     dump = None
     if attn_weights is not None and augment_type != "random":
-        dump, text_prefix = load_scores(Path(attn_weights), augment_type, Path(dataset), tokenizer, len(texts))
+        dump, text_prefix = load_scores(Path(attn_weights), augment_type, Path(dataset), tokenizer, len(texts),
+                                        sha256_file(dataset))
     # shuffled replays stage 3's generator through every text up to the last one shown
     needed = list(range(max(chosen) + 1)) if augment_type == "shuffled" else chosen
     encoded = dict(zip(needed, encode_many(tokenizer, [texts[i] for i in needed], text_prefix)))

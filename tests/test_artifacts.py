@@ -97,3 +97,20 @@ def test_dump_header_records_the_sha256_of_its_tensor_bytes(tmp_path):
 )
 def test_tag_problems_are_named(text, problem):
     assert tag_problem(text) == problem
+
+
+def test_the_well_tagged_fast_path_agrees_with_the_tag_by_tag_check():
+    """tag_problem first asks one regex whether the text is well tagged; on random texts built from tag
+    pieces, that regex says yes exactly when the tag-by-tag loop finds no problem."""
+    from elusive.tags import _WELL_TAGGED_RE, _first_tag_problem
+
+    pieces = ["<name>", "</name>", "<city>", "</city>", "<Name>", "</x>", "<", ">", "</", "a", " ", "\n", "<<city>",
+              "<c ity>", "<_a>", "</city >"]
+    rng = np.random.default_rng(0)
+    agreed = {True: 0, False: 0}
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces, rng.integers(0, 9)))
+        well = _WELL_TAGGED_RE.fullmatch(text) is not None
+        assert well == (_first_tag_problem(text) is None), text
+        agreed[well] += 1
+    assert min(agreed.values()) > 1000  # both answers were tested often

@@ -241,28 +241,42 @@ def test_copies_match_the_reference_on_random_drop_patterns(kind, request):
     assert checked > 1000  # many distinct rows, not the same few
 
 
-def test_kept_intervals_and_tidy_match_remove_spans_on_overlapping_spans():
-    """Arbitrary sorted, overlapping and touching span sets, straight through the two vectorised steps."""
+def test_drop_rows_matches_remove_spans_on_overlapping_spans():
+    """Arbitrary sorted, overlapping, touching and empty span sets, straight through the compiled loop:
+    each test row is a text whose candidates are the spans to drop (p = 1), one copy, after its original."""
     rng = np.random.default_rng(0)
-    texts = TRICKY + ["a  \t b\n \n c", " \n", "x"]
+    texts = TRICKY + ["Ann Lee was born in Oslo.\nShe studied law.", "a b\u00a0c\nd", "ab c"] + ["a  \t b\n \n c", " \n", "", "\t\u3000 a \u00a0\n"]
     rows, spans_of_row, expected = [], [], []
-    for _ in range(400):
+    for _ in range(1000):
         text = texts[rng.integers(len(texts))]
         starts = np.sort(rng.integers(0, len(text) + 1, rng.integers(0, 6)))
         spans = np.stack([starts, np.minimum(starts + rng.integers(0, 5, len(starts)), len(text))], axis=1)
         rows.append(text)
         spans_of_row.append(spans)
         expected.append(remove_spans(text, spans))
-    drop_row = np.repeat(np.arange(len(rows)), [len(s) for s in spans_of_row])
-    drop_spans = np.concatenate(spans_of_row).astype(np.int64)
-    lengths = np.array([len(t) for t in rows])
-    row, lo, hi = augment_engine.kept_intervals(lengths, drop_row, drop_spans)
-    codes = augment_engine.codes_of("".join(rows))
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    kept = codes[augment_engine.segment_index(starts[row] + lo, hi - lo)]
-    kept_starts = np.concatenate([[0], np.cumsum(np.bincount(row, weights=hi - lo, minlength=len(rows)))]).astype(np.int64)
-    tidied, tidied_starts = augment_engine.tidy(kept, kept_starts, np.bincount(drop_row, minlength=len(rows)) > 0)
-    assert augment_engine.Rows(tidied, tidied_starts, np.zeros(len(rows)), np.zeros(len(rows))).strings() == expected
+    n_spans = np.array([len(s) for s in spans_of_row])
+    codes, starts = augment_engine.drop_rows(
+        augment_engine.codes_of("".join(rows)), np.concatenate([[0], np.cumsum([len(t) for t in rows])]),
+        np.concatenate(spans_of_row).reshape(-1, 2), np.concatenate([[0], np.cumsum(n_spans)]),
+        np.ones(n_spans.sum()), np.zeros(n_spans.sum()), np.concatenate([[0], np.cumsum(n_spans)[:-1]]),
+        multiply=1, keep_original=True)
+    got = augment_engine.Rows(codes, starts, np.zeros(len(rows)), np.zeros(len(rows))).strings()
+    assert got[0::2] == rows  # the originals, untouched
+    assert got[1::2] == expected
+    assert sum(a != b for a, b in zip(rows, expected)) > 500  # most rows did change
+
+
+def test_drop_rows_draws_by_copy_and_keeps_a_copy_without_drops_untidied():
+    """Copy k of text t compares uniforms[draw_start[t * multiply + k] + j] with p of candidate j; a copy
+    that drops nothing keeps the text's own whitespace."""
+    texts = ["a  b c", "  x y  "]
+    spans = np.array([[0, 1], [3, 4], [5, 6], [2, 3], [4, 5]])  # a, b, c | x, y
+    uniforms = np.array([0.9, 0.1, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.1, 0.1])
+    codes, starts = augment_engine.drop_rows(
+        augment_engine.codes_of("".join(texts)), np.array([0, 6, 13]), spans, np.array([0, 3, 5]),
+        np.full(5, 0.5), uniforms, np.array([0, 3, 6, 8]), multiply=2, keep_original=False)
+    rows = augment_engine.Rows(codes, starts, np.zeros(4), np.zeros(4)).strings()
+    assert rows == ["a c", "a  b c", "  x y  ", ""]
 
 
 def _hand_dump(tok, texts, data, path, kind="attention"):
@@ -321,14 +335,15 @@ def test_csv_rows_are_written_as_pandas_writes_them():
                          np.arange(len(texts)) * 37, np.arange(len(texts)) % 4)
     frame = pd.DataFrame({"text": texts, "source_row": rows.source_row, "copy": rows.copy})
     expected = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
-    assert augment_engine.CSV_HEADER.encode() + augment_engine.csv_bytes(rows) == expected
+    assert augment_engine.CSV_HEADER.encode() + augment_engine.csv_lines(rows).tobytes() == expected
 
 
 def test_character_classes_match_is_droppable_and_isspace():
     codes = np.concatenate([np.arange(0x3100), np.arange(0x3100, 0x110000, 7)]).astype(np.uint32)
     chars = [chr(c) for c in codes.tolist()]
     assert word_chars(codes).tolist() == [is_droppable(ch) for ch in chars]
-    assert augment_engine.space_positions(codes).tolist() == [i for i, ch in enumerate(chars) if ch.isspace()]
+    table = augment_engine._SPACE_TABLE
+    assert table[np.minimum(codes, len(table) - 1)].tolist() == [ch.isspace() for ch in chars]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -433,16 +448,3 @@ def test_tokens_sha256_changes_with_the_tokenizer_the_prefix_the_dataset_and_eve
         edited[k].reshape(-1)[1] ^= 1  # one value of one array
         changed.add(tokens_sha256(tok, "", "d", *edited))
     assert base not in changed and len(changed) == 7
-
-
-def test_tidy_stable_texts_by_hand():
-    """Stable: no tab, no two whitespace characters in a row, none at either end (any single whitespace
-    character inside is fine)."""
-    texts = ["a b\nc d", " a", "a ", "a  b", "a\tb", "a \nb", "a\u00a0b\u3000c", "ab", "a\n\nb"]
-    codes = augment_engine.codes_of("".join(texts))
-    starts = np.concatenate([[0], np.cumsum([len(t) for t in texts])])
-    is_space = np.array([ch.isspace() for ch in "".join(texts)])
-    stable = augment_engine.tidy_stable(codes, is_space, starts)
-    assert stable.tolist() == [True, False, False, False, False, False, True, True, False]
-    tidied = [remove_spans(t, np.zeros((1, 2), np.int64)) for t in texts]  # an empty span: only the tidying
-    assert [t == u for t, u in zip(texts, tidied)] == [True, False, False, False, False, False, True, True, True]
