@@ -37,6 +37,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def augment_text(
 # The vectorised computation: a chunk of texts at a time (its array machinery is elusive.augment_engine)
 # --------------------------------------------------------------------------------------------------
 
-_CHUNK_CHARS = 1 << 20  # output characters per chunk (1 M: a few MB of arrays at a time, whatever the dataset size)
+_CHUNK_CHARS = 1 << 19  # output characters per chunk (512k: a few MB of arrays at a time, whatever the dataset size)
 
 
 @dataclass(frozen=True)
@@ -178,14 +179,8 @@ def _augment_chunk(
     text_start = engine.exclusive_cumsum(text_length)
 
     # droppable tokens: ranked, and covering a character that is neither whitespace nor punctuation
-    token_text = np.repeat(np.arange(n_texts), np.diff(batch.offsets))
-    spans = np.where(batch.ranked[:, None], batch.char_spans, 0)
-    words_before = engine.exclusive_cumsum(word_chars(codes))
-    absolute = spans + text_start[token_text][:, None]
-    cand = np.flatnonzero(batch.ranked & (words_before[absolute[:, 1]] > words_before[absolute[:, 0]]))
-    cand_text = token_text[cand]
-    n_cand = np.bincount(cand_text, minlength=n_texts)
-    cand_start = engine.exclusive_cumsum(n_cand)
+    cand, cand_start = engine.candidates(word_chars(codes), text_start, batch.offsets, batch.char_spans, batch.ranked)
+    n_cand = np.diff(cand_start)
 
     # one draw for the whole chunk; text i's part: [n_i keys if shuffled] then multiply × n_i uniforms
     shuffled = augment_type == "shuffled"
@@ -194,14 +189,16 @@ def _augment_chunk(
     if augment_type == "random":
         p = np.full(len(cand), float(alpha))
     else:
-        local = np.arange(len(cand)) - cand_start[cand_text]  # index among the text's droppable tokens
-        keys = uniforms[part_start[cand_text] + local] if shuffled else scores[cand]
-        p = drop_probabilities(engine.ranks_by_group(keys, cand_text, cand_start), alpha, beta)
+        if shuffled:  # text i's keys are the first n_i draws of its part
+            keys = uniforms[np.arange(len(cand)) - np.repeat(cand_start[:-1] - part_start[:-1], n_cand)]
+        else:
+            keys = scores[cand]
+        p = drop_probabilities(engine.ranks_by_group(keys, cand_start), alpha, beta)
 
     # copy k of text i draws its uniforms after the text's keys (shuffled) and the k copies before it
     draw_start = (part_start[:-1, None] + n_cand[:, None] * (shuffled + np.arange(multiply))).reshape(-1)
-    out_codes, out_starts = engine.drop_rows(codes, text_start, spans[cand], cand_start, p, uniforms, draw_start,
-                                             multiply, keep_original)
+    out_codes, out_starts = engine.drop_rows(codes, text_start, batch.char_spans[cand], cand_start, p, uniforms,
+                                             draw_start, multiply, keep_original)
     per_text = multiply + keep_original
     row_text = np.repeat(np.arange(n_texts), per_text)
     row_copy = np.tile(np.arange(1 - keep_original, multiply + 1), n_texts)
@@ -388,10 +385,24 @@ def data_augmentation(
     path = Path(str(save_name) + ".csv") if not str(save_name).endswith(".csv") else Path(save_name)
     digest = hashlib.sha256()  # of the bytes as written: the file is not read back
     chunks = _augment_chunks(texts, batch, scores, CopyPlan(augment_type, alpha, beta, multiply, keep_original), rng)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        for data in itertools.chain([CSV_HEADER.encode("utf-8")], map(engine.csv_lines, chunks)):
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle, ThreadPoolExecutor(1) as writer:
+
+        def write(rows: engine.Rows) -> None:
+            data = engine.csv_lines(rows)
             handle.write(data)
             digest.update(data)
+
+        # One chunk is encoded, written and hashed in a second thread (the compiled loop, the write and
+        # hashlib release the GIL) while the next one is computed; chunks are written in order.
+        handle.write(CSV_HEADER.encode("utf-8"))
+        digest.update(CSV_HEADER.encode("utf-8"))
+        previous = None
+        for rows in chunks:
+            if previous is not None:
+                previous.result()
+            previous = writer.submit(write, rows)
+        if previous is not None:
+            previous.result()
     settings = {
         "augment_type": augment_type,
         "alpha": alpha,

@@ -63,20 +63,57 @@ class Rows:
         return [text[a:b] for a, b in itertools.pairwise(self.starts.tolist())]
 
 
-def ranks_by_group(keys: np.ndarray, group: np.ndarray, group_start: np.ndarray) -> np.ndarray:
-    """:func:`ranks_from_scores` within each group: ``group`` is sorted, group g starts at ``group_start[g]``."""
-    if keys.dtype == np.float32 and len(group) and group[-1] < 2**31:
-        # one stable sort of uint64 (group, then -key as order-preserving bits) is ~5x faster than
-        # lexsort; -0.0 is made 0.0 and every NaN the same NaN, so ties are the ties of argsort(-keys)
-        negated = -keys + np.float32(0)
-        bits = np.where(np.isnan(negated), np.float32(np.nan), negated).view(np.uint32)
-        bits = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))
-        order = np.argsort((group.astype(np.uint64) << np.uint64(32)) | bits, kind="stable")
-    else:
-        order = np.lexsort((-keys, group))  # stable, so ties keep position order
-    ranks = np.empty(len(keys), dtype=np.int64)
-    ranks[order] = np.arange(len(keys)) - group_start[group[order]]
+def ranks_by_group(keys: np.ndarray, group_start: np.ndarray) -> np.ndarray:
+    """:func:`ranks_from_scores` within each group: group g is ``keys[group_start[g]:group_start[g + 1]]``."""
+    # -key as unsigned integers in the same order (-0.0 made 0.0, every NaN the same NaN, which sorts last
+    # as in argsort), so that a stable integer sort per group gives the ties of argsort(-keys, "stable")
+    keys = np.asarray(keys)
+    if keys.dtype != np.float32:
+        keys = keys.astype(np.float64)
+    uint, sign = (np.uint32, np.uint32(1 << 31)) if keys.dtype == np.float32 else (np.uint64, np.uint64(1 << 63))
+    negated = -keys + keys.dtype.type(0)
+    bits = np.where(np.isnan(negated), keys.dtype.type(np.nan), negated).view(uint)
+    bits = np.where(bits & sign, ~bits, bits | sign)
+    return _ranks_within(bits, np.asarray(group_start, dtype=np.int64))
+
+
+@numba.njit(nogil=True)
+def _ranks_within(bits, group_start):
+    ranks = np.empty(len(bits), dtype=np.int64)
+    for g in range(len(group_start) - 1):
+        a, b = group_start[g], group_start[g + 1]
+        order = np.argsort(bits[a:b], kind="mergesort")  # stable
+        for r in range(b - a):
+            ranks[a + order[r]] = r
     return ranks
+
+
+@numba.njit(nogil=True)
+def _candidates(word, text_start, offsets, char_spans, ranked):
+    n_texts = len(text_start) - 1
+    words_before = np.zeros(len(word) + 1, dtype=np.int64)
+    for i in range(len(word)):
+        words_before[i + 1] = words_before[i] + word[i]
+    index = np.empty(len(ranked), dtype=np.int64)
+    cand_start = np.zeros(n_texts + 1, dtype=np.int64)
+    n = 0
+    for t in range(n_texts):
+        for k in range(offsets[t], offsets[t + 1]):
+            if ranked[k] and words_before[text_start[t] + char_spans[k, 1]] > words_before[text_start[t] + char_spans[k, 0]]:
+                index[n] = k
+                n += 1
+        cand_start[t + 1] = n
+    return index[:n], cand_start
+
+
+def candidates(word: np.ndarray, text_start: np.ndarray, offsets: np.ndarray, char_spans: np.ndarray,
+               ranked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens that may be dropped: ranked, and covering a word character (``word``, per character of
+    the texts, text t's at ``text_start[t]``). Returns their indices (token order) and, per text, where
+    its candidates start in them (``[texts + 1]``)."""
+    return _candidates(np.ascontiguousarray(word, dtype=np.bool_), text_start.astype(np.int64),
+                       offsets.astype(np.int64), np.ascontiguousarray(char_spans, dtype=np.int64),
+                       np.ascontiguousarray(ranked, dtype=np.bool_))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -358,7 +358,7 @@ def test_ranks_within_texts_match_ranks_from_scores(dtype):
     keys[rng.random(len(keys)) < 0.02] = -np.inf
     keys = keys.astype(dtype)
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    ranks = augment_engine.ranks_by_group(keys, group, starts)
+    ranks = augment_engine.ranks_by_group(keys, starts)
     for g in range(len(sizes)):
         assert ranks[starts[g] : starts[g + 1]].tolist() == ranks_from_scores(keys[starts[g] : starts[g + 1]]).tolist()
 
