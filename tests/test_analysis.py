@@ -31,7 +31,7 @@ def test_focus_rows_are_the_attention_of_the_word_before_each_field(small_model,
         sl = dump.text_slice(t)
         start, end = dump.char_spans[sl][q]
         assert end <= span.start and text[end : span.start].strip() == ""  # the word right before the field
-        ids = torch.tensor([dump.input_ids[sl]])
+        ids = torch.from_numpy(dump.input_ids[sl][None].copy())
         with torch.no_grad():
             atts = model(ids, output_attentions=True).attentions
         ref = torch.stack([a[0].mean(0) for a in atts]).mean(0)[q, : q + 1].numpy()
