@@ -89,7 +89,7 @@ def remove_spans(text: str, spans: np.ndarray) -> str:
     """Delete the characters of ``spans`` ([k, 2], sorted, non-overlapping) and tidy the whitespace.
 
     Runs of spaces left by a deletion become one space; spaces at the ends and around newlines go.
-    The reference for the vectorised :func:`engine.kept_intervals` and :func:`engine.tidy`, which give the same
+    The reference for the compiled :func:`engine.drop_rows`, which gives the same
     strings (spans in increasing start order may overlap: their union is removed).
     """
     if len(spans) == 0:
@@ -143,7 +143,7 @@ def augment_text(
 
 
 # --------------------------------------------------------------------------------------------------
-# The vectorised computation: a chunk of texts at a time (its array machinery is elusive.augment_engine)
+# The chunked computation: a chunk of texts at a time (its compiled loops are in elusive.augment_engine)
 # --------------------------------------------------------------------------------------------------
 
 _CHUNK_CHARS = 1 << 19  # output characters per chunk (512k: a few MB of arrays at a time, whatever the dataset size)

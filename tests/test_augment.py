@@ -183,7 +183,7 @@ def test_mismatched_dumps_are_refused(small_model, word_model, bios, dumps, tmp_
 
 
 # --------------------------------------------------------------------------------------------------
-# The vectorised implementation against the per-token, per-copy reference
+# The chunked, compiled implementation against the per-token, per-copy reference
 # --------------------------------------------------------------------------------------------------
 
 TRICKY = [
@@ -203,7 +203,7 @@ TOKENIZER_KINDS = ["small_model", "gemma_model", "word_model"]  # byte-level BPE
 
 
 def _reference_copies(text, enc, scores, augment_type, alpha, beta, multiply, rng):
-    """The per-token, per-copy implementation the vectorised one replaced, on the documented random stream."""
+    """The per-token, per-copy implementation the chunked one replaced, on the documented random stream."""
     cand = droppable_tokens(text, enc)
     if augment_type == "random":
         p = np.full(len(cand), alpha)
