@@ -231,7 +231,7 @@ class Row:
 
     def cells(self) -> list[str]:
         if self.unit == "%":
-            ratio = "" if self.ratio is None else f"{100 * self.ratio:.0f} %"
+            ratio = "" if self.ratio is None else f"{100 * self.ratio:.1f} %"  # 79.6 %, not a MISS shown as 80 %
             target = "" if self.target is None else f"{'≥' if self.higher_is_better else '≤'} {100 * self.target:.0f} %"
         else:
             ratio = "" if self.ratio is None else f"{self.ratio:.2f}×"

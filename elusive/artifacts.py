@@ -290,12 +290,14 @@ class AttentionDump:
                 "recreate it with save_attention.py"
             )
         n = len(arrays["scores"])
+        # copy=False: the arrays are already fresh and mostly of these types (a copy is whole-dataset traffic)
         dump = cls(
-            scores=arrays["scores"].astype(np.float32),
-            offsets=arrays["offsets"].astype(np.int64),
-            input_ids=arrays["input_ids"].astype(np.int64),
-            char_spans=arrays.get("char_spans", np.full((n, 2), -1, dtype=np.int64)).astype(np.int64),
-            ranked=arrays.get("ranked", np.ones(n, dtype=np.uint8)).astype(bool),
+            scores=arrays["scores"].astype(np.float32, copy=False),
+            offsets=arrays["offsets"].astype(np.int64, copy=False),
+            input_ids=arrays["input_ids"].astype(np.int64, copy=False),
+            char_spans=(arrays["char_spans"].astype(np.int64, copy=False) if "char_spans" in arrays
+                        else np.full((n, 2), -1, dtype=np.int64)),
+            ranked=arrays["ranked"].astype(bool) if "ranked" in arrays else np.ones(n, dtype=bool),
             metadata=metadata,
             extra={k: v for k, v in arrays.items() if k not in CORE_ARRAYS},
         )

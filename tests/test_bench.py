@@ -63,6 +63,8 @@ def test_peak_memory_sees_an_allocation_and_rows_judge_targets():
             Row("info", "", "", None, None)]
     assert [r.status for r in rows] == ["PASS", "MISS", "info"]
     assert "| speed" in format_table(rows)
+    near = Row("FLOP/s", "", "", 0.796, 0.80, unit="%")  # a miss by 0.4 points must not print as "80 %"
+    assert near.status == "MISS" and near.cells()[3:5] == ["79.6 %", "≥ 80 %"]
 
 
 SCRIPTS = {
