@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multiply", type=int, default=10)
     parser.add_argument("--alpha", type=float, default=0.7)
     parser.add_argument("--beta", type=float, default=0.05)
-    parser.add_argument("--repeat", type=int, default=1, help="timing repeats (every size of ours, and the baseline); the fastest counts")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="timing repeats of ours at every size and of the baseline (ours repeats a size "
+                             "further until ~1 s is spent on it); the fastest counts")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of ours at --baseline-size")
     args = parser.parse_args(argv)
     model = resolve_model(args)
@@ -180,13 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         run_ours(tokenizer, model, warm_data, warm_dump, folder / "warm", *knobs)
         # the per-run work that does not grow with the data (reading, checks, settings, thread start)
         fixed = min(timed(lambda: run_ours(tokenizer, model, warm_data, warm_dump, folder / "warm", *knobs))[0]
-                    for _ in range(5))
+                    for _ in range(20))
         ours_time, ours_cpu = {}, {}
         for n in sizes:
-            best = float("inf")
-            for _ in range(max(1, args.repeat)):
+            best, spent, runs = float("inf"), 0.0, 0
+            # small sizes take milliseconds, so they repeat until ~1 s is spent (at most 50 runs): one
+            # scheduler hiccup in a 25 ms run would otherwise decide the linearity row
+            while runs < max(1, args.repeat) or (spent < 1.0 and runs < 50):
                 seconds, cpu = timed(lambda n=n: cpu_seconds(
                     lambda: run_ours(tokenizer, model, *inputs[n], folder / f"ours_{n}", *knobs)))
+                spent, runs = spent + seconds, runs + 1
                 if seconds < best:
                     best, ours_cpu[n] = seconds, cpu
             ours_time[n] = best
