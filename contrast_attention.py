@@ -1,27 +1,19 @@
 """Stage 2: contrast two attention dumps (large − small) of the same texts.
 
     python contrast_attention.py attn_dump_large=out/attn_large attn_dump_small=out/attn_small attn_diff=out/attn_diff
+
+`python contrast_attention.py --help` lists every key with its type, default and meaning (elusive/config.py).
 """
 
-import hydra
-from omegaconf import DictConfig
-
-from elusive.cli import require, resolve_path, run
-from elusive.contrast import contrast_attention
+from elusive.cli import script
+from elusive.config import ContrastAttentionConfig
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="contrast_attention")
-def main(cfg: DictConfig) -> None:
-    require(cfg)
-    path = run(
-        contrast_attention,
-        cfg,
-        attn_dump_large=resolve_path(cfg.attn_dump_large),
-        attn_dump_small=resolve_path(cfg.attn_dump_small),
-        attn_diff=resolve_path(cfg.attn_diff),
-        cross_tokenizer=cfg.cross_tokenizer,
-    )
-    print(f"wrote {path}")
+@script("contrast_attention")
+def main(cfg: ContrastAttentionConfig) -> None:
+    from elusive.contrast import contrast_attention  # imported here: --help and config errors need no torch
+
+    print(f"wrote {contrast_attention(cfg)}")
 
 
 if __name__ == "__main__":

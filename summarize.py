@@ -1,20 +1,19 @@
-"""Summarise evaluation runs into the paper's table layout, mean ± std over seeds.
+"""Summarise evaluation runs into the paper's table layout: mean ± std over seeds, or the 95 % interval of one seed.
 
     python summarize.py runs=[out/experiments/table2_gemma2_2b] output=out/table2_gemma2_2b
+
+`python summarize.py --help` lists every key with its type, default and meaning (elusive/config.py).
 """
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
-from elusive.cli import require, resolve_path, run
-from elusive.summary import summarize
+from elusive.cli import script
+from elusive.config import SummarizeConfig
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="summarize")
-def main(cfg: DictConfig) -> None:
-    require(cfg)
-    runs = OmegaConf.to_object(cfg.runs) if OmegaConf.is_list(cfg.runs) else [cfg.runs]
-    print(run(summarize, cfg, runs=[resolve_path(r) for r in runs], output=resolve_path(cfg.output)))
+@script("summarize")
+def main(cfg: SummarizeConfig) -> None:
+    from elusive.summary import summarize  # imported here: --help and config errors need no torch
+
+    print(summarize(cfg))
 
 
 if __name__ == "__main__":

@@ -1,44 +1,22 @@
-"""Stage 4: LoRA continual pretraining on the (augmented) biographies.
+r"""Stage 4: LoRA continual pretraining on the (augmented) biographies.
 
     python train.py model=models/qwen2.5-coder-0.5b dataset=out/bio_aug.csv model_dir=out/lora epochs=10
-    accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes 8 train.py model=meta-llama/Meta-Llama-3-8B quant=8bit dataset=out/bio_aug.csv model_dir=out/lora
+    accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes 8 train.py \
+        model=meta-llama/Meta-Llama-3-8B quant=8bit dataset=out/bio_aug.csv model_dir=out/lora
+
+`python train.py --help` lists every key with its type, default and meaning (elusive/config.py).
 """
 
-import hydra
-from omegaconf import DictConfig
-
-from elusive.cli import require, resolve_path, run, seed_everything
-from elusive.training import train
+from elusive.cli import script, seed_everything
+from elusive.config import TrainConfig
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    require(cfg)
+@script("train")
+def main(cfg: TrainConfig) -> None:
+    from elusive.training import train  # imported here: --help and config errors need no torch
+
     seed_everything(cfg.seed)
-    path = run(
-        train,
-        cfg,
-        model=cfg.model,
-        dataset=resolve_path(cfg.dataset),
-        model_dir=resolve_path(cfg.model_dir),
-        epochs=float(cfg.epochs),
-        batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=float(cfg.learning_rate),
-        warmup_ratio=float(cfg.warmup_ratio),
-        max_grad_norm=float(cfg.max_grad_norm),
-        max_length=cfg.max_length,
-        lora_r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=float(cfg.lora_dropout),
-        quant=cfg.quant,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        seed=cfg.seed,
-        resume=cfg.resume,
-        logging_steps=cfg.logging_steps,
-        group_by_length=cfg.group_by_length,
-    )
+    path = train(cfg)
     if path is not None:  # None: a helper process of a multi-process run
         print(f"wrote {path}")
 

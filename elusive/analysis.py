@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from elusive.artifacts import AttentionDump, atomic_path, write_text_atomic
+from elusive.config import AnalyzeAttentionConfig, check
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
 
@@ -134,15 +135,15 @@ def shares_table(shares: dict[str, dict], title: str) -> str:
     return "\n".join(lines)
 
 
-def analyze_attention(attn_dump, output, model: str | None = None, k: int = 10) -> str:
+def analyze_attention(cfg: AnalyzeAttentionConfig) -> str:
     """Write ``{output}.csv`` (shares per field/rank/label), ``{output}.png`` and ``{output}.md``; return the markdown.
 
     Args:
-        attn_dump: A focus dump (``save_attention.py focus=true``) or a contrast of two focus dumps.
-        output: Output path without suffix.
-        model: Tokenizer source for printing token strings (None = the dump's recorded tokenizer).
-        k: How many top keys to rank.
+        cfg: attn_dump (a focus dump of save_attention.py focus=true, or a contrast of two), output, model (the
+            tokenizer for printing tokens), k, include_punctuation (:class:`elusive.config.AnalyzeAttentionConfig`).
     """
+    check(cfg)
+    attn_dump, output, model, k = cfg.attn_dump, cfg.output, cfg.model, cfg.k
     dump = AttentionDump.load(attn_dump, "attn_dump")
     if "focus_rows" not in dump.extra:
         raise InputError(f"attn_dump={attn_dump}: has no focus rows; rerun save_attention.py with focus=true (both models for a contrast)")

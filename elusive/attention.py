@@ -1,12 +1,17 @@
 """Stage 1: the attention each token *receives*, averaged over heads, chosen layers and later queries.
 
 For a text of n tokens and an attention matrix A (rows = queries i, columns = keys j, causal, each row sums
-to 1), averaged over heads and layers, the score of token j is
+to 1), averaged over heads and layers (the paper: all layers and heads), the score of token j is
 
-    received(j) = mean over i >= j of A[i, j] = sum_{i>=j} A[i, j] / (n - j)
+    received(j) = mean over i >= j of A[i, j] = sum_{i>=j} A[i, j] / (n - j)      (aggregate=received)
+    sum(j)      = sum_{i>=j} A[i, j]                                              (aggregate=sum)
 
-``aggregate=released`` reproduces the paper's released code instead: it sums each attention *row*, which is
-always 1, and divides by the row's length, so the score is 1 / (i + 1) whatever the model and text.
+The paper says "the attention a token receives" without the normalisation: ``received`` (the default) is this
+project's reading, ``sum`` the other one. ``aggregate=released`` replays the authors' released code instead,
+arithmetic and all (:func:`score_released`): the model in bf16, every layer's attention stacked and averaged
+over layers and heads in bf16, the lower triangle's *rows* summed and divided by i + 1. A softmax row sums to
+1, so in exact arithmetic that score is 1 / (i + 1) for every model and text; in bf16 the difference of two
+models is exactly 0 almost everywhere, and the released ranking (stage 3) is decided by numpy's tie order.
 
 Attention is computed query block by query block against only the keys each block may see, and each
 block's weights are reduced to the per-token sums at once (:data:`BLOCKED`), so no layer's B×H×n×n weights
@@ -32,6 +37,7 @@ from transformers import AttentionInterface, PreTrainedModel, PreTrainedTokenize
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from elusive import distributed
+from elusive.config import SaveAttentionConfig, check
 from elusive.artifacts import AttentionDump, dump_path, sha256_file, tokens_sha256, vocab_sha256
 from elusive.data import load_tagged
 from elusive.distributed import SINGLE, Share
@@ -42,7 +48,7 @@ from elusive.tokens import Encoded, encode_many
 
 log = logging.getLogger(__name__)
 
-AGGREGATES = ("received", "released")
+AGGREGATES = ("received", "sum", "released")
 
 
 def attention_modules(model: PreTrainedModel) -> list[torch.nn.Module]:
@@ -81,7 +87,7 @@ def reduce_attention(weights: torch.Tensor, query_mask: torch.Tensor, aggregate:
     Args:
         weights: [B, H, n, n] attention probabilities (rows = queries).
         query_mask: [B, n] 1 for real tokens, 0 for padding.
-        aggregate: ``received`` sums each column over the real query rows; ``released`` sums each row.
+        aggregate: ``received`` and ``sum`` sum each column over the real query rows; ``released`` each row.
 
     Returns:
         [B, n] float32 sums (not yet divided by the number of rows/keys).
@@ -89,17 +95,18 @@ def reduce_attention(weights: torch.Tensor, query_mask: torch.Tensor, aggregate:
     heads = weights.shape[1]
     mean = weights.sum(dim=1, dtype=torch.float32) / heads  # [B, n, n]
     mean = mean * query_mask[:, :, None].to(torch.float32)
-    return mean.sum(dim=1) if aggregate == "received" else mean.sum(dim=2)
+    return mean.sum(dim=2) if aggregate == "released" else mean.sum(dim=1)
 
 
 def finish_scores(sums: torch.Tensor, lengths: torch.Tensor, aggregate: str) -> torch.Tensor:
-    """Turn per-token sums into means: divide by the number of query rows i >= j (or keys j <= i)."""
+    """Turn per-token sums into scores: ``received`` divides by the number of query rows i >= j, ``released``
+    by the number of keys j <= i, ``sum`` by nothing."""
     positions = torch.arange(sums.shape[1], device=sums.device)[None, :]
     if aggregate == "received":
-        counts = (lengths[:, None] - positions).clamp(min=1)
-    else:
-        counts = positions + 1
-    return sums / counts
+        return sums / (lengths[:, None] - positions).clamp(min=1)
+    if aggregate == "released":
+        return sums / (positions + 1)
+    return sums
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,10 +183,10 @@ def blocked_attention(module, query, key, value, attention_mask, **kwargs):
             heads = weights.shape[1]
             mean = weights.sum(dim=1, dtype=torch.float32) / heads  # [B, rows, keys]
             mean = mean * state.query_mask[:, lo:hi, None].to(device=mean.device, dtype=torch.float32)
-            if state.aggregate == "received":
-                state.sums[:, :end].add_(mean.sum(dim=1).to(state.sums.device))
-            else:
+            if state.aggregate == "released":
                 state.sums[:, lo:hi].add_(mean.sum(dim=2).to(state.sums.device))
+            else:
+                state.sums[:, :end].add_(mean.sum(dim=1).to(state.sums.device))
             for f, (b, q) in enumerate(state.focus):
                 if lo <= q < hi:
                     picked = weights[b, :, q - lo, :].sum(dim=0, dtype=torch.float32) / heads
@@ -317,6 +324,40 @@ def score_texts(
     return results, focus_rows  # type: ignore[return-value]
 
 
+@torch.no_grad()
+def score_released(
+    model: PreTrainedModel,
+    encoded: list[Encoded],
+    layers: list[int],
+    focus: list[list[int]] | None = None,
+    part: Share = SINGLE,
+) -> tuple[list[np.ndarray | None], list[list[np.ndarray]]]:
+    """``aggregate=released``: the released code's scores, computed with its arithmetic, one text at a time.
+
+    Per text (no padding, no prefix of its own): the model's attention weights of every chosen layer
+    (``output_attentions``, in the model's dtype — bf16 in the released code) are stacked and averaged over
+    layers and heads in that dtype; the lower triangle's rows are summed and divided by ``1..n`` in that dtype,
+    and the result is cast to float32. Memory is the released code's (every layer's n × n weights at once):
+    this is a compatibility mode, for replaying the released ranking exactly, not for long texts.
+
+    Returns:
+        As :func:`score_texts` (focus rows: row q of the layer/head average, keys 0..q, cast to float32).
+    """
+    device = model_device(model)
+    focus = focus or [[] for _ in encoded]
+    results: list[np.ndarray | None] = [None] * len(encoded)
+    rows: list[list[np.ndarray]] = [[] for _ in encoded]
+    for i in tqdm(part.pick(list(range(len(encoded)))), desc="attention (released)", unit="text"):
+        ids = torch.from_numpy(encoded[i].input_ids)[None, :].to(device)
+        attentions = model.base_model(input_ids=ids, output_attentions=True, use_cache=False).attentions
+        stacked = torch.stack([attentions[layer] for layer in layers])  # [L, 1, H, n, n], the model's dtype
+        average = torch.tril(stacked.mean(dim=(0, 1, 2)))  # [n, n]
+        scores = average.sum(dim=-1) / torch.arange(1, average.shape[-1] + 1, device=average.device).to(average)
+        results[i] = scores.float().cpu().numpy()
+        rows[i] = [average[q, : q + 1].float().cpu().numpy() for q in focus[i]]
+    return results, rows
+
+
 def token_fields(enc: Encoded, spans: list[Span], fields: list[str]) -> np.ndarray:
     """Index into ``fields`` of the tagged field each token overlaps, -1 for other tokens."""
     out = np.full(len(enc.input_ids), -1, dtype=np.int64)
@@ -346,47 +387,24 @@ def focus_queries(enc: Encoded, spans: list[Span], fields: list[str]) -> list[tu
     return out
 
 
-def save_attention(
-    model: str,
-    dataset: Path,
-    save_name: Path,
-    aggregate: str = "received",
-    layers: Sequence[int] | None = None,
-    text_prefix: str = "",
-    batch_size: int = 8,
-    device: str = "auto",
-    dtype: str = "auto",
-    max_texts: int | None = None,
-    focus: bool = False,
-    quant: str | None = None,
-) -> Path | None:
-    """Run stage 1: write ``{save_name}.safetensors`` with per-token attention scores for ``dataset``.
+def save_attention(cfg: SaveAttentionConfig) -> Path | None:
+    """Run stage 1: write ``{cfg.save_name}.safetensors`` with per-token attention scores for ``cfg.dataset``.
+
+    Launched on several processes (accelerate launch, torchrun), ``device=auto`` is this process's GPU and each
+    process scores its share of the batches; the main process merges them and writes the dump.
 
     Args:
-        model: Hub id, local directory or ``.gguf`` file.
-        dataset: CSV with a ``text`` column (tags are stripped before tokenising).
-        save_name: Output path without suffix.
-        aggregate: ``received`` (the paper's score) or ``released`` (the released code's 1/(i+1)).
-        layers: Layers to average over; None for all.
-        text_prefix: String prepended before tokenising (the paper used "Text: "); never ranked.
-        batch_size: Texts per forward pass.
-        device: ``auto``, ``cpu``, ``cuda`` or ``multi``; launched on several processes (accelerate launch,
-            torchrun), ``auto`` is this process's GPU and each process scores its share of the batches.
-        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
-        max_texts: Only the first N texts (None = all), for quick trials.
-        focus: Also store the attention row of the token just before each tagged field (for the analyses of
-            which tokens a model looks at when a field is about to come); needs tagged texts.
-        quant: None, ``8bit`` or ``4bit`` (bitsandbytes, CUDA only) for models too large otherwise.
+        cfg: The settings (:class:`elusive.config.SaveAttentionConfig` says what each one means).
 
     Returns:
         The path written (None on the processes other than the main one of a multi-process run).
+
+    Raises:
+        InputError: A setting, the dataset or the model is unusable (before anything is written).
     """
-    if aggregate not in AGGREGATES:
-        raise InputError(f"aggregate={aggregate}: unknown; use received (the paper's score) or released")
-    if batch_size < 1:
-        raise InputError(f"batch_size={batch_size}: must be >= 1")
-    if max_texts is not None and max_texts < 1:
-        raise InputError(f"max_texts={max_texts}: must be >= 1, or null for all texts")
+    check(cfg)
+    model, dataset, save_name, aggregate = cfg.model, Path(cfg.dataset), Path(cfg.save_name), cfg.aggregate
+    text_prefix, focus, max_texts = cfg.text_prefix, cfg.focus, cfg.max_texts
     tagged = load_tagged(dataset, "dataset")
     if max_texts is not None:
         tagged = tagged[:max_texts]
@@ -395,17 +413,21 @@ def save_attention(
     if focus and not [f for f in fields if f != "name"]:
         raise InputError(f"focus=true: dataset={dataset} has no tagged fields (<company>...</company>); use a tagged CSV")
     part = distributed.share()
-    device = distributed.process_device(device)
+    device = distributed.process_device(cfg.device)
     tokenizer = load_tokenizer(model)
-    lm = load_model(model, device=device, dtype=dtype, quant=quant, attn_implementation="eager")
-    chosen = select_layers(layers, lm.config.get_text_config().num_hidden_layers)
-    if aggregate == "released":
-        log.warning("aggregate=released: every score is 1/(i+1) of the token position, whatever the model and text")
+    dtype = "bfloat16" if aggregate == "released" and cfg.dtype == "auto" else cfg.dtype  # the released code's
+    lm = load_model(model, device=device, dtype=dtype, quant=cfg.quant, attn_implementation="eager")
+    chosen = select_layers(cfg.layers, lm.config.get_text_config().num_hidden_layers)
     encoded = encode_many(tokenizer, texts, text_prefix)
+    check_lengths(encoded, cfg.max_length, lm, dataset)
     queries = [focus_queries(e, spans, fields) if focus else [] for e, (_, spans) in zip(encoded, tagged)]
-    scores, rows = score_texts(
-        lm, encoded, chosen, aggregate, batch_size, tokenizer.pad_token_id, [[q for q, _ in qs] for qs in queries], part
-    )
+    wanted = [[q for q, _ in qs] for qs in queries]
+    if aggregate == "released":
+        log.warning("aggregate=released: the released code's score, 1/(i+1) in exact arithmetic; its bf16 rounding "
+                    "decides the contrast (a compatibility mode for replaying the released ranking)")
+        scores, rows = score_released(lm, encoded, chosen, wanted, part)
+    else:
+        scores, rows = score_texts(lm, encoded, chosen, aggregate, cfg.batch_size, tokenizer.pad_token_id, wanted, part)
     if part.world_size > 1:
         merged = merge_shards(dump_path(save_name), part, scores, rows)
         if merged is None:  # not the main process: it writes nothing
@@ -413,6 +435,8 @@ def save_attention(
         scores, rows = merged
     metadata = dump_metadata(model, tokenizer, dataset, aggregate, chosen, lm.dtype, text_prefix, len(texts))
     metadata["fields"] = json.dumps(fields)
+    metadata["layers_requested"] = json.dumps(cfg.layers)
+    metadata["quant"] = json.dumps(cfg.quant)
     extra = {"token_field": np.concatenate([token_fields(e, spans, fields) for e, (_, spans) in zip(encoded, tagged)])}
     if focus:
         flat = [r for per_text in rows for r in per_text]
@@ -439,6 +463,26 @@ def save_attention(
     path = dump.save(save_name)
     log.info("wrote %s: %d texts, %d tokens", path, dump.n_texts, len(dump.scores))
     return path
+
+
+def check_lengths(encoded: list[Encoded], max_length: int | None, model: PreTrainedModel, dataset: Path) -> None:
+    """Refuse a text longer than ``max_length`` tokens (null: the model's ``max_position_embeddings``), before
+    any forward pass: a longer text would be scored past the positions the model was trained on (and a very
+    long one would need gigabytes). Nothing is truncated, since stage 3 needs a score for every token.
+
+    Raises:
+        InputError: Naming the first such text, its length and the limit.
+    """
+    limit = max_length or getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    if limit is None:
+        return
+    for row, enc in enumerate(encoded):
+        if len(enc.input_ids) > limit:
+            key = "max_length" if max_length else "model"
+            raise InputError(
+                f"dataset={dataset}: text {row} has {len(enc.input_ids)} tokens, more than {key}'s limit of {limit}; "
+                "split the long texts into shorter ones (or raise max_length up to the model's limit)"
+            )
 
 
 def dump_metadata(

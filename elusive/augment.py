@@ -1,32 +1,33 @@
 """Stage 3: token-dropout augmentation guided by attention (or its contrast between two models).
 
-For each text, the droppable tokens (not special, not ``text_prefix``, not whitespace- or
-punctuation-only) are ranked by score, rank 0 = largest. Each of ``multiply`` copies drops the token of rank
-r with probability
+For each text, the droppable tokens (not special, not ``text_prefix``, not whitespace- or punctuation-only)
+are ranked, rank 0 = kept most, and each of ``multiply`` copies drops the token of rank r with probability
 
     p(r) = alpha * (1 - exp(-beta * r))
 
-so the tokens the score favours are kept and the rest are dropped more and more often.
+:func:`drop_plan` is the one definition of which tokens may be dropped and with what probability; Figure 4
+calls it too. ``augment_type``:
 
-``augment_type``:
   * ``random``          — every droppable token dropped with probability ``alpha`` (the paper's baseline;
                           the released code used alpha as a keep probability here).
-  * ``attention``       — ranks from one model's dump (``attn_weights`` of kind ``attention``).
-  * ``attention_diff``  — ranks from a contrast (``attn_weights`` of kind ``attention_diff``).
-  * ``shuffled``        — the p(r) schedule over a random ranking, drawn once per text (fixed across its
-                          copies, like a real ranking): the control that separates ranking from schedule.
+  * ``attention``       — ranked by one model's dump (``attn_weights`` of kind ``attention``), largest first.
+  * ``attention_diff``  — ranked by a contrast (``attn_weights`` of kind ``attention_diff``), largest first.
+  * ``shuffled``        — the same p(r) over a random ranking, fixed per text across its copies: the control
+                          that separates the ranking from the schedule.
+  * ``position``        — the same p(r) with rank 0 = the last droppable token: the control for "attention or
+                          position?" (a released contrast is nearly reverse position on biographies).
 
-A dropped token's characters are removed (tokens may share characters: byte-level BPE splits one
-character over several tokens), then the whitespace is tidied: runs of spaces/tabs become one space,
-spaces next to a newline go, and so does whitespace at both ends (:func:`remove_spans`). A copy that
-drops nothing is the text unchanged, and so is the original (``copy`` 0).
+A dump of ``aggregate=released`` is ranked as the released code ranked it (:func:`released_ranks`).
 
-Random stream: one ``numpy.random.default_rng(seed)``, consumed text by text in dataset order. For a
-text with n droppable tokens it draws, with ``rng.random``, first (``shuffled`` only) n keys whose ranking
-is the text's random ranking (:func:`shuffled_ranks`: rank 0 = largest key), then ``multiply`` × n
-uniforms u, copy by copy and within a copy token by token; the token is dropped from that copy iff
-u < p(rank). :func:`augment_text` consumes the generator in the same way for one text, so calling it on
-each text in turn with one generator gives the rows of :func:`data_augmentation`.
+A dropped token's characters are removed (tokens may share characters: byte-level BPE splits one character
+over several tokens), then the whitespace is tidied: runs of spaces/tabs become one space, spaces next to a
+newline go, and so does whitespace at both ends. A copy that drops nothing is the text unchanged, and so is
+the original (``copy`` 0).
+
+Random stream: one ``numpy.random.default_rng(seed)``, consumed text by text in dataset order: for a text with
+n droppable tokens, ``multiply`` × n uniforms u, copy by copy and within a copy token by token; the token is
+dropped from that copy iff u < p(rank). The shuffled ranking has generators of its own (one per text), so
+every ranking can be recomputed without replaying the stream.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import hashlib
 import itertools
 import json
 import logging
-import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,16 +55,14 @@ from elusive.artifacts import (
     write_text_atomic,
 )
 from elusive.augment_engine import CSV_HEADER
+from elusive.config import AUGMENT_TYPES, DataAugmentationConfig, check
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
-from elusive.tokens import Encoded, EncodedBatch, encode_batch, is_droppable, word_chars
+from elusive.tokens import Encoded, EncodedBatch, encode_batch, word_chars
 
 log = logging.getLogger(__name__)
 
-AUGMENT_TYPES = ("random", "attention", "attention_diff", "shuffled")
-_SPACES = re.compile(r"[ \t]+")
-_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
 
 
 def drop_probabilities(ranks: np.ndarray, alpha: float, beta: float) -> np.ndarray:
@@ -80,153 +78,153 @@ def ranks_from_scores(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def shuffled_ranks(rng: np.random.Generator, n: int) -> np.ndarray:
-    """The random ranking ``shuffled`` gives a text's ``n`` droppable tokens: ``n`` keys ranked like scores."""
-    return ranks_from_scores(rng.random(n))
-
-
-def remove_spans(text: str, spans: np.ndarray) -> str:
-    """Delete the characters of ``spans`` ([k, 2], sorted, non-overlapping) and tidy the whitespace.
-
-    Runs of spaces left by a deletion become one space; spaces at the ends and around newlines go.
-    The reference for the compiled :func:`engine.drop_rows`, which gives the same
-    strings (spans in increasing start order may overlap: their union is removed).
-    """
-    if len(spans) == 0:
-        return text
-    pieces = []
-    pos = 0
-    for start, end in spans.tolist():
-        pieces.append(text[pos:start])
-        pos = max(pos, end)
-    pieces.append(text[pos:])
-    return _SPACE_AROUND_NEWLINE.sub("\n", _SPACES.sub(" ", "".join(pieces))).strip()
-
-
-def droppable_tokens(text: str, enc: Encoded) -> np.ndarray:
-    """Indices of the tokens of ``text`` that may be dropped."""
-    idx = np.flatnonzero(enc.ranked)
-    return np.asarray([i for i in idx if is_droppable(text[enc.char_spans[i, 0] : enc.char_spans[i, 1]])], dtype=np.int64)
-
-
-def augment_text(
-    text: str,
-    enc: Encoded,
-    scores: np.ndarray | None,
-    augment_type: str,
-    alpha: float,
-    beta: float,
-    multiply: int,
-    rng: np.random.Generator,
-) -> list[str]:
-    """Make ``multiply`` token-dropout copies of one tag-free text.
-
-    The computation :func:`data_augmentation` does for each text (the module docstring says in which
-    order ``rng`` is consumed).
-
-    Args:
-        text: The tag-free text.
-        enc: Its tokens (character spans into ``text``).
-        scores: Per-token scores aligned with ``enc`` (None for ``random`` and ``shuffled``).
-        augment_type: One of :data:`AUGMENT_TYPES`.
-        alpha: Maximum drop probability, in [0, 1].
-        beta: How fast p(r) rises with rank, >= 0.
-        multiply: Number of copies.
-        rng: The seeded generator (consumed in a fixed order, so outputs are reproducible).
-
-    Returns:
-        The augmented copies.
-    """
-    plan = CopyPlan(augment_type, alpha, beta, multiply, keep_original=False)
-    rows = _augment_chunk([text], EncodedBatch.of([enc]), scores, plan, rng)
-    return rows.strings()
-
-
 # --------------------------------------------------------------------------------------------------
-# The chunked computation: a chunk of texts at a time (its compiled loops are in elusive.augment_engine)
+# The drop plan (one definition for stage 3 and Figure 4), and the chunked computation (compiled loops in
+# elusive.augment_engine)
 # --------------------------------------------------------------------------------------------------
 
 _CHUNK_CHARS = 1 << 19  # output characters per chunk (512k: a few MB of arrays at a time, whatever the dataset size)
+SHUFFLE_STREAM = 0x5E1F  # the shuffled ranking's generator: default_rng([seed, SHUFFLE_STREAM, text index])
 
 
 @dataclass(frozen=True)
-class CopyPlan:
-    """The rows every text gets: its original first if ``keep_original``, then ``multiply`` copies that drop
-    each droppable token with p(rank) of ``augment_type``, ``alpha`` and ``beta``."""
+class DropSettings:
+    """What decides each token's drop probability: the method, its schedule, and (``shuffled``) the seed.
+
+    ``released=True`` ranks as the released code did (see :func:`released_ranks`); it is set for dumps of
+    ``aggregate=released``.
+    """
 
     augment_type: str
     alpha: float
     beta: float
-    multiply: int
-    keep_original: bool
+    seed: int = 0
+    released: bool = False
 
 
-def _augment_chunk(
-    texts: list[str],
-    batch: EncodedBatch,
-    scores: np.ndarray | None,
-    plan: CopyPlan,
-    rng: np.random.Generator,
-) -> engine.Rows:
-    """The rows of ``texts`` (with their tokens ``batch`` and flat token ``scores``): per text its original
-    (if ``keep_original``) and ``multiply`` copies, consuming ``rng`` as the module docstring says."""
-    augment_type, alpha, beta, multiply, keep_original = (
-        plan.augment_type, plan.alpha, plan.beta, plan.multiply, plan.keep_original
-    )
-    n_texts = len(texts)
+@dataclass(frozen=True)
+class DropPlan:
+    """Which tokens of each text may be dropped, their rank and their drop probability.
+
+    Attributes:
+        candidates: [m] index (into the batch's token arrays) of every droppable token, text by text, in order.
+        starts: [texts + 1] text t's candidates are ``candidates[starts[t]:starts[t + 1]]``.
+        ranks: [m] each candidate's rank in its text (0 = kept most); ``random`` has none (all 0).
+        p: [m] each candidate's drop probability.
+    """
+
+    candidates: np.ndarray
+    starts: np.ndarray
+    ranks: np.ndarray
+    p: np.ndarray
+
+
+def drop_plan(texts: list[str], batch: EncodedBatch, scores: np.ndarray | None, settings: DropSettings,
+              first_text: int = 0) -> DropPlan:
+    """The one definition of "which tokens can be dropped, and with what probability" (stage 3 and Figure 4).
+
+    Droppable: a text token (not special, not ``text_prefix``) covering a character that is neither whitespace
+    nor punctuation. Ranks, rank 0 = kept most: ``attention``/``attention_diff`` by score, largest first, ties
+    by position; with ``released`` as the released code (:func:`released_ranks`); ``shuffled`` by random keys
+    drawn per text from ``default_rng([seed, SHUFFLE_STREAM, first_text + t])`` (so a text's ranking does not
+    depend on the others); ``position``: the last droppable token first. p(r) = alpha·(1 − exp(−beta·r));
+    ``random``: alpha for every droppable token.
+
+    Args:
+        texts: The tag-free texts.
+        batch: Their tokens (character spans into each text).
+        scores: One score per token of ``batch`` (ranked types only).
+        settings: The method and schedule.
+        first_text: Index of ``texts[0]`` in the dataset (the shuffled ranking of text i depends on i).
+    """
     codes = engine.codes_of("".join(texts))
-    text_length = np.fromiter(map(len, texts), dtype=np.int64, count=n_texts)
-    text_start = engine.exclusive_cumsum(text_length)
+    text_start = engine.exclusive_cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    return _plan(codes, text_start, batch, scores, settings, first_text)
 
-    # droppable tokens: ranked, and covering a character that is neither whitespace nor punctuation
-    cand, cand_start = engine.candidates(word_chars(codes), text_start, batch.offsets, batch.char_spans, batch.ranked)
-    n_cand = np.diff(cand_start)
 
-    # one draw for the whole chunk; text i's part: [n_i keys if shuffled] then multiply × n_i uniforms
-    shuffled = augment_type == "shuffled"
-    part_start = engine.exclusive_cumsum(n_cand * (multiply + shuffled))
-    uniforms = rng.random(int(part_start[-1]))
-    if augment_type == "random":
-        p = np.full(len(cand), float(alpha))
+def _plan(codes: np.ndarray, text_start: np.ndarray, batch: EncodedBatch, scores: np.ndarray | None,
+          settings: DropSettings, first_text: int) -> DropPlan:
+    """:func:`drop_plan` for texts already turned into code points (``codes``, texts at ``text_start``)."""
+    cand, starts = engine.candidates(word_chars(codes), text_start, batch.offsets, batch.char_spans, batch.ranked)
+    n_cand = np.diff(starts)
+    kind = settings.augment_type
+    if kind == "random":
+        return DropPlan(cand, starts, np.zeros(len(cand), np.int64), np.full(len(cand), float(settings.alpha)))
+    if kind == "position":  # rank 0 = the text's last droppable token
+        ranks = np.repeat(starts[1:] - 1, n_cand) - np.arange(len(cand))
+    elif kind == "shuffled":
+        keys = [np.random.default_rng([settings.seed, SHUFFLE_STREAM, first_text + t]).random(int(n))
+                for t, n in enumerate(n_cand)]
+        ranks = engine.ranks_by_group(np.concatenate(keys) if keys else np.zeros(0), starts)
+    elif settings.released:
+        ranks = released_ranks(scores, batch.offsets, cand, starts)
     else:
-        if shuffled:  # text i's keys are the first n_i draws of its part
-            keys = uniforms[np.arange(len(cand)) - np.repeat(cand_start[:-1] - part_start[:-1], n_cand)]
-        else:
-            keys = scores[cand]
-        p = drop_probabilities(engine.ranks_by_group(keys, cand_start), alpha, beta)
+        ranks = engine.ranks_by_group(scores[cand], starts)
+    return DropPlan(cand, starts, ranks, drop_probabilities(ranks, settings.alpha, settings.beta))
 
-    # copy k of text i draws its uniforms after the text's keys (shuffled) and the k copies before it
-    draw_start = (part_start[:-1, None] + n_cand[:, None] * (shuffled + np.arange(multiply))).reshape(-1)
-    out_codes, out_starts = engine.drop_rows(codes, text_start, batch.char_spans[cand], cand_start, p, uniforms,
-                                             draw_start, multiply, keep_original)
+
+def released_ranks(scores: np.ndarray, offsets: np.ndarray, cand: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The released code's ranking: per text, ``numpy.argsort(scores)[::-1]`` over *all* its tokens.
+
+    The float32 scores of the text's tokens (special and prefix tokens included, as the released code tokenised
+    them) are sorted with numpy's default sort kind, whose order of equal scores is part of the released
+    behaviour (a released contrast is exactly 0 almost everywhere); a token's rank is its place in the reversed
+    order, so tokens that are never dropped still take up ranks. Hand-written per text because it must be
+    numpy's own argsort, not a compiled or stable one.
+    """
+    ranks = np.empty(len(cand), dtype=np.int64)
+    for t in range(len(starts) - 1):
+        a, b = int(offsets[t]), int(offsets[t + 1])
+        order = np.argsort(np.asarray(scores[a:b], dtype=np.float32))[::-1]
+        rank_of = np.empty(b - a, dtype=np.int64)
+        rank_of[order] = np.arange(b - a)
+        ranks[starts[t] : starts[t + 1]] = rank_of[cand[starts[t] : starts[t + 1]] - a]
+    return ranks
+
+
+def _augment_chunk(texts: list[str], batch: EncodedBatch, scores: np.ndarray | None, settings: DropSettings,
+                   multiply: int, keep_original: bool, rng: np.random.Generator, first_text: int = 0) -> engine.Rows:
+    """The rows of ``texts``: per text its original (if ``keep_original``) and ``multiply`` copies, each copy
+    dropping a candidate iff its uniform draw is below its p (``rng`` consumed as the module docstring says)."""
+    codes = engine.codes_of("".join(texts))
+    text_start = engine.exclusive_cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    plan = _plan(codes, text_start, batch, scores, settings, first_text)
+    n_cand = np.diff(plan.starts)
+    part_start = engine.exclusive_cumsum(n_cand * multiply)  # text t's uniforms: multiply × n_t, copy by copy
+    uniforms = rng.random(int(part_start[-1]))
+    draw_start = (part_start[:-1, None] + n_cand[:, None] * np.arange(multiply)).reshape(-1)
+    out_codes, out_starts = engine.drop_rows(codes, text_start, batch.char_spans[plan.candidates], plan.starts, plan.p,
+                                             uniforms, draw_start, multiply, keep_original)
     per_text = multiply + keep_original
-    row_text = np.repeat(np.arange(n_texts), per_text)
-    row_copy = np.tile(np.arange(1 - keep_original, multiply + 1), n_texts)
+    row_text = np.repeat(np.arange(len(texts)), per_text)
+    row_copy = np.tile(np.arange(1 - keep_original, multiply + 1), len(texts))
     return engine.Rows(out_codes, out_starts, row_text, row_copy)
 
 
-def _augment_chunks(
-    texts: list[str],
-    batch: EncodedBatch,
-    scores: np.ndarray | None,
-    plan: CopyPlan,
-    rng: np.random.Generator,
-) -> Iterator[engine.Rows]:
+def _augment_chunks(texts: list[str], batch: EncodedBatch, scores: np.ndarray | None, settings: DropSettings,
+                    multiply: int, keep_original: bool, rng: np.random.Generator) -> Iterator[engine.Rows]:
     """:func:`_augment_chunk` over consecutive chunks of about :data:`_CHUNK_CHARS` output characters.
 
     The generator is consumed text by text in dataset order whatever the chunks, so they do not change
     the output; ``source_row`` is the text's index in ``texts``.
     """
-    weight = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) * (plan.multiply + plan.keep_original)
+    weight = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) * (multiply + keep_original)
     cuts = np.searchsorted(np.cumsum(weight), np.arange(_CHUNK_CHARS, weight.sum(), _CHUNK_CHARS), side="right")
     bounds = np.unique(np.concatenate([[0], cuts, [len(texts)]])).tolist()
     for a, b in itertools.pairwise(bounds):
+        part = batch_slice(batch, a, b)
         tokens = slice(int(batch.offsets[a]), int(batch.offsets[b]))
-        part = EncodedBatch(batch.input_ids[tokens], batch.char_spans[tokens], batch.ranked[tokens],
-                            batch.offsets[a : b + 1] - batch.offsets[a])
-        rows = _augment_chunk(texts[a:b], part, None if scores is None else scores[tokens], plan, rng)
+        rows = _augment_chunk(texts[a:b], part, None if scores is None else scores[tokens], settings, multiply,
+                              keep_original, rng, first_text=a)
         rows.source_row = rows.source_row + a
         yield rows
+
+
+def batch_slice(batch: EncodedBatch, a: int, b: int) -> EncodedBatch:
+    """Texts ``a:b`` of ``batch`` as a batch of their own."""
+    tokens = slice(int(batch.offsets[a]), int(batch.offsets[b]))
+    return EncodedBatch(batch.input_ids[tokens], batch.char_spans[tokens], batch.ranked[tokens],
+                        batch.offsets[a : b + 1] - batch.offsets[a])
 
 
 def batch_scores(dump: AttentionDump, batch: EncodedBatch, key: str) -> np.ndarray:
@@ -243,20 +241,14 @@ def batch_scores(dump: AttentionDump, batch: EncodedBatch, key: str) -> np.ndarr
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-def validate(augment_type: str, alpha: float, beta: float, multiply: int, attn_weights: Path | None) -> None:
-    """Check the augmentation settings before anything is read or written.
+def validate(augment_type: str, attn_weights: Path | str | None) -> None:
+    """Check what the settings' own rules cannot: the ranked types need a dump.
 
     Raises:
         InputError: Naming the offending key.
     """
     if augment_type not in AUGMENT_TYPES:
         raise InputError(f"augment_type={augment_type}: unknown; use one of {', '.join(AUGMENT_TYPES)}")
-    if not 0.0 <= alpha <= 1.0:
-        raise InputError(f"alpha={alpha}: must be in [0, 1] (the largest drop probability)")
-    if beta < 0:
-        raise InputError(f"beta={beta}: must be >= 0 (how fast the drop probability rises with rank)")
-    if multiply < 1 or int(multiply) != multiply:
-        raise InputError(f"multiply={multiply}: must be a whole number >= 1 (augmented copies per text)")
     if augment_type in ("attention", "attention_diff") and attn_weights is None:
         raise InputError(f"attn_weights=null: augment_type={augment_type} needs a dump; give attn_weights=<save_name>")
 
@@ -335,56 +327,58 @@ def token_scores(dump: AttentionDump, i: int, enc: Encoded, key: str) -> np.ndar
     return dump.scores[rows]
 
 
-def data_augmentation(
-    augment_type: str,
-    alpha: float,
-    beta: float,
-    multiply: int,
-    model: str,
-    dataset: Path,
-    save_name: Path,
-    attn_weights: Path | None = None,
-    seed: int = 0,
-    keep_original: bool = True,
-    text_prefix: str = "",
-) -> Path:
-    """Run stage 3: write ``{save_name}.csv`` with the originals and their augmented copies.
+def ranking_inputs(augment_type: str, model: str, dataset: Path, attn_weights: Path | None, text_prefix: str = ""
+                   ) -> tuple[list[str], EncodedBatch, np.ndarray | None, AttentionDump | None]:
+    """What the drop plan needs, read and checked: the texts, their tokens, one score per token and the dump.
 
-    Args:
-        augment_type: ``random``, ``attention``, ``attention_diff`` or ``shuffled``.
-        alpha: Maximum drop probability (the drop probability itself for ``random``).
-        beta: Rate at which p(r) approaches alpha with rank.
-        multiply: Augmented copies per text.
-        model: Tokenizer source (hub id, directory or .gguf); must match the dump's tokenizer.
-        dataset: The CSV the dump was computed on.
-        save_name: Output path without ``.csv``.
-        attn_weights: The dump that ranks tokens (needed for ``attention`` and ``attention_diff``).
-        seed: Seed of the dropout generator; same inputs and seed give a byte-identical CSV.
-        keep_original: Also write each original text (``copy`` = 0).
-        text_prefix: Prefix for tokenising when no dump is given (a dump's own prefix wins).
+    The tokens are the dump's own when its ``tokens_sha256`` shows they are what the tokenizer of ``model``
+    gives (otherwise the texts are tokenised again and compared); a word-level contrast is projected onto the
+    tokens. Without a dump, scores and dump are None.
 
-    Returns:
-        The CSV written; its settings go to ``{save_name}.json`` beside it (read back by train.py and the summary).
+    Raises:
+        InputError: The dataset, tokenizer or dump is unusable or they do not fit together.
     """
-    validate(augment_type, alpha, beta, multiply, attn_weights)
+    validate(augment_type, attn_weights)
     texts = load_texts(dataset, "dataset")
-    dataset_sha256 = sha256_file(dataset)
     tokenizer = load_tokenizer(model)
     dump = None
-    if attn_weights is not None and augment_type == "random":
-        log.warning("attn_weights=%s: not used by augment_type=random (every token dropped with probability alpha)",
-                    attn_weights)
-    if attn_weights is not None and augment_type != "random":
-        dump, text_prefix = load_scores(attn_weights, augment_type, dataset, tokenizer, len(texts),
-                                         dataset_sha256)
+    if attn_weights is not None and augment_type in ("random", "shuffled", "position"):
+        log.warning("attn_weights=%s: not used by augment_type=%s", attn_weights, augment_type)
+    elif attn_weights is not None:
+        dump, text_prefix = load_scores(attn_weights, augment_type, dataset, tokenizer, len(texts), sha256_file(dataset))
     batch = dump_tokens(dump, tokenizer) if dump is not None else None
     if batch is None:
         batch = encode_batch(tokenizer, texts, text_prefix)
     scores = None if dump is None else batch_scores(dump, batch, f"attn_weights={attn_weights}")
+    return texts, batch, scores, dump
+
+
+def data_augmentation(cfg: DataAugmentationConfig) -> Path:
+    """Run stage 3: write ``{cfg.save_name}.csv`` with the originals and their augmented copies.
+
+    Args:
+        cfg: The settings (:class:`elusive.config.DataAugmentationConfig` says what each one means).
+
+    Returns:
+        The CSV written; its settings go to ``{save_name}.json`` beside it (read back by train.py and the summary).
+
+    Raises:
+        InputError: A setting, the dataset, the tokenizer or the dump is unusable (before anything is written).
+    """
+    check(cfg)
+    augment_type, alpha, beta, multiply, seed = cfg.augment_type, cfg.alpha, cfg.beta, cfg.multiply, cfg.seed
+    model, dataset, save_name, keep_original, text_prefix = (
+        cfg.model, Path(cfg.dataset), Path(cfg.save_name), cfg.keep_original, cfg.text_prefix
+    )
+    attn_weights = None if cfg.attn_weights is None else Path(cfg.attn_weights)
+    texts, batch, scores, dump = ranking_inputs(augment_type, model, dataset, attn_weights, text_prefix)
+    dataset_sha256 = dump.metadata["dataset_sha256"] if dump is not None else sha256_file(dataset)
     rng = np.random.default_rng(seed)
     path = Path(str(save_name) + ".csv") if not str(save_name).endswith(".csv") else Path(save_name)
     digest = hashlib.sha256()  # of the bytes as written: the file is not read back
-    chunks = _augment_chunks(texts, batch, scores, CopyPlan(augment_type, alpha, beta, multiply, keep_original), rng)
+    released = dump is not None and dump.metadata.get("aggregate") == "released"
+    settings = DropSettings(augment_type, alpha, beta, seed, released)
+    chunks = _augment_chunks(texts, batch, scores, settings, multiply, keep_original, rng)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle, ThreadPoolExecutor(1) as writer:
 
         def write(rows: engine.Rows) -> None:
@@ -403,8 +397,10 @@ def data_augmentation(
             previous = writer.submit(write, rows)
         if previous is not None:
             previous.result()
-    settings = {
+    record = {
         "augment_type": augment_type,
+        "ranking": "released (numpy.argsort, default kind)" if released else "scores" if dump is not None else augment_type,
+        "numpy": np.__version__,
         "alpha": alpha,
         "beta": None if augment_type == "random" else beta,
         "multiply": multiply,
@@ -415,7 +411,7 @@ def data_augmentation(
         "dataset_sha256": dataset_sha256,
         "csv_sha256": digest.hexdigest(),
     }
-    write_text_atomic(path.with_suffix(".json"), json.dumps(settings, indent=2) + "\n")  # provenance for the summary
+    write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=2, allow_nan=False) + "\n")  # provenance
     log.info("wrote %s: %d rows (%d texts × %d copies%s)", path, len(texts) * (multiply + keep_original),
              len(texts), multiply, " + originals" if keep_original else "")
     return path

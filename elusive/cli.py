@@ -1,7 +1,25 @@
-"""What the five thin top-level scripts share: path resolution, seeding and error reporting."""
+"""What the thin top-level scripts share: the typed config, ``--help``, early checks and one-line errors.
+
+A script is::
+
+    @script("train")
+    def main(cfg: TrainConfig) -> None:
+        seed_everything(cfg.seed)
+        print(f"wrote {train(cfg)}")
+
+:func:`script` checks the command line against the script's schema (:mod:`elusive.config`) before Hydra
+runs — an unknown key is named with the closest known one, a value of the wrong type or out of range is
+refused, sweeps (``-m alpha=0.5,0.7``) value by value — then lets Hydra compose the config, turns it into the
+dataclass, resolves its paths against the directory the command was run from, checks every rule, logs it, and
+calls ``main``. Bad input of any kind ends with one line ``error: key=value: what is wrong; the fix`` on
+stderr and exit status 2. Nothing here imports torch or transformers.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
 import logging
 import os
 import random
@@ -11,59 +29,216 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from elusive.config import RELEASED_NAMES, SCHEMAS, check, check_field, help_text, known_keys, settings_fields
 from elusive.errors import InputError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_LAUNCH_DIR = Path.cwd()  # the directory the command was run from (before Hydra could change it)
+
+
+def fail(err: InputError | str) -> None:
+    """Print ``error: <message>`` on stderr and exit with status 2."""
+    log.error("%s", err)
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
 
 
 def resolve_path(path: str | os.PathLike[str] | None) -> Path | None:
-    """Resolve ``path`` against the directory the command was run from (Hydra may change the cwd)."""
+    """Resolve ``path`` against the directory the command was run from (None and "" stay None)."""
     if path is None or str(path) == "":
         return None
-    from hydra.utils import to_absolute_path  # local import: tests call this without Hydra running
-
-    try:
-        return Path(to_absolute_path(str(path)))
-    except ValueError:  # Hydra not initialised (library use): resolve against the current directory
-        return Path(path).absolute()
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (_LAUNCH_DIR / path).absolute()
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so a rerun with the same seed gives the same outputs."""
+    """Seed Python, NumPy and, when the stage has imported it, torch (stage 3 and the summaries never do)."""
     import numpy as np
-    import torch
 
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
 
 
-def require(cfg: DictConfig) -> None:
-    """Exit with status 2 and a one-line message if a mandatory key (``???`` in the YAML) was not given."""
-    missing = [key for key in cfg if OmegaConf.is_missing(cfg, key)]
-    if missing:
-        hint = " ".join(f"{key}=<...>" for key in missing)
-        print(f"error: missing required key(s) {', '.join(missing)}; add {hint} to the command line", file=sys.stderr)
-        sys.exit(2)
-
-
-def run(stage: Callable[..., T], cfg: DictConfig, **kwargs: Any) -> T:
-    """Log the full config, call ``stage(**kwargs)``, and turn an :class:`InputError` into exit status 2.
+def script(name: str) -> Callable[[Callable[[Any], T]], Callable[[], None]]:
+    """Decorate a top-level script's ``main(cfg)`` (see the module docstring).
 
     Args:
-        stage: The library function that does the stage's work.
-        cfg: The composed Hydra config, logged first so every run records its settings.
-        **kwargs: Plain arguments for ``stage``.
-
-    Returns:
-        Whatever ``stage`` returns.
+        name: The script's name, a key of :data:`elusive.config.SCHEMAS`.
     """
-    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    schema = SCHEMAS[name]
+
+    def decorate(task: Callable[[Any], T]) -> Callable[[], None]:
+        @functools.wraps(task)  # Hydra finds conf/ and the job name through __wrapped__: the script's file
+        def hydra_task(cfg: DictConfig) -> None:
+            try:
+                settings = to_settings(cfg, schema)
+                log.info("config:\n%s", OmegaConf.to_yaml(OmegaConf.structured(settings)))
+                task(settings)
+            except InputError as err:
+                fail(err)
+
+        def main() -> None:
+            import hydra  # ~0.2 s: after --help
+            from hydra.core.config_store import ConfigStore
+
+            argv = sys.argv[1:]
+            if {"--help", "-h"} & set(argv):
+                try:
+                    print(usage(name, task))
+                except BrokenPipeError:  # e.g. piped into head
+                    pass
+                sys.exit(0)
+            try:
+                check_command_line(schema, argv)
+            except InputError as err:
+                fail(err)
+            ConfigStore.instance().store(name=name, node=schema)
+            hydra.main(version_base="1.3", config_path="conf", config_name=name)(hydra_task)()
+
+        return main
+
+    return decorate
+
+
+def usage(name: str, task: Callable) -> str:
+    """``--help``: the script's docstring, then every key with its type, default and help."""
+    doc = (sys.modules[task.__module__].__doc__ or "").strip()
+    lines = [doc, "", f"Keys (override with key=value; Hydra sweeps with -m key=a,b):", *help_text(SCHEMAS[name])]
+    lines += ["", "Hydra's own options: --hydra-help, --cfg job, -m/--multirun, hydra.run.dir=..."]
+    return "\n".join(lines)
+
+
+def to_settings(cfg: DictConfig, schema: type) -> Any:
+    """The composed Hydra config as the schema's dataclass, paths resolved, every rule checked.
+
+    Raises:
+        InputError: A required key is missing or a value breaks its rule.
+    """
+    missing = [key for key in known_keys(schema) if OmegaConf.is_missing(cfg, key)] if isinstance(cfg, DictConfig) else []
+    if missing:
+        hint = " ".join(f"{key}=<...>" for key in missing)
+        raise InputError(f"missing required key(s) {', '.join(missing)}; add {hint} to the command line")
+    settings = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    settings = resolve_paths(settings)
+    check(settings)
+    return settings
+
+
+def resolve_paths(settings: Any) -> Any:
+    """A copy of a config dataclass whose path fields are absolute, resolved against the launch directory."""
+    changes = {}
+    for f in settings_fields(type(settings)):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            changes[f.name] = resolve_paths(value)
+        elif f.metadata.get("path") and value is not None:
+            changes[f.name] = str(resolve_path(value))
+    return dataclasses.replace(settings, **changes)
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line, checked before Hydra composes anything
+# --------------------------------------------------------------------------------------------------
+
+
+def check_command_line(schema: type, argv: list[str]) -> None:
+    """Refuse unknown keys, values of the wrong type and values that break a rule, naming the key.
+
+    Hydra would refuse the first two with a traceback-like message and exit status 1 (and ``+typo=...`` would
+    be accepted and ignored); a rule would only be checked after the config is composed, for each job of a
+    sweep. Here every value of every sweep is checked at once.
+
+    Raises:
+        InputError: ``key=value: what is wrong; the fix``.
+    """
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    args, _ = get_args_parser().parse_known_args(argv)
     try:
-        return stage(**kwargs)
-    except InputError as err:
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        overrides = OverridesParser.create().parse_overrides(args.overrides or [])
+    except HydraException as err:
+        raise InputError(f"{' '.join(args.overrides)}: not a valid override ({str(err).splitlines()[0]}); write key=value") from err
+    keys = known_keys(schema)
+    groups = _groups(schema)
+    base = OmegaConf.structured(schema)
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_hydra_override() or key in groups or override.is_delete():
+            continue
+        if _inside_dict(key, keys):  # e.g. method_params.random.alpha: a free-form dict of typed values
+            continue
+        if key not in keys:
+            raise InputError(_unknown(key, override.input_line, keys))
+        if override.is_add() and not override.is_force_add():
+            raise InputError(f"{override.input_line}: {key} is already a key; write {override.input_line[1:]} without +")
+        if override.is_sweep_override():
+            values = zip(override.sweep_iterator(), override.sweep_string_iterator())
+        else:
+            values = [(override.value(), override.input_line.split("=", 1)[1])]
+        for value, text in values:
+            check_value(base, key, keys[key], value, text)
+
+
+def check_value(base: DictConfig, key: str, f: dataclasses.Field, value: Any, text: str) -> None:
+    """Check one override value (``text`` as typed) against the field's type (through OmegaConf) and rule."""
+    trial = base.copy()
+    try:
+        OmegaConf.update(trial, key, value, merge=True)
+    except OmegaConfBaseException as err:
+        example = OmegaConf.select(base, key)
+        raise InputError(f"{key}={text}: {_type_words(f)}; give e.g. {key}={_shown(example)}") from err
+    converted = OmegaConf.select(trial, key)
+    if OmegaConf.is_config(converted):
+        converted = OmegaConf.to_container(converted)
+    check_field(key, f, converted)
+
+
+def _inside_dict(key: str, keys: dict) -> bool:
+    return any(key.startswith(k + ".") and str(f.type).startswith("dict") for k, f in keys.items())
+
+
+def _groups(schema: type) -> set[str]:
+    defaults = next((f for f in dataclasses.fields(schema) if f.name == "defaults"), None)
+    if defaults is None:
+        return set()
+    return {key for entry in defaults.default_factory() if isinstance(entry, dict) for key in entry}
+
+
+def _unknown(key: str, line: str, keys: dict) -> str:
+    bare = key.split(".")[-1]
+    if bare in RELEASED_NAMES:
+        new = key[: len(key) - len(bare)] + RELEASED_NAMES[bare]
+        value = line.split("=", 1)[1] if "=" in line else "..."
+        return f"{line.lstrip('+')}: unknown key (the released code's name for {new}); use {new}={value}"
+    close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"{line.lstrip('+')}: unknown key; {hint}--help lists the keys"
+
+
+def _type_words(f: dataclasses.Field) -> str:
+    text = str(f.type)
+    if "int" in text and "list" not in text:
+        return "must be an integer"
+    if "float" in text:
+        return "must be a number"
+    if "bool" in text:
+        return "must be true or false"
+    if "list" in text:
+        return "must be a list like [1,2]"
+    return "has the wrong type"
+
+
+def _shown(value: Any) -> str:
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if isinstance(value, list):
+        return "[" + ",".join(map(str, value)) + "]"
+    return "null" if value is None else str(value)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from elusive.align import project, word_spans
+from elusive.config import ContrastAttentionConfig, check
 from elusive.artifacts import AttentionDump, dump_path, sha256_file
 from elusive.data import load_texts
 from elusive.errors import InputError
@@ -31,6 +32,15 @@ def check_compatible(
             tokenizer different text prefixes or token ids; the message names both files.
     """
     both = f"attn_dump_large={large_name} and attn_dump_small={small_name}"
+    if large.metadata.get("data_sha256") and large.metadata.get("data_sha256") == small.metadata.get("data_sha256"):
+        raise InputError(f"{both} hold the same scores (the same dump twice?): their difference is 0 everywhere; "
+                         "give the larger and the smaller model's dumps")
+    for key, what in (("aggregate", "aggregate"), ("layers_requested", "layers"), ("dtype", "dtype"),
+                      ("text_prefix", "text_prefix"), ("quant", "quant")):
+        a, b = large.metadata.get(key), small.metadata.get(key)
+        if a is not None and b is not None and a != b:
+            raise InputError(f"{both} were extracted with different {what} ({a} vs {b}); extract both with the same "
+                             f"{what}")
     if large.metadata.get("dataset_sha256") != small.metadata.get("dataset_sha256"):
         raise InputError(
             f"{both} come from different datasets ({large.metadata.get('dataset')!r} vs {small.metadata.get('dataset')!r}); "
@@ -48,19 +58,12 @@ def check_compatible(
         if "word" in (large.metadata.get("unit"), small.metadata.get("unit")):
             raise InputError(f"{both}: a word-level contrast cannot be contrasted again; use two save_attention dumps")
         return  # different tokenizers: aligned through words (see elusive.align)
-    if large.metadata.get("text_prefix") != small.metadata.get("text_prefix"):
-        raise InputError(
-            f"{both} were extracted with different text_prefix ({large.metadata.get('text_prefix')} vs "
-            f"{small.metadata.get('text_prefix')}); extract both with the same text_prefix"
-        )
     if not (np.array_equal(large.offsets, small.offsets) and np.array_equal(large.input_ids, small.input_ids)):
         raise InputError(f"{both} hold different token ids; extract both with the same tokenizer and text_prefix")
 
 
-def contrast_attention(
-    attn_dump_large: Path, attn_dump_small: Path, attn_diff: Path, cross_tokenizer: bool = False
-) -> Path:
-    """Run stage 2: write ``{attn_diff}.safetensors`` with ``large − small`` per text and token.
+def contrast_attention(cfg: ContrastAttentionConfig) -> Path:
+    """Run stage 2: write ``{cfg.attn_diff}.safetensors`` with ``large − small`` per text and token.
 
     With one tokenizer the difference is taken token by token. With two different tokenizers (same
     dataset; only with ``cross_tokenizer``, as mixing tokenizers is usually a mistake), both dumps are
@@ -68,14 +71,14 @@ def contrast_attention(
     word (metadata ``unit=word``); data_augmentation maps it onto the tokens of whatever tokenizer it uses.
 
     Args:
-        attn_dump_large: Dump of the larger model.
-        attn_dump_small: Dump of the smaller model of the same family.
-        attn_diff: Output path without suffix.
-        cross_tokenizer: Allow dumps of two different tokenizers (contrasted word by word).
+        cfg: The two dumps, the output and ``cross_tokenizer`` (:class:`elusive.config.ContrastAttentionConfig`).
 
     Returns:
         The path written.
     """
+    check(cfg)
+    attn_dump_large, attn_dump_small, attn_diff = Path(cfg.attn_dump_large), Path(cfg.attn_dump_small), Path(cfg.attn_diff)
+    cross_tokenizer = cfg.cross_tokenizer
     large = AttentionDump.load(attn_dump_large, "attn_dump_large")
     small = AttentionDump.load(attn_dump_small, "attn_dump_small")
     check_compatible(large, small, str(attn_dump_large), str(attn_dump_small), cross_tokenizer)
@@ -88,9 +91,9 @@ def contrast_attention(
         "large": str(dump_path(attn_dump_large).absolute()),
         "small": str(dump_path(attn_dump_small).absolute()),
         "model": json.dumps({"large": large.metadata.get("model"), "small": small.metadata.get("model")}),
-        "aggregate": json.dumps({"large": large.metadata.get("aggregate"), "small": small.metadata.get("aggregate")}),
+        "aggregate": large.metadata.get("aggregate", ""),  # the same in both (checked)
         "layers": json.dumps({"large": large.metadata.get("layers"), "small": small.metadata.get("layers")}),
-        "dtype": json.dumps({"large": large.metadata.get("dtype"), "small": small.metadata.get("dtype")}),
+        "dtype": large.metadata.get("dtype", ""),
     }
     extra = {}
     if "token_field" in large.extra and "token_field" in small.extra:
@@ -146,7 +149,7 @@ def save_word_diff(large: AttentionDump, small: AttentionDump, large_name: Path,
         "large": str(dump_path(large_name).absolute()),
         "small": str(dump_path(small_name).absolute()),
         "model": json.dumps({"large": large.metadata.get("model"), "small": small.metadata.get("model")}),
-        "aggregate": json.dumps({"large": large.metadata.get("aggregate"), "small": small.metadata.get("aggregate")}),
+        "aggregate": large.metadata.get("aggregate", ""),
     }
     diff = AttentionDump(
         scores=np.concatenate(scores).astype(np.float32) if n else np.zeros(0, np.float32),

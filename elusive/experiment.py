@@ -2,69 +2,52 @@
 
 Folder layout under ``{out_root}/{name}/``::
 
-    data.csv                          the training texts (the first ``n_texts`` of ``dataset``; not written for a
-                                      Wikipedia .json/.jsonl dataset, which is used whole: its paragraphs are the
-                                      training texts and, with eval_data=null, its questions are asked)
-    attention/<model-slug>.safetensors  one dump per model, shared by every method, alpha, beta and seed
-    attention/diff_<large>_<small>.safetensors
-    <method>/<run>/aug.csv            augmented data (run = a<alpha>_b<beta>_s<seed>)
-    <method>/<run>/lora/              the adapter
-    <method>/<run>/eval/              results.json, predictions.jsonl
-    <method>/<run>/run.json           what the summary needs: name, method, model, pair, alpha, beta, seed, ...
+    data.csv                              the training texts (the first ``n_texts`` of a CSV dataset)
+    attention/<model>-<aggregate>-<key>.safetensors       one dump per model and extraction settings, shared
+    attention/diff-<large>-<small>-<aggregate>-<key>.safetensors   by every method, alpha, beta and seed
+    <method>/<label>-<key>/run.json       every setting that decides the run's results (its key hashes them)
+    <method>/<label>-<key>/aug.csv        augmented data (plain: the unchanged copies, if any)
+    <method>/<label>-<key>/lora/          the adapter, train_meta.json and loss.csv
+    <method>/<label>-<key>/eval/          mode=qa: results.json, predictions.jsonl, eval_meta.json
+    <method>/<label>-<key>/eval_completion/  mode=completion, the same files
 
-Dumps are reused when they already exist for the same dataset and model; everything else is redone.
+``label`` is readable (``a0.7_b0.05_s0``); ``key`` is the first 10 hex digits of the SHA-256 of the run's
+settings (:func:`run_settings`): a sweep over learning rate, epochs, layers, ... never writes into another
+setting's folder. A rerun skips what is already done — a dump whose key matches, an adapter whose
+``train_meta.json`` exists, an evaluation whose ``results.json`` exists — and resumes an interrupted training
+from its last complete checkpoint, so a crashed sweep continues where it stopped. Every input file and
+setting is checked before anything is extracted (``dry_run=true`` stops after the checks).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from elusive.artifacts import AttentionDump, dump_path, sha256_file, write_text_atomic
-from elusive.attention import save_attention
-from elusive.augment import data_augmentation
-from elusive.contrast import contrast_attention
-from elusive.data import read_csv
+from elusive.artifacts import dump_path, sha256_file, write_text_atomic
+from elusive.config import (
+    ContrastAttentionConfig,
+    DataAugmentationConfig,
+    EvaluateConfig,
+    RunExperimentConfig,
+    SaveAttentionConfig,
+    TrainConfig,
+    check,
+)
+from elusive.data import load_texts, read_csv
 from elusive.distributed import launched
 from elusive.errors import InputError
-from elusive.evaluation import evaluate
-from elusive.training import train
-from elusive.wiki import is_wiki, load_contexts
+from elusive.wiki import is_wiki
 
 log = logging.getLogger(__name__)
 
-METHODS = ("plain", "random", "attention", "attention_diff", "shuffled")
-
-
-@dataclass
-class Experiment:
-    """The settings of one run (see ``conf/run_experiment.yaml`` for the meaning of every field)."""
-
-    name: str
-    method: str
-    model: str
-    dataset: Path
-    eval_data: Path | None = None
-    small_model: str | None = None
-    large_model: str | None = None
-    alpha: float | None = None
-    beta: float | None = None
-    method_params: dict[str, dict[str, float]] = field(default_factory=dict)
-    multiply: int = 10
-    plain_copies: int = 0
-    n_texts: int | None = None
-    text_prefix: str = ""
-    layers: list[int] | None = None
-    seed: int = 0
-    out_root: Path = Path("out/experiments")
-    attention: dict = field(default_factory=dict)
-    train: dict = field(default_factory=dict)
-    evaluate: dict = field(default_factory=dict)
-    device: str = "auto"
+RANKED = {"attention": "attention", "attention_diff": "attention_diff", "released": "attention_diff"}
+"""Methods that rank tokens by a dump, and the augment_type they use."""
+EVAL_FOLDERS = {"qa": "eval", "completion": "eval_completion"}
 
 
 def slug(model: str) -> str:
@@ -72,44 +55,135 @@ def slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model.rstrip("/")).name or model).strip("_")
 
 
-def resolve_params(exp: Experiment) -> tuple[float, float]:
+def short_hash(payload: object) -> str:
+    """The first 10 hex digits of the SHA-256 of ``payload`` as canonical JSON."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+
+
+def resolve_params(cfg: RunExperimentConfig) -> tuple[float, float]:
     """alpha and beta for the run: explicit values win, else the preset's ``method_params[method]``."""
-    preset = exp.method_params.get(exp.method, {})
-    alpha = exp.alpha if exp.alpha is not None else preset.get("alpha", 0.7)
-    beta = exp.beta if exp.beta is not None else preset.get("beta", 0.05)
+    preset = cfg.method_params.get(cfg.method, {})
+    alpha = cfg.alpha if cfg.alpha is not None else preset.get("alpha", 0.7)
+    beta = cfg.beta if cfg.beta is not None else preset.get("beta", 0.05)
     return float(alpha), float(beta)
 
 
-def validate(exp: Experiment) -> None:
-    """Refuse inconsistent settings before any work starts."""
-    if exp.method not in METHODS:
-        raise InputError(f"method={exp.method}: unknown; use one of {', '.join(METHODS)}")
-    if exp.method == "attention_diff" and not (exp.small_model and exp.large_model):
-        raise InputError("method=attention_diff: needs small_model=<...> and large_model=<...> (a same-family pair)")
-    if exp.plain_copies < 0:
-        raise InputError(f"plain_copies={exp.plain_copies}: must be >= 0")
-    if exp.n_texts is not None and exp.n_texts < 1:
-        raise InputError(f"n_texts={exp.n_texts}: must be >= 1 or null")
-    _check_wiki_n_texts(exp)
+def model_identity(model: str | None) -> str | None:
+    """``model`` as given, plus the SHA-256 of its config.json when it is a local folder (a changed model
+    under the same path then gives another key)."""
+    if model is None:
+        return None
+    config = Path(model) / "config.json"
+    return f"{model}#{sha256_file(config)[:16]}" if config.is_file() else model
 
 
-def _check_wiki_n_texts(exp: Experiment) -> None:
-    if exp.n_texts is not None and is_wiki(exp.dataset):
+# --------------------------------------------------------------------------------------------------
+# Checks (dry_run stops after them)
+# --------------------------------------------------------------------------------------------------
+
+
+def validate(cfg: RunExperimentConfig) -> None:
+    """Refuse inconsistent settings and unusable input files before any work starts.
+
+    Reads every data file the stages will read (dataset, eval data, few-shot people, prompts) with the
+    stages' own readers, and checks that local model paths exist — without loading any model.
+
+    Raises:
+        InputError: Naming the key and the fix.
+    """
+    check(cfg)
+    for key in ("modes",):
+        unknown = [m for m in cfg.modes if m not in EVAL_FOLDERS]
+        if unknown or not cfg.modes:
+            raise InputError(f"{key}={cfg.modes}: use a non-empty list of {', '.join(EVAL_FOLDERS)}")
+    if cfg.method in ("attention_diff", "released") and not (cfg.small_model and cfg.large_model):
+        raise InputError(f"method={cfg.method}: needs small_model=<...> and large_model=<...> (a same-family pair)")
+    if cfg.n_texts is not None and is_wiki(cfg.dataset):
         raise InputError(
-            f"n_texts={exp.n_texts}: only cuts CSV datasets; dataset={exp.dataset} (Wikipedia .json/.jsonl) is used "
+            f"n_texts={cfg.n_texts}: only cuts CSV datasets; dataset={cfg.dataset} (Wikipedia .json/.jsonl) is used "
             "whole, so set n_texts=null (or give a smaller file)"
         )
+    from elusive.evaluation import check_inputs  # the stage's own readers (no model)
+    from elusive.models import check_model_path
+
+    load_texts(cfg.dataset, "dataset")
+    eval_data = cfg.eval_data or cfg.dataset
+    for mode in cfg.modes:
+        check_inputs(eval_config(cfg, Path(eval_data), Path("unused"), Path("unused"), mode))
+    for key in ("model", "small_model", "large_model"):
+        if getattr(cfg, key) is not None and (key == "model" or cfg.method in RANKED):
+            check_model_path(getattr(cfg, key), key)
 
 
-def training_data(exp: Experiment, root: Path) -> Path:
+# --------------------------------------------------------------------------------------------------
+# The run's settings and folders
+# --------------------------------------------------------------------------------------------------
+
+
+def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
+    """Every setting that changes the run's results (the run folder's key hashes them; run.json records them).
+
+    Left out: the output folders, ``device`` and the batch sizes of extraction and evaluation (documented not
+    to change results), ``modes`` (each mode is its own evaluation folder) and ``dry_run``.
+    """
+    alpha, beta = resolve_params(cfg)
+    ranked = cfg.method in RANKED
+    evaluate = dataclasses.asdict(cfg.evaluate)
+    evaluate.pop("batch_size")
+    for key in ("fewshot_data", "prompts"):
+        path = Path(evaluate[key])
+        evaluate[key + "_sha256"] = sha256_file(path) if path.is_file() else None
+        evaluate[key] = path.name
+    attention = dataclasses.asdict(cfg.attention)
+    attention.pop("batch_size")
+    eval_data = Path(cfg.eval_data) if cfg.eval_data is not None else data
+    return {
+        "method": cfg.method,
+        "alpha": None if cfg.method == "plain" else alpha,
+        "beta": None if cfg.method in ("plain", "random") else beta,
+        "multiply": cfg.plain_copies if cfg.method == "plain" else cfg.multiply,
+        "seed": cfg.seed,
+        "model": model_identity(cfg.model),
+        "small_model": model_identity(cfg.small_model) if cfg.method in ("attention_diff", "released") else None,
+        "large_model": model_identity(cfg.large_model) if cfg.method in ("attention_diff", "released") else None,
+        "dataset_sha256": sha256_file(data),
+        "n_texts": cfg.n_texts,
+        "eval_data_sha256": sha256_file(eval_data),
+        "text_prefix": cfg.text_prefix,
+        "layers": cfg.layers if ranked else None,
+        "aggregate": aggregate_of(cfg.method) if ranked else None,
+        "attention": attention if ranked else None,
+        "train": dataclasses.asdict(cfg.train),
+        "evaluate": evaluate,
+    }
+
+
+def aggregate_of(method: str) -> str:
+    """The stage-1 score a ranked method uses: the released code's for ``released``, else ``received``."""
+    return "released" if method == "released" else "received"
+
+
+def run_folder(root: Path, settings: dict) -> Path:
+    """``root/<method>/<label>-<key>``: a readable label and the hash of every setting."""
+    method, seed = settings["method"], settings["seed"]
+    if method == "plain":
+        label = f"c{settings['multiply']}_s{seed}"
+    elif method == "random":
+        label = f"a{settings['alpha']}_s{seed}"
+    else:
+        label = f"a{settings['alpha']}_b{settings['beta']}_s{seed}"
+    return root / method / f"{label}-{short_hash(settings)}"
+
+
+def training_data(cfg: RunExperimentConfig, root: Path) -> Path:
     """The first ``n_texts`` rows of ``dataset`` as ``root/data.csv`` (rewritten only when it changes).
 
     A Wikipedia ``.json``/``.jsonl`` dataset is returned as it is (``n_texts`` must be null).
     """
-    _check_wiki_n_texts(exp)
-    if exp.n_texts is None:
-        return exp.dataset
-    frame = read_csv(exp.dataset, "dataset").head(exp.n_texts)
+    if cfg.n_texts is None:
+        return Path(cfg.dataset)
+    frame = read_csv(cfg.dataset, "dataset").head(cfg.n_texts)
     path = root / "data.csv"
     text = frame.to_csv(index=False, lineterminator="\n")
     if not path.exists() or path.read_text(encoding="utf-8") != text:
@@ -117,71 +191,139 @@ def training_data(exp: Experiment, root: Path) -> Path:
     return path
 
 
-def ensure_dump(model: str, dataset: Path, out: Path, exp: Experiment) -> Path:
-    """Extract ``model``'s attention on ``dataset`` unless a matching dump already exists."""
-    path = dump_path(out)
-    if path.exists():
-        meta = AttentionDump.load(path).metadata
-        if meta.get("dataset_sha256") == sha256_file(dataset) and meta.get("text_prefix") == json.dumps(exp.text_prefix):
-            log.info("reusing %s", path)
-            return path
-    return save_attention(model, dataset, out, text_prefix=exp.text_prefix, layers=exp.layers, device=exp.device, **exp.attention)
+def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, aggregate: str) -> Path:
+    """``model``'s attention dump of ``data``, extracted unless one with the same settings exists.
+
+    The file name carries the hash of everything that decides the scores (model, dataset, aggregate,
+    layers, dtype, quantisation, text_prefix, length limit), so a dump is reused only when all of them match.
+    """
+    settings = {"model": model_identity(model), "dataset_sha256": sha256_file(data), "aggregate": aggregate,
+                "layers": cfg.layers, "text_prefix": cfg.text_prefix,
+                **{k: v for k, v in dataclasses.asdict(cfg.attention).items() if k != "batch_size"}}
+    out = root / "attention" / f"{slug(model)}-{aggregate}-{short_hash(settings)}"
+    if dump_path(out).is_file():
+        log.info("reusing %s", dump_path(out))
+        return dump_path(out)
+    from elusive.attention import save_attention
+
+    return save_attention(SaveAttentionConfig(
+        model=model, dataset=str(data), save_name=str(out), aggregate=aggregate, layers=cfg.layers,
+        text_prefix=cfg.text_prefix, device=cfg.device, seed=cfg.seed, **dataclasses.asdict(cfg.attention)))
 
 
-def run_experiment(exp: Experiment) -> dict[str, dict[str, float]]:
-    """Run every stage of one experiment and return the evaluation results."""
+def ranking_dump(cfg: RunExperimentConfig, data: Path, root: Path) -> Path | None:
+    """The dump that ranks the tokens of a ranked method (a contrast for attention_diff and released)."""
+    if cfg.method not in RANKED:
+        return None
+    aggregate = aggregate_of(cfg.method)
+    if cfg.method == "attention":  # the paper's "dropout by attention": the trained model's own attention
+        return ensure_dump(cfg.model, data, root, cfg, aggregate)
+    large = ensure_dump(cfg.large_model, data, root, cfg, aggregate)
+    small = ensure_dump(cfg.small_model, data, root, cfg, aggregate)
+    out = root / "attention" / f"diff-{large.stem}--{small.stem}"
+    if dump_path(out).is_file():
+        return dump_path(out)
+    from elusive.contrast import contrast_attention
+
+    return contrast_attention(ContrastAttentionConfig(attn_dump_large=str(large), attn_dump_small=str(small),
+                                                      attn_diff=str(out)))
+
+
+def eval_config(cfg: RunExperimentConfig, eval_data: Path, run: Path, adapter: Path, mode: str) -> EvaluateConfig:
+    """The stage-5 config of one evaluation mode of the run."""
+    return EvaluateConfig(model=cfg.model, model_dir=str(adapter), eval_data=str(eval_data),
+                          output_dir=str(run / EVAL_FOLDERS[mode]), mode=mode, device=cfg.device, seed=cfg.seed,
+                          **dataclasses.asdict(cfg.evaluate))
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------
+
+
+def run_experiment(cfg: RunExperimentConfig) -> dict[str, dict] | None:
+    """Run (or resume) every stage of one experiment and return ``{mode: results}`` (None for ``dry_run``).
+
+    Raises:
+        InputError: A setting or input file is unusable (found before any model is loaded).
+    """
     if launched():  # its stages read each other's files, which only the main process writes
         raise InputError(
             "run_experiment.py runs in one process; to use several GPUs, launch the stage scripts "
             "(save_attention.py, train.py, evaluate.py) with accelerate launch (README: Scaling out)"
         )
-    validate(exp)
-    alpha, beta = resolve_params(exp)
-    root = Path(exp.out_root) / exp.name
-    root.mkdir(parents=True, exist_ok=True)
-    data = training_data(exp, root)
-    run = root / exp.method / (f"s{exp.seed}" if exp.method == "plain" else f"a{alpha}_b{beta}_s{exp.seed}")
-    run.mkdir(parents=True, exist_ok=True)
+    validate(cfg)
+    root = Path(cfg.out_root) / cfg.name
+    if cfg.dry_run:
+        log.info("dry run: every input and setting is usable; nothing was written")
+        return None
+    data = training_data(cfg, root)
+    settings = run_settings(cfg, data)
+    run = run_folder(root, settings)
+    recorded = run / "run.json"
+    info = {"name": cfg.name, "settings": settings, **_summary_columns(cfg, settings, data)}
+    if recorded.is_file() and json.loads(recorded.read_text()).get("settings") != settings:
+        raise InputError(f"{run}: holds a run with other settings (a hash collision?); delete it or use another out_root")
+    write_text_atomic(recorded, json.dumps(info, indent=2, allow_nan=False) + "\n")
 
-    attn = None
-    if exp.method == "attention":
-        ranker = exp.model  # the paper's "dropout by attention": the trained model's own attention
-        attn = ensure_dump(ranker, data, root / "attention" / slug(ranker), exp)
-    elif exp.method == "attention_diff":
-        large = ensure_dump(exp.large_model, data, root / "attention" / slug(exp.large_model), exp)
-        small = ensure_dump(exp.small_model, data, root / "attention" / slug(exp.small_model), exp)
-        attn = contrast_attention(large, small, root / "attention" / f"diff_{slug(exp.large_model)}_{slug(exp.small_model)}")
-
-    if exp.method == "plain":
-        if exp.plain_copies:  # the same number of steps as the augmented runs: unchanged copies
-            train_csv = data_augmentation("random", 0.0, 0.0, exp.plain_copies, exp.model, data, run / "aug", seed=exp.seed)
-        else:
-            train_csv = data
+    adapter = run / "lora"
+    if (adapter / "train_meta.json").is_file():
+        log.info("skipping training: %s is complete", adapter)
     else:
-        augment_type = "random" if exp.method == "random" else exp.method
-        train_csv = data_augmentation(
-            augment_type, alpha, beta, exp.multiply, exp.model, data, run / "aug", attn, seed=exp.seed,
-            text_prefix=exp.text_prefix,
-        )
-    train(exp.model, train_csv, run / "lora", seed=exp.seed, device=exp.device, **exp.train)
-    results = evaluate(
-        exp.model, exp.eval_data or data, run / "eval", model_dir=run / "lora", seed=exp.seed, device=exp.device, **exp.evaluate
-    )
-    info = {
-        "name": exp.name,
-        "method": exp.method,
-        "model": exp.model,
-        "pair": f"{exp.large_model} - {exp.small_model}" if exp.method == "attention_diff" else "",
-        "alpha": None if exp.method == "plain" else alpha,
-        "beta": None if exp.method in ("plain", "random") else beta,
-        "multiply": 0 if exp.method == "plain" else exp.multiply,
-        "plain_copies": exp.plain_copies if exp.method == "plain" else 0,
-        "seed": exp.seed,
-        "dataset": str(data),
-        "n_texts": len(load_contexts(data, "dataset")) if is_wiki(data) else len(read_csv(data, "dataset")),
-        "epochs": exp.train.get("epochs"),
-        "learning_rate": exp.train.get("learning_rate"),
-    }
-    write_text_atomic(run / "run.json", json.dumps(info, indent=2) + "\n")
+        train_csv = augmented_data(cfg, data, root, run)
+        from elusive.training import last_complete_checkpoint, train
+
+        resume = last_complete_checkpoint(adapter) is not None
+        train(TrainConfig(model=cfg.model, dataset=str(train_csv), model_dir=str(adapter), device=cfg.device,
+                          seed=cfg.seed, resume=resume, **dataclasses.asdict(cfg.train)))
+    eval_data = Path(cfg.eval_data) if cfg.eval_data is not None else data
+    results = {}
+    for mode in cfg.modes:
+        out = run / EVAL_FOLDERS[mode]
+        if (out / "results.json").is_file():
+            log.info("skipping evaluation (%s): %s exists", mode, out / "results.json")
+            results[mode] = json.loads((out / "results.json").read_text())
+            continue
+        from elusive.evaluation import evaluate
+
+        results[mode] = evaluate(eval_config(cfg, eval_data, run, adapter, mode))
     log.info("finished %s: %s", run, json.dumps(results))
     return results
+
+
+def augmented_data(cfg: RunExperimentConfig, data: Path, root: Path, run: Path) -> Path:
+    """The training CSV of the run's method (written by stage 3; plain without copies trains on ``data``)."""
+    alpha, beta = resolve_params(cfg)
+    if cfg.method == "plain" and not cfg.plain_copies:
+        return data
+    from elusive.augment import data_augmentation
+
+    if cfg.method == "plain":  # the same number of steps as the augmented runs: unchanged copies
+        aug = DataAugmentationConfig(augment_type="random", alpha=0.0, beta=0.0, multiply=cfg.plain_copies,
+                                     model=cfg.model, dataset=str(data), save_name=str(run / "aug"), seed=cfg.seed,
+                                     text_prefix=cfg.text_prefix)
+    else:
+        dump = ranking_dump(cfg, data, root)
+        aug = DataAugmentationConfig(augment_type=RANKED.get(cfg.method, cfg.method), alpha=alpha, beta=beta,
+                                     multiply=cfg.multiply, attn_weights=None if dump is None else str(dump),
+                                     model=cfg.model, dataset=str(data), save_name=str(run / "aug"), seed=cfg.seed,
+                                     text_prefix=cfg.text_prefix)
+    return data_augmentation(aug)
+
+
+def _summary_columns(cfg: RunExperimentConfig, settings: dict, data: Path) -> dict:
+    """The flat columns summarize.py shows (name, method, model, pair, alpha, beta, multiply, seed, ...)."""
+    texts = len(load_texts(data, "dataset"))
+    return {
+        "method": cfg.method,
+        "model": cfg.model,
+        "pair": f"{cfg.large_model} - {cfg.small_model}" if settings["large_model"] else "",
+        "alpha": settings["alpha"],
+        "beta": settings["beta"],
+        "multiply": settings["multiply"],
+        "seed": cfg.seed,
+        "dataset": str(data),
+        "n_texts": texts,
+        "epochs": cfg.train.epochs,
+        "learning_rate": cfg.train.learning_rate,
+    }

@@ -25,22 +25,31 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 QUANTS = (None, "8bit", "4bit")
 
 
-def _source(model: str) -> tuple[str, dict[str, Any]]:
+def check_model_path(model: str, key: str = "model") -> None:
+    """Refuse a local model path that does not exist or is not a model (without loading anything).
+
+    Raises:
+        InputError: Naming ``key``.
+    """
+    _source(model, key)
+
+
+def _source(model: str, key: str = "model") -> tuple[str, dict[str, Any]]:
     """Split ``model`` into the ``from_pretrained`` name and extra kwargs (``gguf_file`` for a .gguf)."""
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise InputError(f"model={model}: no such .gguf file; fix the path (e.g. run `make models`)")
+            raise InputError(f"{key}={model}: no such .gguf file; fix the path (e.g. run `make models`)")
         return str(path.parent.absolute()), {"gguf_file": path.name}
     if path.exists():
         if not (path / "config.json").is_file() and not (path / "tokenizer.json").is_file():
-            raise InputError(f"model={model}: the directory has no config.json; point model= at a saved model folder")
+            raise InputError(f"{key}={model}: the directory has no config.json; point {key}= at a saved model folder")
         return str(path.absolute()), {}
     if looks_local(model):  # a typo in a local path: say so now instead of retrying the hub for a minute
         parent = path.parent if path.parent.is_dir() else None
         present = [] if parent is None else sorted(p.name for p in parent.iterdir() if p.is_dir() and p.name[0] != ".")
         hint = f" ({parent}/ has: {', '.join(present[:10])})" if present else ""
-        raise InputError(f"model={model}: no such model folder{hint}; fix the path")
+        raise InputError(f"{key}={model}: no such model folder{hint}; fix the path")
     return model, {}
 
 

@@ -7,6 +7,7 @@ gradient clipping at 1.0. Each text is trained on with its tags removed and EOS 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from elusive import distributed
 from elusive.artifacts import sha256_file, write_text_atomic
+from elusive.config import TrainConfig, check
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import describe, load_model, load_tokenizer, resolve_device, resolve_dtype
@@ -78,6 +80,10 @@ class NoPickleArgs(TrainerCallback):
             pickled.unlink()
             write_text_atomic(folder / "training_args.json", args.to_json_string())
 
+
+RESUME_KEYS = ("batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio", "max_grad_norm",
+               "max_length", "lora_r", "lora_alpha", "lora_dropout", "quant", "dtype", "seed", "group_by_length")
+"""Settings a resumed run must share with its checkpoint (epochs may grow)."""
 
 CHECKPOINT_MANIFEST = "checkpoint_complete.json"
 """Written into ``checkpoint-N`` last, listing every file and its size: a checkpoint without it, or whose
@@ -146,29 +152,8 @@ def check_same_run(checkpoint: Path, run: dict) -> None:
             )
 
 
-def train(
-    model: str,
-    dataset: Path,
-    model_dir: Path,
-    epochs: float = 10,
-    batch_size: int = 8,
-    gradient_accumulation_steps: int = 1,
-    learning_rate: float = 5e-4,
-    warmup_ratio: float = 0.1,
-    max_grad_norm: float = 1.0,
-    max_length: int = 512,
-    lora_r: int = 16,
-    lora_alpha: int = 16,
-    lora_dropout: float = 0.0,
-    quant: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    seed: int = 0,
-    resume: bool = False,
-    logging_steps: int = 10,
-    group_by_length: bool = False,
-) -> Path | None:
-    """Run stage 4: train a LoRA adapter and save it in ``model_dir``.
+def train(cfg: TrainConfig) -> Path | None:
+    """Run stage 4: train a LoRA adapter and save it in ``cfg.model_dir``.
 
     Checkpoints go to ``model_dir/checkpoint-<step>`` after every epoch; TensorBoard logs to
     ``model_dir/runs``. The final adapter (loadable with ``PeftModel.from_pretrained``) is written to
@@ -180,49 +165,17 @@ def train(
     N × ``batch_size``.
 
     Args:
-        model: Base model (hub id, directory or .gguf).
-        dataset: CSV with a ``text`` column (tags, if any, are removed), e.g. the output of stage 3.
-        model_dir: Output directory.
-        epochs: Training epochs.
-        batch_size: Texts per device per step.
-        gradient_accumulation_steps: Steps accumulated before each optimizer update.
-        learning_rate: Peak AdamW learning rate.
-        warmup_ratio: Fraction of steps with linear warmup.
-        max_grad_norm: Gradient clipping norm.
-        max_length: Texts are truncated to this many tokens.
-        lora_r: LoRA rank.
-        lora_alpha: LoRA scaling numerator.
-        lora_dropout: Dropout on the LoRA path.
-        quant: None, ``8bit`` or ``4bit`` (CUDA only).
-        device: ``auto``, ``cpu``, ``cuda`` or ``multi``; in a multi-process run ``auto`` is this process's GPU.
-        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16`` of the frozen base weights.
-        seed: Seed for LoRA initialisation and data order.
-        resume: Continue from the last complete ``checkpoint-*`` in ``model_dir`` (incomplete ones, cut short
-            by a kill while saving, are removed first).
-        logging_steps: Log the loss every N steps.
-        group_by_length: Batch texts of similar length together (less padding).
+        cfg: The settings (:class:`elusive.config.TrainConfig` says what each one means).
 
     Returns:
         ``model_dir`` (None on the processes other than the main one of a multi-process run).
+
+    Raises:
+        InputError: A setting, the dataset or the model is unusable (before training starts).
     """
-    if epochs <= 0:
-        raise InputError(f"epochs={epochs}: must be > 0")
-    if batch_size < 1:
-        raise InputError(f"batch_size={batch_size}: must be >= 1")
-    if not 0 <= warmup_ratio < 1:
-        raise InputError(f"warmup_ratio={warmup_ratio}: must be in [0, 1)")
-    for key, value, bad, rule in (  # checked here: the Trainer and peft would stop with a traceback instead
-        ("gradient_accumulation_steps", gradient_accumulation_steps, gradient_accumulation_steps < 1, ">= 1"),
-        ("learning_rate", learning_rate, learning_rate <= 0, "> 0"),
-        ("max_grad_norm", max_grad_norm, max_grad_norm < 0, ">= 0 (0 = no clipping)"),
-        ("lora_r", lora_r, lora_r < 1, ">= 1"),
-        ("lora_alpha", lora_alpha, lora_alpha <= 0, "> 0"),
-        ("lora_dropout", lora_dropout, not 0 <= lora_dropout < 1, "in [0, 1)"),
-        ("logging_steps", logging_steps, logging_steps < 1, ">= 1"),
-    ):
-        if bad:
-            raise InputError(f"{key}={value}: must be {rule}")
-    device = distributed.process_device(device)
+    check(cfg)
+    model, dataset, model_dir, quant, resume = cfg.model, Path(cfg.dataset), Path(cfg.model_dir), cfg.quant, cfg.resume
+    device = distributed.process_device(cfg.device)
     target = resolve_device(device)
     if quant is not None and target.type != "cuda":
         raise InputError(f"quant={quant}: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU")
@@ -241,60 +194,49 @@ def train(
     run = {  # what a resumed run must share with its checkpoint (see check_same_run); epochs may grow
         "base_model": describe(model),
         "dataset_sha256": sha256_file(dataset),
-        "batch_size": batch_size,
-        "gradient_accumulation_steps": gradient_accumulation_steps,
-        "learning_rate": learning_rate,
-        "warmup_ratio": warmup_ratio,
-        "max_grad_norm": max_grad_norm,
-        "max_length": max_length,
-        "lora_r": lora_r,
-        "lora_alpha": lora_alpha,
-        "lora_dropout": lora_dropout,
-        "quant": quant,
-        "dtype": dtype,
-        "seed": seed,
-        "group_by_length": group_by_length,
+        **{k: v for k, v in dataclasses.asdict(cfg).items() if k in RESUME_KEYS},
         "world_size": distributed.share().world_size,
     }
     if resume:
         check_same_run(last, run)
     tokenizer = load_tokenizer(model, padding_side="right")
-    examples = tokenize_for_training(tokenizer, texts, max_length)
+    examples = tokenize_for_training(tokenizer, texts, cfg.max_length)
 
     if sharded:  # load on the CPU in the GPU's dtype; FSDP/DeepSpeed move (and shard) the weights
-        base = load_model(model, device="cpu", dtype=str(resolve_dtype(dtype, target)).removeprefix("torch."))
+        base = load_model(model, device="cpu", dtype=str(resolve_dtype(cfg.dtype, target)).removeprefix("torch."))
     else:
-        base = load_model(model, device=device, dtype=dtype, quant=quant)
+        base = load_model(model, device=device, dtype=cfg.dtype, quant=quant)
     if quant is not None:
         base = prepare_model_for_kbit_training(base)
-    torch.manual_seed(seed)  # LoRA's A matrices are initialised randomly
-    lm = get_peft_model(base, lora_config(lora_r, lora_alpha, lora_dropout))
+    torch.manual_seed(cfg.seed)  # LoRA's A matrices are initialised randomly
+    lm = get_peft_model(base, lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
     trainable, total = lm.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
 
     bf16 = target.type == "cuda" and base.dtype == torch.bfloat16
     args = TrainingArguments(
         output_dir=str(model_dir),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        learning_rate=learning_rate,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
         lr_scheduler_type="linear",
-        warmup_steps=warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
-        max_grad_norm=max_grad_norm,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        max_grad_norm=cfg.max_grad_norm,
         weight_decay=0.0,
-        seed=seed,
-        data_seed=seed,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
         save_strategy="epoch",
+        save_total_limit=cfg.save_total_limit,
         logging_strategy="steps",
-        logging_steps=logging_steps,
-        report_to=["tensorboard"],
+        logging_steps=cfg.logging_steps,
+        report_to=report_to(cfg.report_to),
         use_cpu=target.type == "cpu",
         ddp_backend="gloo" if target.type == "cpu" and distributed.launched() else None,  # None: NCCL on GPUs
         ddp_find_unused_parameters=False,  # every LoRA weight takes part in every step
         average_tokens_across_devices=True,  # the loss is the mean over the tokens of all processes' batches
         bf16=bf16,
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,
@@ -315,22 +257,44 @@ def train(
     save_adapter(trainer, tokenizer, Path(model_dir))  # every process: FSDP/DeepSpeed gather the weights
     if not trainer.is_world_process_zero():  # several processes: only the main one writes files
         return None
+    history = trainer.state.log_history  # restored from the checkpoint on resume: the adapter's whole history
+    losses = [h for h in history if "loss" in h]
     meta = {
         "base_model": run["base_model"],
-        "dataset": str(Path(dataset).absolute()),
+        "dataset": str(dataset.absolute()),
         "dataset_sha256": run["dataset_sha256"],
         "n_texts": len(texts),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "seed": seed,
+        "epochs": trainer.state.epoch,  # what the adapter was trained for (a resumed run may not add any)
+        "global_step": trainer.state.global_step,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "seed": cfg.seed,
+        "settings": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model", "dataset", "model_dir")},
         "world_size": trainer.args.world_size,
-        "augmentation": augmentation_settings(Path(dataset), run["dataset_sha256"]),
-        "final_train_loss": next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None),
+        "augmentation": augmentation_settings(dataset, run["dataset_sha256"]),
+        "final_train_loss": losses[-1]["loss"] if losses else None,  # the last logged loss
+        "train_loss_mean": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
     }
+    write_loss_curve(Path(model_dir) / "loss.csv", history)
     write_text_atomic(Path(model_dir) / "train_meta.json", json.dumps(meta, indent=2) + "\n")
     log.info("saved the LoRA adapter to %s", model_dir)
     return Path(model_dir)
+
+
+def write_loss_curve(path: Path, history: list[dict]) -> None:
+    """The logged training losses as CSV: step, epoch, loss, learning_rate, grad_norm (one row per log)."""
+    rows = [h for h in history if "loss" in h]
+    lines = ["step,epoch,loss,learning_rate,grad_norm"]
+    for h in rows:
+        lines.append(",".join("" if h.get(k) is None else repr(float(h[k])) if k != "step" else str(h[k])
+                              for k in ("step", "epoch", "loss", "learning_rate", "grad_norm")))
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def report_to(targets: list[str]) -> list[str]:
+    """The Trainer's ``report_to``: ``[]`` and ``[none]`` mean no logging integration."""
+    targets = [t for t in targets if t and t.lower() != "none"]
+    return targets or ["none"]
 
 
 def augmentation_settings(dataset: Path, dataset_sha256: str) -> dict | None:

@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from elusive.analysis import field_shares, focus_entries
 from elusive.artifacts import AttentionDump
-from elusive.attention import save_attention
-from elusive.contrast import contrast_attention
+from stages import save_attention
+from stages import contrast_attention
 from elusive.data import load_tagged
 
 

@@ -11,18 +11,12 @@ import pytest
 
 from elusive import augment, augment_engine
 from elusive.artifacts import AttentionDump, sha256_file, tokenizer_sha256, tokens_sha256, vocab_sha256
-from elusive.attention import save_attention
-from elusive.augment import (
-    AUGMENT_TYPES,
-    augment_text,
-    data_augmentation,
-    drop_probabilities,
-    droppable_tokens,
-    ranks_from_scores,
-    remove_spans,
-    shuffled_ranks,
-)
-from elusive.contrast import contrast_attention
+from stages import save_attention
+from elusive.augment import DropSettings, drop_plan, drop_probabilities, ranks_from_scores
+from elusive.config import AUGMENT_TYPES
+from reference import droppable_tokens, reference_copies, remove_spans
+from stages import data_augmentation
+from stages import contrast_attention
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
@@ -67,6 +61,13 @@ def dumps(small_model, large_model, bios, tmp_path_factory):
 
 def _copies(path):
     return pd.read_csv(path, keep_default_na=False)
+
+
+def augment_text(text, enc, scores, augment_type, alpha, beta, multiply, rng, seed=0, released=False, index=0):
+    """The copies stage 3 makes of one text (its compiled path, one text as a chunk)."""
+    settings = DropSettings(augment_type, alpha, beta, seed, released)
+    rows = augment._augment_chunk([text], EncodedBatch.of([enc]), scores, settings, multiply, False, rng, index)
+    return rows.strings()
 
 
 def test_output_layout_and_originals(small_model, bios, dumps, tmp_path):
@@ -202,17 +203,10 @@ TRICKY = [
 TOKENIZER_KINDS = ["small_model", "gemma_model", "word_model"]  # byte-level BPE, Unigram with BOS, word-level
 
 
-def _reference_copies(text, enc, scores, augment_type, alpha, beta, multiply, rng):
-    """The per-token, per-copy implementation the chunked one replaced, on the documented random stream."""
-    cand = droppable_tokens(text, enc)
-    if augment_type == "random":
-        p = np.full(len(cand), alpha)
-    else:
-        ranks = shuffled_ranks(rng, len(cand)) if augment_type == "shuffled" else ranks_from_scores(scores[cand])
-        p = drop_probabilities(ranks, alpha, beta)
-    drops = rng.random((multiply, len(cand))) < p[None, :]
-    spans = enc.char_spans[cand]
-    return [remove_spans(text, spans[row]) for row in drops]
+def _reference_copies(text, enc, scores, augment_type, alpha, beta, multiply, rng, seed=0, released=False, index=0):
+    """The per-token, per-copy reference (tests/reference.py), on the documented random stream."""
+    return reference_copies(text, enc, scores, DropSettings(augment_type, alpha, beta, seed, released), multiply, rng,
+                            index)
 
 
 def _tied_scores(n, seed):
@@ -232,11 +226,13 @@ def test_copies_match_the_reference_on_random_drop_patterns(kind, request):
         for t, text in enumerate(TRICKY):
             enc = encode(tok, text, prefix)
             scores = _tied_scores(len(enc.input_ids), t)
-            for augment_type in AUGMENT_TYPES:
+            for augment_type in [*AUGMENT_TYPES, "released"]:
+                kind, released = ("attention_diff", True) if augment_type == "released" else (augment_type, False)
                 for seed, (alpha, beta) in enumerate([(0.5, 0.0), (0.9, 0.3), (1.0, 5.0), (0.2, 0.05)]):
-                    args = (text, enc, scores, augment_type, alpha, beta, 40)
-                    fast = augment_text(*args, np.random.default_rng(seed))
-                    assert fast == _reference_copies(*args, np.random.default_rng(seed)), (text, augment_type, alpha)
+                    args = (text, enc, scores, kind, alpha, beta, 40)
+                    fast = augment_text(*args, np.random.default_rng(seed), seed=seed, released=released, index=t)
+                    slow = _reference_copies(*args, np.random.default_rng(seed), seed=seed, released=released, index=t)
+                    assert fast == slow, (text, augment_type, alpha)
                     checked += len(set(fast))
     assert checked > 1000  # many distinct rows, not the same few
 
@@ -315,7 +311,7 @@ def test_data_augmentation_writes_the_reference_rows_as_pandas_would(small_model
         enc = encode(tok, text)
         own = None if scores is None else scores[AttentionDump.load(dump).text_slice(i)]
         rows.append((text, i, 0))
-        copies = _reference_copies(text, enc, own, augment_type, 0.8, 0.2, 5, rng)
+        copies = _reference_copies(text, enc, own, augment_type, 0.8, 0.2, 5, rng, seed=11, index=i)
         rows.extend((c, i, k) for k, c in enumerate(copies, start=1))
     expected = tmp_path / "expected.csv"
     pd.DataFrame(rows, columns=["text", "source_row", "copy"]).to_csv(expected, index=False, lineterminator="\n")

@@ -28,8 +28,8 @@ from conftest import ROOT, run_script
 from hydra.core.global_hydra import GlobalHydra
 
 from elusive.artifacts import AttentionDump
-from elusive.attention import save_attention
-from elusive.contrast import contrast_attention
+from stages import save_attention
+from stages import contrast_attention
 from elusive.tags import FIELDS
 
 KNOWN = ", ".join(FIELDS)

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from elusive.artifacts import AttentionDump
-from elusive.attention import save_attention
+from stages import save_attention
 from elusive.align import project, word_spans
-from elusive.augment import data_augmentation
-from elusive.contrast import contrast_attention
+from stages import data_augmentation
+from stages import contrast_attention
 from elusive.data import load_texts
 from elusive.errors import InputError
 

@@ -22,11 +22,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from elusive import distributed
-from elusive.attention import merge_shards, save_attention, score_texts
+from elusive.attention import merge_shards, score_texts
+from stages import save_attention
 from elusive.data import load_texts
 from elusive.distributed import Share, gather_json, shard_dir
 from elusive.errors import InputError
-from elusive.evaluation import evaluate
+from stages import evaluate
 from elusive.models import load_tokenizer
 from elusive.tokens import encode_many
 
@@ -207,10 +208,9 @@ def test_accelerate_configs_load_and_every_key_is_commented(path):
 
 
 def test_run_experiment_refuses_a_multi_process_launch(monkeypatch, tmp_path):
-    from elusive.experiment import Experiment, run_experiment
+    from stages import run_experiment
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    exp = Experiment(name="x", method="plain", model="m", dataset=DATA / "biography.csv", out_root=tmp_path)
     with pytest.raises(InputError, match="run_experiment.py runs in one process; .* accelerate launch"):
-        run_experiment(exp)
+        run_experiment(name="x", method="plain", model="m", dataset=DATA / "biography.csv", out_root=tmp_path)
     assert not list(tmp_path.iterdir())  # refused before anything was written

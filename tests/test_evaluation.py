@@ -11,22 +11,18 @@ import torch
 from conftest import run_script
 
 from elusive.errors import InputError
-from elusive.evaluation import (
-    Question,
+from elusive.evaluation import markdown_table
+from elusive.evaluation import score_fields as summarize
+from elusive.generation import (
     StopAtNewline,
     answer_questions,
-    build_questions,
-    evaluate,
     generate_answers,
     generate_with_prefix,
     load_for_eval,
-    load_people,
-    load_prompts,
-    markdown_table,
-    render,
     shared_prefix,
-    summarize,
 )
+from elusive.questions import Question, build_questions, load_people, load_prompts, render
+from stages import evaluate
 from elusive.metrics import exact_match, f1_score
 from elusive.models import load_tokenizer
 from elusive.tags import parse_tagged

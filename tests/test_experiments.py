@@ -9,7 +9,8 @@ import pytest
 from conftest import ROOT, run_script
 from hydra import compose, initialize_config_dir
 
-from elusive.summary import aggregate, collect, summarize, to_markdown
+from elusive.summary import aggregate, collect, to_markdown
+from stages import summarize
 
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
@@ -72,8 +73,9 @@ def test_a_preset_runs_as_a_multirun_sweep_and_is_summarised(small_model, large_
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = tmp_path / "exp" / "cpu_tiny"
-    assert (root / "attention" / "diff_large_small.safetensors").is_file()
-    run = json.loads((root / "attention_diff" / "a0.7_b0.05_s0" / "run.json").read_text())
+    assert len(list((root / "attention").glob("diff-large-received-*--small-received-*.safetensors"))) == 1
+    (folder,) = (root / "attention_diff").glob("a0.7_b0.05_s0-*")
+    run = json.loads((folder / "run.json").read_text())
     assert run["method"] == "attention_diff" and run["alpha"] == 0.7 and run["n_texts"] == 4
     proc = run_script("summarize.py", f"runs=[{root}]", f"output={tmp_path / 'table'}", hydra_dir=tmp_path / "h", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -12,11 +12,16 @@ import pytest
 from conftest import run_script
 
 from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
-from elusive.augment import data_augmentation, droppable_tokens
+from stages import data_augmentation
 from elusive.biographies import make_biographies
 from elusive.data import load_tagged
 from elusive.errors import InputError
-from elusive.figures import accuracy_distance, distances_from_name, keep_probability, keep_texts, question_distances
+from elusive.config import PlotKeepProbabilityConfig
+from elusive.figure_distance import distances_from_name, question_distances
+from elusive.figure_keep import keep_texts
+from reference import droppable_tokens
+from stages import keep_probability
+from stages import accuracy_distance
 from elusive.models import load_tokenizer
 from elusive.tags import parse_tagged
 from elusive.tokens import encode
@@ -182,14 +187,19 @@ def test_keep_probability_is_one_minus_p_by_hand(small_model, tiny_dump, tmp_pat
     assert (tmp_path / "again.html").read_text() == page and (tmp_path / "again.csv").read_bytes() == paths[2].read_bytes()
 
 
-def test_random_keeps_one_minus_alpha_and_shuffled_replays_stage_3(small_model, tiny_dump, tmp_path):
+def test_random_keeps_one_minus_alpha_and_shuffled_shows_stage_3s_ranking(small_model, tiny_dump, tmp_path):
     data = tiny_dump["data"]
-    (item,) = keep_texts("random", 0.6, 0.05, str(small_model), data, [1])
+    def keep(augment_type, alpha, beta, rows, seed=0):
+        return keep_texts(PlotKeepProbabilityConfig(augment_type=augment_type, alpha=alpha, beta=beta,
+                                                    model=str(small_model), dataset=str(data), rows=rows,
+                                                    output="unused", seed=seed))
+
+    (item,) = keep("random", 0.6, 0.05, [1])
     cand = droppable_tokens(TEXTS[1], item.enc)
     assert np.allclose(item.keep[cand], 0.4) and (np.delete(item.keep, cand) == 1).all()
     # alpha=1 with a steep beta drops every ranked token but rank 0: each stage-3 copy keeps exactly the
-    # token that keep_texts shows with keep probability 1, so the replayed ranking is stage 3's own
-    items = keep_texts("shuffled", 1.0, 50.0, str(small_model), data, [0, 1], seed=3, multiply=2)
+    # token that keep_texts shows with keep probability 1, so the figure's ranking is stage 3's own
+    items = keep("shuffled", 1.0, 50.0, [0, 1], seed=3)
     aug = pd.read_csv(data_augmentation("shuffled", 1.0, 50.0, 2, str(small_model), data, tmp_path / "aug", seed=3,
                                         keep_original=False))
     for item in items:
@@ -197,7 +207,7 @@ def test_random_keeps_one_minus_alpha_and_shuffled_replays_stage_3(small_model, 
         word = item.text[item.enc.char_spans[top, 0] : item.enc.char_spans[top, 1]].strip()
         for copy in aug[aug["source_row"] == item.row]["text"]:
             assert re.findall(r"\w+|<", copy) == [word]  # punctuation ("&", ",", ".") is never dropped
-    other = keep_texts("shuffled", 1.0, 50.0, str(small_model), data, [0, 1], seed=4, multiply=2)
+    other = keep("shuffled", 1.0, 50.0, [0, 1], seed=4)
     assert any(not np.array_equal(a.rank, b.rank) for a, b in zip(items, other))
 
 

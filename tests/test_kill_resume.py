@@ -27,8 +27,8 @@ from elusive.training import (
     check_same_run,
     is_complete_checkpoint,
     last_complete_checkpoint,
-    train,
 )
+from stages import train
 
 STEPS_PER_EPOCH = 3  # 12 texts, batch_size 4
 EPOCHS = 10  # the run is still going (~0.3 s per epoch, checkpoint included) when epoch 2's checkpoint is complete

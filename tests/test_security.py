@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from conftest import ROOT
 
-from elusive.training import train
+from stages import train
 
 PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve", "marshal"}
 PICKLE_CALLS = {"read_pickle", "to_pickle"}  # pandas

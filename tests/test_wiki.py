@@ -11,14 +11,17 @@ from conftest import ROOT, run_script
 
 from elusive import evaluation
 from elusive.artifacts import AttentionDump
-from elusive.attention import save_attention
-from elusive.augment import data_augmentation
+from stages import save_attention
+from stages import data_augmentation
 from elusive.data import load_tagged, load_texts
 from elusive.errors import InputError
-from elusive.evaluation import build_wiki_questions, evaluate, wiki_prompt
-from elusive.experiment import Experiment, run_experiment, training_data
+from elusive.questions import build_wiki_questions, wiki_prompt
+from stages import evaluate
+from elusive.config import RunExperimentConfig
+from elusive.experiment import training_data
+from stages import run_experiment
 from elusive.metrics import exact_match, f1_score
-from elusive.training import train
+from stages import train
 from elusive.wiki import WikiQuestion, load_contexts, load_questions, load_wiki
 
 NESTED = ROOT / "data" / "wiki_sample.json"
@@ -227,13 +230,10 @@ def test_evaluate_script_on_the_jsonl(small_model, tmp_path):
 
 
 def test_experiment_refuses_n_texts_with_a_wiki_dataset(tmp_path):
-    exp = Experiment(name="w", method="plain", model="unused", dataset=NESTED, n_texts=8, out_root=tmp_path)
     with pytest.raises(InputError, match=r"^n_texts=8: .*n_texts=null"):
-        run_experiment(exp)
-    with pytest.raises(InputError, match=r"^n_texts=8"):
-        training_data(exp, tmp_path)
+        run_experiment(name="w", method="plain", model="unused", dataset=NESTED, n_texts=8, out_root=tmp_path)
     assert not (tmp_path / "w").exists()
-    exp.n_texts = None
+    exp = RunExperimentConfig(name="w", method="plain", model="unused", dataset=str(NESTED), out_root=str(tmp_path))
     assert training_data(exp, tmp_path) == NESTED
 
 
@@ -245,7 +245,7 @@ def test_run_experiment_on_the_json(small_model, large_model, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = tmp_path / "exp" / "cpu_tiny"
-    run = root / "attention_diff" / "a0.7_b0.05_s0"
+    (run,) = (root / "attention_diff").glob("a0.7_b0.05_s0-*")
     info = json.loads((run / "run.json").read_text())
     assert info["n_texts"] == len(load_contexts(NESTED)) == 10 and info["dataset"] == str(NESTED)
     assert not (root / "data.csv").exists()

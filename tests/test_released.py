@@ -1,0 +1,144 @@
+"""Faithful to the released code, with the controls that separate attention from position.
+
+* ``aggregate=released`` computes the released code's scores with its arithmetic (bf16, layers and heads
+  averaged in bf16, rows of the lower triangle summed, divided by i + 1), and stage 3 ranks a released
+  contrast as the released code did (``numpy.argsort(d)[::-1]`` over all tokens): checked against a
+  transcription of that arithmetic written here, token for token.
+* ``augment_type=position`` (rank 0 = the last droppable token) and ``aggregate=sum`` by hand.
+* Contrasts of dumps made differently, or of a dump with itself, are refused.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from stages import contrast_attention, data_augmentation, save_attention
+from transformers import AutoModelForCausalLM
+
+from elusive.artifacts import AttentionDump
+from elusive.augment import DropSettings, drop_plan, released_ranks
+from elusive.data import load_texts
+from elusive.errors import InputError
+from elusive.models import load_tokenizer
+from elusive.tokens import EncodedBatch, encode, encode_many
+from reference import droppable_tokens
+
+
+def transcribed_released_scores(model_dir, texts):
+    """The released code's stage 1, transcribed: bf16 model, eager attention, one text at a time."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, attn_implementation="eager")
+    tok = load_tokenizer(str(model_dir))
+    out = []
+    with torch.no_grad():
+        for text in texts:
+            ids = torch.tensor([tok(text)["input_ids"]])
+            attentions = model(ids, output_attentions=True).attentions
+            average = torch.tril(torch.stack(attentions).mean(dim=(0, 1, 2)))
+            out.append((average.sum(dim=-1) / torch.arange(1, average.size(-1) + 1).to(average)).float().numpy())
+    return out
+
+
+def test_released_scores_and_ranking_equal_the_transcription(small_model, large_model, bios, tmp_path):
+    texts = load_texts(bios)
+    small = save_attention(small_model, bios, tmp_path / "small", aggregate="released", device="cpu")
+    large = save_attention(large_model, bios, tmp_path / "large", aggregate="released", device="cpu")
+    diff = AttentionDump.load(contrast_attention(large, small, tmp_path / "diff"))
+    assert AttentionDump.load(small).metadata["dtype"] == "bfloat16"  # dtype=auto means bf16 with this aggregate
+    assert diff.metadata["aggregate"] == "released"
+    want_small = transcribed_released_scores(small_model, texts)
+    want_large = transcribed_released_scores(large_model, texts)
+    tok = load_tokenizer(str(small_model))
+    zeros = total = 0
+    for i, text in enumerate(texts):
+        d = want_large[i] - want_small[i]
+        np.testing.assert_array_equal(diff.scores[diff.text_slice(i)], d)  # bit for bit
+        zeros, total = zeros + int((d == 0).sum()), total + len(d)
+        # stage 3's ranks of the droppable tokens are their places in argsort(d)[::-1] over all tokens
+        order = np.argsort(d)[::-1]
+        released_rank = {int(pos): rank for rank, pos in enumerate(order)}
+        enc = encode(tok, text)
+        plan = drop_plan([text], EncodedBatch.of([enc]), d, DropSettings("attention_diff", 0.7, 0.05, released=True))
+        assert plan.candidates.tolist() == droppable_tokens(text, enc).tolist()
+        assert plan.ranks.tolist() == [released_rank[int(c)] for c in plan.candidates]
+    assert zeros / total > 0.9  # as measured on real models (99.4 %): the released contrast is exactly 0 mostly
+
+
+def test_an_all_zero_released_contrast_ranks_in_reverse_position():
+    """numpy's default sort of equal keys keeps their order for short arrays; reversed, the last token gets
+    rank 0. Hand-computed: 5 tokens, 3 candidates (tokens 1, 2, 4)."""
+    scores = np.zeros(5, dtype=np.float32)
+    ranks = released_ranks(scores, np.array([0, 5]), np.array([1, 2, 4]), np.array([0, 3]))
+    assert ranks.tolist() == [3, 2, 0]
+    scores[2] = 1e-3  # ascending order 0 1 3 4 2, reversed 2 4 3 1 0: token 2 rank 0, token 4 rank 1, token 1 rank 3
+    assert released_ranks(scores, np.array([0, 5]), np.array([1, 2, 4]), np.array([0, 3])).tolist() == [3, 0, 1]
+
+
+def test_released_augmentation_records_the_ranking_and_numpy(small_model, large_model, bios, tmp_path):
+    small = save_attention(small_model, bios, tmp_path / "small", aggregate="released", device="cpu")
+    large = save_attention(large_model, bios, tmp_path / "large", aggregate="released", device="cpu")
+    diff = contrast_attention(large, small, tmp_path / "diff")
+    out = data_augmentation("attention_diff", 0.9, 0.05, 30, small_model, bios, tmp_path / "aug", diff)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["ranking"].startswith("released") and record["numpy"] == np.__version__
+    # the released ranking keeps the end of each biography: its last word survives far more often than its first
+    frame = pd.read_csv(out, keep_default_na=False)
+    texts = load_texts(bios)
+    copies = frame[frame["copy"] > 0]
+    first = np.mean([t.split()[0] in c for t, c in zip([texts[r] for r in copies["source_row"]], copies["text"])])
+    last = np.mean([t.split()[-1].rstrip(".") in c for t, c in zip([texts[r] for r in copies["source_row"]],
+                                                                    copies["text"])])
+    assert last > first + 0.2
+
+
+def test_position_ranks_the_last_droppable_token_first_by_hand(word_model):
+    tok = load_tokenizer(str(word_model))
+    text = "Ann Lee was born in Oslo ."
+    enc = encode(tok, text)  # one token per word; "." is never droppable
+    plan = drop_plan([text], EncodedBatch.of([enc]), None, DropSettings("position", 0.8, 0.1))
+    words = [text[s:e] for s, e in enc.char_spans[plan.candidates]]
+    assert words == ["Ann", "Lee", "was", "born", "in", "Oslo"]
+    assert plan.ranks.tolist() == [5, 4, 3, 2, 1, 0]
+    assert plan.p[-1] == 0.0 and plan.p[0] == pytest.approx(0.8 * (1 - np.exp(-0.5)))
+
+
+def test_shuffled_ranking_of_a_text_does_not_depend_on_the_others(small_model, bios):
+    tok = load_tokenizer(str(small_model))
+    texts = load_texts(bios)
+    batch = EncodedBatch.of(encode_many(tok, texts))
+    settings = DropSettings("shuffled", 0.7, 0.05, seed=5)
+    whole = drop_plan(texts, batch, None, settings)
+    for i in (0, 3, len(texts) - 1):
+        alone = drop_plan([texts[i]], EncodedBatch.of([batch[i]]), None, settings, first_text=i)
+        assert alone.ranks.tolist() == whole.ranks[whole.starts[i] : whole.starts[i + 1]].tolist()
+    other = drop_plan(texts, batch, None, DropSettings("shuffled", 0.7, 0.05, seed=6))
+    assert other.ranks.tolist() != whole.ranks.tolist()
+
+
+def test_sum_is_received_times_the_number_of_later_queries(small_model, bios, tmp_path):
+    received = AttentionDump.load(save_attention(small_model, bios, tmp_path / "r", device="cpu"))
+    summed = AttentionDump.load(save_attention(small_model, bios, tmp_path / "s", aggregate="sum", device="cpu"))
+    for i in range(received.n_texts):
+        r, s = received.scores[received.text_slice(i)], summed.scores[summed.text_slice(i)]
+        n = len(r)
+        np.testing.assert_allclose(s, r * (n - np.arange(n)), rtol=1e-5)
+        assert s.sum() == pytest.approx(n, rel=1e-5)  # every query row gives 1 in all
+
+
+def test_contrasts_of_differently_made_dumps_are_refused(small_model, large_model, bios, tmp_path):
+    small = save_attention(small_model, bios, tmp_path / "small", device="cpu")
+    cases = {
+        "aggregate": save_attention(large_model, bios, tmp_path / "sum", aggregate="sum", device="cpu"),
+        "layers": save_attention(large_model, bios, tmp_path / "last", layers=[-1], device="cpu"),
+        "text_prefix": save_attention(large_model, bios, tmp_path / "prefix", text_prefix="Text: ", device="cpu"),
+        "dtype": save_attention(large_model, bios, tmp_path / "bf16", dtype="bfloat16", device="cpu"),
+    }
+    for key, large in cases.items():
+        with pytest.raises(InputError, match=rf"were extracted with different {key} \("):
+            contrast_attention(large, small, tmp_path / "diff")
+    with pytest.raises(InputError, match="hold the same scores"):
+        contrast_attention(small, small, tmp_path / "diff")
+    assert not (tmp_path / "diff.safetensors").exists()
