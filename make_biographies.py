@@ -4,6 +4,7 @@ Usage (from the project root):
 
     python make_biographies.py
     python make_biographies.py n_people=1000 seed=1 field_order=permuted output=data/biography_permuted.csv
+    python make_biographies.py template=varied output=data/biography_varied.csv
 """
 
 import hydra
@@ -26,6 +27,7 @@ def main(cfg: DictConfig) -> None:
         seed=cfg.seed,
         field_order=field_order,
         output=resolve_path(cfg.output),
+        template=cfg.template,
     )
 
 
