@@ -6,6 +6,8 @@
 `python make_biographies.py --help` lists every key with its type, default and meaning (elusive/config.py).
 """
 
+import dataclasses
+
 from elusive.cli import script
 from elusive.config import MakeBiographiesConfig
 
@@ -14,7 +16,7 @@ from elusive.config import MakeBiographiesConfig
 def main(cfg: MakeBiographiesConfig) -> None:
     from elusive.biographies import make_biographies  # imported here: --help and config errors need no torch
 
-    print(f"wrote {make_biographies(cfg.n_people, cfg.seed, cfg.field_order, cfg.output)}")
+    print(f"wrote {make_biographies(**dataclasses.asdict(cfg))}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,26 @@
 """Seeded synthetic biographies in the style of the bioS dataset (Allen-Zhu & Li) used by the paper.
 
-Each person gets a unique full name, a gender, a birth date (1900-2005), a birth city, a university, a
-major and an employer, drawn from the word pools below. A biography is one sentence per field; the first
-sentence has the tagged name as its subject and every later sentence a gender-consistent pronoun, so the
-fields mentioned last sit far from the name::
+Each person gets a unique full name, a pronoun (he, she, or for a small seeded share of people they), a
+birth date (1900-2005), a birth city with its country, a university, a major and an employer, drawn from the
+word pools below. A biography is one sentence per field; the first sentence has the tagged name as its
+subject and every later sentence the person's pronoun, so the fields mentioned last sit far from the name.
+With ``template="paper"`` (the default) every sentence is the paper's frame for its field, exactly as in the
+paper's example biography::
 
     <name>Liam Thompson</name> was born on <date>January 5, 1990</date>. He spent his early years in
-    <city>Oslo</city>. He received mentorship and guidance from faculty members at <university>Kyoto
-    University</university>. He completed his education with a focus on <major>Biomedical
-    Engineering</major>. He had a professional role at <company>the British Museum</company>.
+    <city>Melbourne, Australia</city>. He received mentorship and guidance from faculty members at
+    <university>Sorbonne University</university>. He completed his education with a focus on
+    <major>Biomedical Engineering</major>. He had a professional role at <company>the British Museum</company>.
+
+(She/her for women; "They were born on", "They spent their early years in", ... for they-people; a name as
+subject always takes "was".) ``template="varied"`` draws one of five frames per field instead. Every frame
+starts with its subject, so any ``field_order`` reads naturally: a permuted biography opens with the name in
+its first field's frame, e.g. ``"<name>Liam Thompson</name> had a professional role at ..."``.
 
 Every tagged value is exactly the gold answer of the closed-book question for that field (see
-``data/prompts.csv``); nothing else is inside a tag. People are drawn with one ``random.Random(seed)``
-and the sentences with a second one, so the same arguments always give the same bytes, and the people do
-not depend on ``field_order``.
+``data/prompts.csv``); nothing else is inside a tag. People are drawn with one ``random.Random(seed)``, the
+permuted orders and the varied frames each with their own stream, so the same arguments always give the same
+bytes, and the people depend on neither ``field_order`` nor ``template``.
 
 The pools are hand-written for this project. They deliberately contain no surname of the real people in
 ``data/biography_fewshot.csv`` (see :data:`FEWSHOT_PEOPLE`), and those full names are also excluded
@@ -42,6 +49,9 @@ ATTRIBUTE_FIELDS = ("date", "city", "university", "major", "company")
 """The five non-name fields, in the ``"fixed"`` order."""
 
 FIELD_ORDER_MODES = ("fixed", "permuted")
+
+TEMPLATE_MODES = ("paper", "varied")
+"""``template`` values: the paper's one frame per field, or several frames per field drawn at random."""
 
 # --------------------------------------------------------------------------------------------------
 # Word pools (hand-written; no gender-ambiguous first names, so a first name determines the pronoun).
@@ -121,31 +131,108 @@ LAST_NAMES = (
     "Fitzgerald", "MacLeod", "Fraser", "Morrison", "Lloyd", "Griffiths", "Thornton", "Whitfield", "Ashford", "Blackwood",
 )
 
-CITIES = (
-    "Tokyo", "Delhi", "Shanghai", "Mexico City", "Cairo", "Mumbai", "Beijing", "Dhaka", "Osaka", "New York City",
-    "Karachi", "Buenos Aires", "Chongqing", "Istanbul", "Kolkata", "Manila", "Lagos", "Rio de Janeiro", "Tianjin",
-    "Kinshasa", "Guangzhou", "Los Angeles", "Moscow", "Shenzhen", "Lahore", "Bangalore", "Paris", "Jakarta",
-    "Chennai", "Lima", "Bangkok", "Seoul", "Nagoya", "Hyderabad", "London", "Tehran", "Chicago", "Chengdu",
-    "Nanjing", "Wuhan", "Ho Chi Minh City", "Luanda", "Ahmedabad", "Kuala Lumpur", "Hong Kong", "Hangzhou",
-    "Shenyang", "Riyadh", "Baghdad", "Santiago", "Surat", "Madrid", "Suzhou", "Pune", "Harbin", "Houston",
-    "Dallas", "Toronto", "Dar es Salaam", "Miami", "Belo Horizonte", "Singapore", "Philadelphia", "Atlanta",
-    "Fukuoka", "Khartoum", "Barcelona", "Johannesburg", "Saint Petersburg", "Qingdao", "Dalian", "Yangon",
-    "Alexandria", "Guadalajara", "Ankara", "Melbourne", "Sydney", "Abidjan", "Monterrey", "Boston", "Phoenix",
-    "Detroit", "Seattle", "San Francisco", "San Diego", "Minneapolis", "Denver", "Baltimore", "Nashville",
-    "Portland", "Austin", "Montreal", "Vancouver", "Calgary", "Ottawa", "Berlin", "Hamburg", "Munich", "Cologne",
-    "Frankfurt", "Stuttgart", "Vienna", "Zurich", "Geneva", "Rome", "Milan", "Naples", "Turin", "Florence",
-    "Venice", "Lisbon", "Porto", "Seville", "Valencia", "Lyon", "Marseille", "Toulouse", "Nice", "Bordeaux",
-    "Brussels", "Antwerp", "Amsterdam", "Rotterdam", "The Hague", "Copenhagen", "Stockholm", "Gothenburg",
-    "Oslo", "Bergen", "Helsinki", "Reykjavik", "Dublin", "Cork", "Edinburgh", "Glasgow", "Manchester",
-    "Liverpool", "Birmingham", "Leeds", "Bristol", "Cardiff", "Belfast", "Warsaw", "Krakow", "Prague",
-    "Budapest", "Bucharest", "Belgrade", "Zagreb", "Athens", "Thessaloniki", "Kyiv", "Minsk", "Riga", "Vilnius",
-    "Tallinn", "Casablanca", "Marrakesh", "Tunis", "Algiers", "Accra", "Nairobi", "Addis Ababa", "Kampala",
-    "Cape Town", "Durban", "Dakar", "Auckland", "Wellington", "Brisbane", "Perth", "Adelaide", "Kyoto",
-    "Yokohama", "Sapporo", "Kobe", "Busan", "Taipei", "Hanoi", "Colombo", "Kathmandu", "Dubai", "Doha",
-    "Amman", "Beirut", "Tel Aviv", "Havana", "Caracas", "Quito", "Montevideo", "Kingston", "Honolulu",
-    "Anchorage", "New Orleans", "Pittsburgh", "Cleveland", "Cincinnati", "Kansas City", "Salt Lake City",
-    "Las Vegas", "Sacramento",
-)
+_CITIES_BY_COUNTRY: dict[str, tuple[str, ...]] = {
+    "USA": (
+        "New York City", "Los Angeles", "Chicago", "Houston", "Dallas", "Miami", "Philadelphia", "Atlanta",
+        "Boston", "Phoenix", "Detroit", "Seattle", "San Francisco", "San Diego", "Minneapolis", "Denver",
+        "Baltimore", "Nashville", "Portland", "Austin", "Honolulu", "Anchorage", "New Orleans", "Pittsburgh",
+        "Cleveland", "Cincinnati", "Kansas City", "Salt Lake City", "Las Vegas", "Sacramento",
+    ),
+    "Canada": ("Toronto", "Montreal", "Vancouver", "Calgary", "Ottawa"),
+    "Mexico": ("Mexico City", "Guadalajara", "Monterrey"),
+    "Cuba": ("Havana",),
+    "Jamaica": ("Kingston",),
+    "Brazil": ("Rio de Janeiro", "Belo Horizonte"),
+    "Argentina": ("Buenos Aires",),
+    "Chile": ("Santiago",),
+    "Peru": ("Lima",),
+    "Venezuela": ("Caracas",),
+    "Ecuador": ("Quito",),
+    "Uruguay": ("Montevideo",),
+    "United Kingdom": (
+        "London", "Edinburgh", "Glasgow", "Manchester", "Liverpool", "Birmingham", "Leeds", "Bristol", "Cardiff",
+        "Belfast",
+    ),
+    "Ireland": ("Dublin", "Cork"),
+    "France": ("Paris", "Lyon", "Marseille", "Toulouse", "Nice", "Bordeaux"),
+    "Belgium": ("Brussels", "Antwerp"),
+    "Netherlands": ("Amsterdam", "Rotterdam", "The Hague"),
+    "Germany": ("Berlin", "Hamburg", "Munich", "Cologne", "Frankfurt", "Stuttgart"),
+    "Austria": ("Vienna",),
+    "Switzerland": ("Zurich", "Geneva"),
+    "Italy": ("Rome", "Milan", "Naples", "Turin", "Florence", "Venice"),
+    "Spain": ("Madrid", "Barcelona", "Seville", "Valencia"),
+    "Portugal": ("Lisbon", "Porto"),
+    "Denmark": ("Copenhagen",),
+    "Sweden": ("Stockholm", "Gothenburg"),
+    "Norway": ("Oslo", "Bergen"),
+    "Finland": ("Helsinki",),
+    "Iceland": ("Reykjavik",),
+    "Poland": ("Warsaw", "Krakow"),
+    "Czech Republic": ("Prague",),
+    "Hungary": ("Budapest",),
+    "Romania": ("Bucharest",),
+    "Serbia": ("Belgrade",),
+    "Croatia": ("Zagreb",),
+    "Greece": ("Athens", "Thessaloniki"),
+    "Ukraine": ("Kyiv",),
+    "Belarus": ("Minsk",),
+    "Latvia": ("Riga",),
+    "Lithuania": ("Vilnius",),
+    "Estonia": ("Tallinn",),
+    "Russia": ("Moscow", "Saint Petersburg"),
+    "Turkey": ("Istanbul", "Ankara"),
+    "Egypt": ("Cairo", "Alexandria"),
+    "Morocco": ("Casablanca", "Marrakesh"),
+    "Tunisia": ("Tunis",),
+    "Algeria": ("Algiers",),
+    "Sudan": ("Khartoum",),
+    "Nigeria": ("Lagos",),
+    "Ghana": ("Accra",),
+    "Ivory Coast": ("Abidjan",),
+    "Senegal": ("Dakar",),
+    "DR Congo": ("Kinshasa",),
+    "Angola": ("Luanda",),
+    "Kenya": ("Nairobi",),
+    "Ethiopia": ("Addis Ababa",),
+    "Uganda": ("Kampala",),
+    "Tanzania": ("Dar es Salaam",),
+    "South Africa": ("Johannesburg", "Cape Town", "Durban"),
+    "Israel": ("Tel Aviv",),
+    "Jordan": ("Amman",),
+    "Lebanon": ("Beirut",),
+    "Iraq": ("Baghdad",),
+    "Iran": ("Tehran",),
+    "Saudi Arabia": ("Riyadh",),
+    "United Arab Emirates": ("Dubai",),
+    "Qatar": ("Doha",),
+    "Pakistan": ("Karachi", "Lahore"),
+    "India": (
+        "Delhi", "Mumbai", "Kolkata", "Bangalore", "Chennai", "Hyderabad", "Ahmedabad", "Surat", "Pune",
+    ),
+    "Bangladesh": ("Dhaka",),
+    "Sri Lanka": ("Colombo",),
+    "Nepal": ("Kathmandu",),
+    "Myanmar": ("Yangon",),
+    "Thailand": ("Bangkok",),
+    "Vietnam": ("Ho Chi Minh City", "Hanoi"),
+    "Malaysia": ("Kuala Lumpur",),
+    "Indonesia": ("Jakarta",),
+    "Philippines": ("Manila",),
+    "China": (
+        "Shanghai", "Beijing", "Chongqing", "Tianjin", "Guangzhou", "Shenzhen", "Chengdu", "Nanjing", "Wuhan",
+        "Hangzhou", "Shenyang", "Suzhou", "Harbin", "Qingdao", "Dalian", "Hong Kong",
+    ),
+    "Taiwan": ("Taipei",),
+    "South Korea": ("Seoul", "Busan"),
+    "Japan": ("Tokyo", "Osaka", "Nagoya", "Fukuoka", "Kyoto", "Yokohama", "Sapporo", "Kobe"),
+    "Australia": ("Melbourne", "Sydney", "Brisbane", "Perth", "Adelaide"),
+    "New Zealand": ("Auckland", "Wellington"),
+}
+
+CITIES = tuple(f"{city}, {country}" for country, cities in _CITIES_BY_COUNTRY.items() for city in cities)
+"""Birth cities, each with its country (``"Oslo, Norway"``, as in the paper's example; ``"USA"`` as in the
+paper's released data); the whole string is the gold answer of the city question."""
 
 UNIVERSITIES = (
     "Harvard University", "Stanford University", "the Massachusetts Institute of Technology", "Princeton University",
@@ -263,50 +350,74 @@ COMPANIES = (
     "Stripe",
 )
 
-# --------------------------------------------------------------------------------------------------
-# Sentence templates: {S} = subject (tagged name in the first sentence, else He/She), {p} = his/her,
-# {X} = the tagged value. Every template starts with the subject, so any field can come first.
+# Sentence frames. {S} = subject (the tagged name in the first sentence, else He/She/They), {p} = his/her/
+# their, {X} = the tagged value, {was} = was/were and {s} = "s"/"" for the verb's agreement with the subject
+# (a name takes "was", "They" takes "were"). Every frame starts with the subject, so any field can come first.
 # --------------------------------------------------------------------------------------------------
 
-TEMPLATES: dict[str, tuple[str, ...]] = {
+PAPER_FRAMES: dict[str, str] = {
+    "date": "{S} {was} born on {X}.",
+    "city": "{S} spent {p} early years in {X}.",
+    "university": "{S} received mentorship and guidance from faculty members at {X}.",
+    "major": "{S} completed {p} education with a focus on {X}.",
+    "company": "{S} had a professional role at {X}.",
+}
+"""The paper's fixed template: one frame per field, as in its example biography (Problem Setup section)."""
+
+VARIED_FRAMES: dict[str, tuple[str, ...]] = {
     "date": (
-        "{S} was born on {X}.",
+        PAPER_FRAMES["date"],
         "{S} came into this world on {X}.",
         "{S} entered the world on {X}.",
         "{S} arrived in the world on {X}.",
-        "{S} was welcomed into the world on {X}.",
+        "{S} {was} welcomed into the world on {X}.",
     ),
     "city": (
-        "{S} was born in {X}.",
-        "{S} spent {p} early years in {X}.",
-        "{S} hails from {X}.",
+        "{S} {was} born in {X}.",
+        PAPER_FRAMES["city"],
+        "{S} hail{s} from {X}.",
         "{S} originated from {X}.",
-        "{S} was brought into the world in {X}.",
+        "{S} {was} brought into the world in {X}.",
     ),
     "university": (
-        "{S} received mentorship and guidance from faculty members at {X}.",
+        PAPER_FRAMES["university"],
         "{S} graduated from {X}.",
         "{S} studied at {X}.",
         "{S} completed {p} degree at {X}.",
-        "{S} was a student at {X}.",
+        "{S} {was} a student at {X}.",
     ),
     "major": (
-        "{S} completed {p} education with a focus on {X}.",
+        PAPER_FRAMES["major"],
         "{S} majored in {X}.",
         "{S} specialized in {X}.",
         "{S} earned a degree in {X}.",
         "{S} devoted {p} studies to {X}.",
     ),
     "company": (
-        "{S} had a professional role at {X}.",
+        PAPER_FRAMES["company"],
         "{S} worked for {X}.",
-        "{S} was employed by {X}.",
+        "{S} {was} employed by {X}.",
         "{S} built a career at {X}.",
         "{S} accepted a position at {X}.",
     ),
 }
+"""``template="varied"``: five frames per field (the paper's first), one drawn at random per sentence."""
 
-PRONOUNS = {"male": ("He", "his"), "female": ("She", "her")}
+TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
+    "paper": {field: (frame,) for field, frame in PAPER_FRAMES.items()},
+    "varied": VARIED_FRAMES,
+}
+"""The frames of each ``template`` value, per field."""
+
+PRONOUNS: dict[str, tuple[str, str, str, str]] = {
+    # gender: (subject pronoun, possessive, {was}, {s}) for a sentence whose subject is the pronoun
+    "male": ("He", "his", "was", "s"),
+    "female": ("She", "her", "was", "s"),
+    "nonbinary": ("They", "their", "were", ""),
+}
+
+THEY_SHARE = 0.1
+"""Fraction of generated people (drawn per person, seeded) referred to as they/their."""
 
 DATE_MIN = datetime.date(1900, 1, 1)
 DATE_MAX = datetime.date(2005, 12, 31)
@@ -318,9 +429,9 @@ class Person:
 
     Attributes:
         name: Unique full name, e.g. ``"Liam Thompson"``.
-        gender: ``"male"`` or ``"female"`` (chooses He/his or She/her).
+        gender: ``"male"``, ``"female"`` or ``"nonbinary"`` (chooses He/his, She/her or They/their).
         date: Birth date, e.g. ``"January 5, 1990"``.
-        city: Birth city, e.g. ``"Oslo"``.
+        city: Birth city with its country, e.g. ``"Oslo, Norway"``.
         university: University, with a leading ``"the"`` where English needs one.
         major: Field of study, e.g. ``"Biomedical Engineering"``.
         company: Employer, e.g. ``"the British Museum"``.
@@ -336,30 +447,34 @@ class Person:
 
 
 FEWSHOT_PEOPLE: tuple[Person, ...] = (
-    Person("Tim Cook", "male", "November 1, 1960", "Mobile", "Auburn University", "Industrial Engineering", "Apple"),
-    Person("Satya Nadella", "male", "August 19, 1967", "Hyderabad", "the Manipal Institute of Technology",
+    Person("Tim Cook", "male", "November 1, 1960", "Mobile, USA", "Auburn University",
+           "Industrial Engineering", "Apple"),
+    Person("Satya Nadella", "male", "August 19, 1967", "Hyderabad, India", "the Manipal Institute of Technology",
            "Electrical Engineering", "Microsoft"),
-    Person("Andy Grove", "male", "September 2, 1936", "Budapest", "the City College of New York",
+    Person("Andy Grove", "male", "September 2, 1936", "Budapest, Hungary", "the City College of New York",
            "Chemical Engineering", "Intel"),
-    Person("Mary Barra", "female", "December 24, 1961", "Royal Oak", "Kettering University", "Electrical Engineering",
-           "General Motors"),
-    Person("Jensen Huang", "male", "February 17, 1963", "Tainan", "Oregon State University", "Electrical Engineering",
-           "Nvidia"),
-    Person("Lisa Su", "female", "November 7, 1969", "Tainan", "the Massachusetts Institute of Technology",
+    Person("Mary Barra", "female", "December 24, 1961", "Royal Oak, USA", "Kettering University",
+           "Electrical Engineering", "General Motors"),
+    Person("Jensen Huang", "male", "February 17, 1963", "Tainan, Taiwan", "Oregon State University",
+           "Electrical Engineering", "Nvidia"),
+    Person("Lisa Su", "female", "November 7, 1969", "Tainan, Taiwan", "the Massachusetts Institute of Technology",
            "Electrical Engineering", "Advanced Micro Devices"),
-    Person("Susan Wojcicki", "female", "July 5, 1968", "Santa Clara", "Harvard University", "History and Literature",
-           "Google"),
-    Person("Marissa Mayer", "female", "May 30, 1975", "Wausau", "Stanford University", "Symbolic Systems", "Yahoo"),
-    Person("Gwynne Shotwell", "female", "November 23, 1963", "Evanston", "Northwestern University",
+    Person("Susan Wojcicki", "female", "July 5, 1968", "Santa Clara, USA", "Harvard University",
+           "History and Literature", "Google"),
+    Person("Marissa Mayer", "female", "May 30, 1975", "Wausau, USA", "Stanford University",
+           "Symbolic Systems", "Yahoo"),
+    Person("Gwynne Shotwell", "female", "November 23, 1963", "Evanston, USA", "Northwestern University",
            "Mechanical Engineering", "SpaceX"),
-    Person("Tim Berners-Lee", "male", "June 8, 1955", "London", "the University of Oxford", "Physics", "CERN"),
-    Person("Demis Hassabis", "male", "July 27, 1976", "London", "the University of Cambridge", "Computer Science",
-           "DeepMind"),
-    Person("Reed Hastings", "male", "October 8, 1960", "Boston", "Bowdoin College", "Mathematics", "Netflix"),
-    Person("Alan Turing", "male", "June 23, 1912", "London", "the University of Cambridge", "Mathematics",
-           "the National Physical Laboratory"),
-    Person("Steve Wozniak", "male", "August 11, 1950", "San Jose", "the University of California, Berkeley",
-           "Electrical Engineering and Computer Science", "Hewlett-Packard"),
+    Person("Tim Berners-Lee", "male", "June 8, 1955", "London, United Kingdom", "the University of Oxford",
+           "Physics", "CERN"),
+    Person("Demis Hassabis", "male", "July 27, 1976", "London, United Kingdom", "the University of Cambridge",
+           "Computer Science", "DeepMind"),
+    Person("Reed Hastings", "male", "October 8, 1960", "Boston, USA", "Bowdoin College", "Mathematics",
+           "Netflix"),
+    Person("Alan Turing", "male", "June 23, 1912", "London, United Kingdom", "the University of Cambridge",
+           "Mathematics", "the National Physical Laboratory"),
+    Person("Steve Wozniak", "male", "August 11, 1950", "San Jose, USA",
+           "the University of California, Berkeley", "Electrical Engineering and Computer Science", "Hewlett-Packard"),
 )
 """Real, well-known people for ``data/biography_fewshot.csv`` (few-shot QA examples only).
 
@@ -402,6 +517,9 @@ def format_date(day: datetime.date) -> str:
 def generate_people(n: int, seed: int) -> list[Person]:
     """Draw ``n`` people with distinct full names.
 
+    The first name sets the gender (he or she), except for a share :data:`THEY_SHARE` of people, drawn per
+    person, who are referred to as they/their whatever their first name.
+
     Args:
         n: Number of people, ``1 <= n <= MAX_PEOPLE``.
         seed: Seed of the ``random.Random`` that draws everything.
@@ -425,40 +543,43 @@ def generate_people(n: int, seed: int) -> list[Person]:
     people = []
     for cell in cells:
         first_i, last_i = divmod(cell, n_last)
-        gender = "male" if first_i < len(MALE_FIRST_NAMES) else "female"
-        people.append(
-            Person(
-                name=f"{_FIRST_NAMES[first_i]} {LAST_NAMES[last_i]}",
-                gender=gender,
-                date=format_date(DATE_MIN + datetime.timedelta(days=rng.randint(0, span_days))),
-                city=rng.choice(CITIES),
-                university=rng.choice(UNIVERSITIES),
-                major=rng.choice(MAJORS),
-                company=rng.choice(COMPANIES),
-            )
-        )
+        date = format_date(DATE_MIN + datetime.timedelta(days=rng.randint(0, span_days)))
+        city, university = rng.choice(CITIES), rng.choice(UNIVERSITIES)
+        major, company = rng.choice(MAJORS), rng.choice(COMPANIES)
+        if rng.random() < THEY_SHARE:
+            gender = "nonbinary"
+        else:
+            gender = "male" if first_i < len(MALE_FIRST_NAMES) else "female"
+        people.append(Person(f"{_FIRST_NAMES[first_i]} {LAST_NAMES[last_i]}", gender, date, city, university, major,
+                             company))
     return people
 
 
-def render_biography(person: Person, order: Sequence[str], rng: random.Random) -> str:
+def render_biography(
+    person: Person, order: Sequence[str], rng: random.Random, template: str = "paper"
+) -> str:
     """Write ``person``'s tagged biography, one sentence per field in ``order``.
 
     Args:
         person: The facts.
         order: A permutation of :data:`ATTRIBUTE_FIELDS`; the first field's sentence has the tagged name as
-            subject, the others a He/She pronoun.
-        rng: Chooses one template per field.
+            subject, the others the person's pronoun (He, She or They, with the verb agreeing).
+        rng: Chooses one frame per field when ``template="varied"``; not used by ``"paper"``.
+        template: ``"paper"`` (the paper's frame for each field) or ``"varied"`` (see :data:`TEMPLATES`).
 
     Returns:
         The tagged text, e.g. ``"<name>Liam Thompson</name> was born on <date>January 5, 1990</date>. He ..."``.
     """
-    subject_pronoun, possessive = PRONOUNS[person.gender]
+    frames = TEMPLATES[template]
+    pronoun, possessive, pronoun_was, pronoun_s = PRONOUNS[person.gender]
     sentences = []
     for k, field in enumerate(order):
-        template = rng.choice(TEMPLATES[field])
-        subject = f"<name>{person.name}</name>" if k == 0 else subject_pronoun
+        choices = frames[field]
+        frame = choices[0] if len(choices) == 1 else rng.choice(choices)
+        # A name is a singular subject ("Sam Lee was born"), whatever the person's pronoun.
+        subject, was, s = (f"<name>{person.name}</name>", "was", "s") if k == 0 else (pronoun, pronoun_was, pronoun_s)
         value = f"<{field}>{getattr(person, field)}</{field}>"
-        sentences.append(template.format(S=subject, p=possessive, X=value))
+        sentences.append(frame.format(S=subject, p=possessive, X=value, was=was, s=s))
     return " ".join(sentences)
 
 
@@ -476,6 +597,13 @@ def _check_field_order(field_order: object) -> str | tuple[str, ...]:
     )
 
 
+def _check_template(template: object) -> str:
+    """Return ``template`` if it is one of :data:`TEMPLATE_MODES`; raise InputError otherwise."""
+    if isinstance(template, str) and template in TEMPLATE_MODES:
+        return template
+    raise InputError(f'template={template}: must be "paper" (the paper\'s frames) or "varied" (several per field)')
+
+
 def _check_int(key: str, value: object) -> int:
     """Return ``value`` as an int; raise InputError naming ``key`` if it is not an integer."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -483,22 +611,28 @@ def _check_int(key: str, value: object) -> int:
     return int(value)
 
 
-def biography_texts(n_people: int, seed: int, field_order: str | Sequence[str] = "fixed") -> list[str]:
+def biography_texts(
+    n_people: int, seed: int, field_order: str | Sequence[str] = "fixed", template: str = "paper"
+) -> list[str]:
     """Return the tagged biographies ``make_biographies`` would write (validated like it)."""
     n_people = _check_int("n_people", n_people)
     seed = _check_int("seed", seed)
     order_spec = _check_field_order(field_order)
+    template = _check_template(template)
     people = generate_people(n_people, seed)
-    rng = random.Random(f"render:{seed}")  # separate stream: the people do not depend on field_order
+    # Separate streams: the people depend on neither field_order nor template, and the permuted orders
+    # do not depend on the template.
+    order_rng = random.Random(f"order:{seed}")
+    frame_rng = random.Random(f"render:{seed}")
     texts = []
     for person in people:
         if order_spec == "fixed":
             order: Sequence[str] = ATTRIBUTE_FIELDS
         elif order_spec == "permuted":
-            order = rng.sample(ATTRIBUTE_FIELDS, len(ATTRIBUTE_FIELDS))
+            order = order_rng.sample(ATTRIBUTE_FIELDS, len(ATTRIBUTE_FIELDS))
         else:
             order = order_spec
-        texts.append(render_biography(person, order, rng))
+        texts.append(render_biography(person, order, frame_rng, template))
     return texts
 
 
@@ -518,7 +652,7 @@ def _check_output(output: object) -> Path:
     return path
 
 
-def make_biographies(n_people: int, seed: int, field_order: str | Sequence[str], output: Path) -> Path:
+def make_biographies(n_people: int, seed: int, field_order: str | Sequence[str], output: Path, template: str) -> Path:
     """Generate ``n_people`` tagged biographies and write them to a one-column (``text``) CSV.
 
     Args:
@@ -527,6 +661,10 @@ def make_biographies(n_people: int, seed: int, field_order: str | Sequence[str],
         field_order: ``"fixed"`` (date, city, university, major, company), ``"permuted"`` (a fresh random
             order per person) or an explicit permutation of those five field names.
         output: The CSV to write (atomically; parent folders are created).
+        template: ``"paper"`` (the paper's five frames, one per field: "was born on", "spent his early years
+            in", "received mentorship and guidance from faculty members at", "completed his education with
+            a focus on", "had a professional role at") or ``"varied"`` (one of five frames per field, drawn
+            with the seed).
 
     Returns:
         ``output``.
@@ -535,17 +673,17 @@ def make_biographies(n_people: int, seed: int, field_order: str | Sequence[str],
         InputError: An argument is invalid; nothing is written.
     """
     path = _check_output(output)
-    texts = biography_texts(n_people, seed, field_order)
+    texts = biography_texts(n_people, seed, field_order, template)
     size = _write_text_csv(texts, path)
-    log.info("wrote %d biographies (%d bytes) to %s", len(texts), size, path)
+    log.info("wrote %d biographies (template=%s, %d bytes) to %s", len(texts), template, size, path)
     return path
 
 
 def make_fewshot(output: Path) -> Path:
-    """Write :data:`FEWSHOT_PEOPLE` as tagged biographies (fixed order, fixed template seed) to ``output``."""
+    """Write :data:`FEWSHOT_PEOPLE` as tagged biographies (paper template, fixed order) to ``output``."""
     path = _check_output(output)
-    rng = random.Random("fewshot")
-    texts = [render_biography(person, ATTRIBUTE_FIELDS, rng) for person in FEWSHOT_PEOPLE]
+    rng = random.Random("fewshot")  # the paper template draws nothing from it
+    texts = [render_biography(person, ATTRIBUTE_FIELDS, rng, "paper") for person in FEWSHOT_PEOPLE]
     size = _write_text_csv(texts, path)
     log.info("wrote %d few-shot biographies (%d bytes) to %s", len(texts), size, path)
     return path

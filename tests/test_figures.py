@@ -94,7 +94,7 @@ def test_exact_match_per_field_and_distance_bin(word_model, tmp_path):
 
 
 def test_permuted_field_order_spreads_each_field_over_distances(small_model, tmp_path):
-    data = make_biographies(8, 0, "permuted", tmp_path / "perm.csv")
+    data = make_biographies(8, 0, "permuted", tmp_path / "perm.csv", "paper")
     tagged = load_tagged(data)
     names = [next(s.value for s in spans if s.field == "name") for _, spans in tagged]
     rows = [(n, f, float(i % 2), 0.5) for i, n in enumerate(names) for f in ("date", "city", "university", "major", "company")]
