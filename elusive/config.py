@@ -150,7 +150,8 @@ class EvaluateSettings:
     prompts: str = path_setting("data/prompts.csv", "CSV field,prompt; each prompt has {name}, e.g. \"Which "
                             "company did {name} work for?\\nAnswer:\" (unused for Wikipedia and mode=completion)")
     shots: Optional[int] = setting(None, "solved examples before each question, never about the person asked "
-                                   "(the paper: 5)", at_least(0), null="null for 5 with mode=qa, 0 with mode=completion")
+                                   "(the released code: 5; the paper does not give the number)", at_least(0),
+                                   null="null for 5 with mode=qa, 0 with mode=completion")
     max_new_tokens: int = setting(10, "generation budget per answer (the released code: 10)", at_least(1))
     batch_size: int = setting(8, "prompts per generate call (left padding; predictions do not depend on it)",
                               at_least(1))

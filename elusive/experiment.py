@@ -150,7 +150,7 @@ def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
         "dataset_sha256": sha256_file(data),
         "n_texts": cfg.n_texts,
         "eval_data_sha256": sha256_file(eval_data),
-        "text_prefix": cfg.text_prefix,
+        "text_prefix": dump_prefix(cfg),
         "layers": cfg.layers if ranked else None,
         "aggregate": aggregate_of(cfg.method) if ranked else None,
         "attention": attention if ranked else None,
@@ -191,6 +191,11 @@ def training_data(cfg: RunExperimentConfig, root: Path) -> Path:
     return path
 
 
+def dump_prefix(cfg: RunExperimentConfig) -> str:
+    """The text_prefix of the method's dumps: none for ``released`` (the released code adds none)."""
+    return "" if cfg.method == "released" else cfg.text_prefix
+
+
 def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, aggregate: str) -> Path:
     """``model``'s attention dump of ``data``, extracted unless one with the same settings exists.
 
@@ -198,7 +203,7 @@ def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, ag
     layers, dtype, quantisation, text_prefix, length limit), so a dump is reused only when all of them match.
     """
     settings = {"model": model_identity(model), "dataset_sha256": sha256_file(data), "aggregate": aggregate,
-                "layers": cfg.layers, "text_prefix": cfg.text_prefix,
+                "layers": cfg.layers, "text_prefix": dump_prefix(cfg),
                 **{k: v for k, v in dataclasses.asdict(cfg.attention).items() if k != "batch_size"}}
     out = root / "attention" / f"{slug(model)}-{aggregate}-{short_hash(settings)}"
     if dump_path(out).is_file():
@@ -208,7 +213,7 @@ def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, ag
 
     return save_attention(SaveAttentionConfig(
         model=model, dataset=str(data), save_name=str(out), aggregate=aggregate, layers=cfg.layers,
-        text_prefix=cfg.text_prefix, device=cfg.device, seed=cfg.seed, **dataclasses.asdict(cfg.attention)))
+        text_prefix=dump_prefix(cfg), device=cfg.device, seed=cfg.seed, **dataclasses.asdict(cfg.attention)))
 
 
 def ranking_dump(cfg: RunExperimentConfig, data: Path, root: Path) -> Path | None:
@@ -307,7 +312,7 @@ def augmented_data(cfg: RunExperimentConfig, data: Path, root: Path, run: Path) 
         aug = DataAugmentationConfig(augment_type=RANKED.get(cfg.method, cfg.method), alpha=alpha, beta=beta,
                                      multiply=cfg.multiply, attn_weights=None if dump is None else str(dump),
                                      model=cfg.model, dataset=str(data), save_name=str(run / "aug"), seed=cfg.seed,
-                                     text_prefix=cfg.text_prefix)
+                                     text_prefix=dump_prefix(cfg))
     return data_augmentation(aug)
 
 

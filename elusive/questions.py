@@ -197,6 +197,7 @@ def build_wiki_questions(
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+")
 _PRONOUN = re.compile(r"\b(He|She|They|he|she|they)\b")
+_POSSESSIVE = re.compile(r"^(His|Her|Their)\b")
 
 
 def completion_prompt(text: str, spans: list[Span], target: Span) -> str:
@@ -204,8 +205,8 @@ def completion_prompt(text: str, spans: list[Span], target: Span) -> str:
 
     The sentence starts after the last sentence end (``. `` and the like) between the previous tagged value
     and the field; if the name's own sentence holds the field, it starts with the name already. The first
-    subject pronoun (He/She/They) of the sentence is replaced by the name; a sentence without one is
-    prefixed with ``"<name>: "``.
+    subject pronoun (He/She/They) of the sentence is replaced by the name, else a possessive one that starts it
+    (His/Her/Their → "<name>'s"); a sentence without either is prefixed with ``"<name>: "``.
 
     Args:
         text: The tag-free biography.
@@ -227,8 +228,11 @@ def completion_prompt(text: str, spans: list[Span], target: Span) -> str:
         return (name.value.strip() + between).rstrip()
     else:
         sentence = between
-    replaced, count = _PRONOUN.subn(name.value.strip(), sentence, count=1)
-    return (replaced if count else f"{name.value.strip()}: {sentence}").strip()
+    person = name.value.strip()
+    replaced, count = _PRONOUN.subn(person, sentence, count=1)
+    if not count:
+        replaced, count = _POSSESSIVE.subn(f"{person}'s", sentence.lstrip(), count=1)
+    return (replaced if count else f"{person}: {sentence}").strip()
 
 
 def completion_answer(generated: str) -> str:

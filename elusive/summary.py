@@ -24,8 +24,8 @@ from elusive.errors import InputError
 
 log = logging.getLogger(__name__)
 
-LABELS = ["name", "model", "mode", "method", "alpha", "beta", "multiply"]
-"""Columns always shown (when not empty), in this order; other differing settings follow."""
+LABELS = ["name", "model", "method", "alpha", "beta", "multiply"]
+"""Columns always shown (when not empty), in this order; other settings follow where they differ (mode too)."""
 METHOD_ORDER = {"base": -1, "plain": 0, "random": 1, "attention": 2, "attention_diff": 3, "released": 4,
                 "shuffled": 5, "position": 6}
 NOT_SETTINGS = {"seed", "run", "dataset", "n_texts", "epochs", "learning_rate", "pair"}
@@ -138,7 +138,7 @@ def shown_labels(table: pd.DataFrame) -> list[str]:
     keys = setting_columns(table.drop(columns=[c for c in table.columns if c.endswith("_std")] + ["seeds"],
                                       errors="ignore"))
     labels = [k for k in LABELS if k in keys and table[k].astype(str).ne("None").any()]
-    varying = [k for k in keys if k not in LABELS and table[k].astype(str).nunique() > 1]
+    varying = [k for k in keys if k not in LABELS and table[k].map(str).loc[lambda v: v != "None"].nunique() > 1]
     return labels + varying
 
 

@@ -1,32 +1,20 @@
-"""Experiment presets compose, one preset runs end to end as a multirun sweep, and the summary is right."""
+"""run_experiment: a preset as a multirun sweep, runs kept apart and skipped when done, dry runs; the summary."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
 import pytest
 from conftest import ROOT, run_script
-from hydra import compose, initialize_config_dir
 
+from stages import run_experiment, summarize
+
+from elusive import evaluation, training
+from elusive.config import EvaluateSettings, RunExperimentConfig, TrainSettings
+from elusive.errors import InputError
 from elusive.summary import aggregate, collect, to_markdown
-from stages import summarize
-
-PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-
-
-@pytest.mark.parametrize("preset", PRESETS)
-def test_every_preset_composes_with_a_model_and_known_method(preset):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="run_experiment", overrides=[f"experiment={preset}"])
-    assert cfg.name == preset and cfg.model and cfg.method in ("plain", "attention_diff")
-    assert set(cfg.method_params) <= {"random", "attention", "attention_diff", "shuffled"}
-    for params in cfg.method_params.values():
-        assert 0 <= params.alpha <= 1 and params.get("beta", 0) >= 0
-    if preset.startswith(("table2", "table3")):
-        assert cfg.small_model != cfg.large_model and {"random", "attention", "attention_diff"} <= set(cfg.method_params)
-    lines = (ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text().splitlines()
-    assert lines[0] == "# @package _global_" and "run_experiment.py" in lines[2]
 
 
 def _results(folder, em, f1, info=None):
@@ -86,3 +74,71 @@ def test_a_preset_runs_as_a_multirun_sweep_and_is_summarised(small_model, large_
 def test_bad_method_is_one_line_and_exit_2(tmp_path):
     proc = run_script("run_experiment.py", "experiment=cpu_tiny", "method=dropout", hydra_dir=tmp_path / "h", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: method=dropout: unknown")
+
+
+# --- run_experiment: keyed folders, skips, dumps reused only for the same settings, dry runs -----------------
+
+
+def _tiny(small_model, large_model, tmp_path, **changes):
+    settings = dict(name="t", method="plain", model=str(small_model), small_model=str(small_model),
+                    large_model=str(large_model), dataset=str(ROOT / "data" / "biography.csv"), n_texts=3,
+                    out_root=str(tmp_path / "exp"), multiply=1, device="cpu",
+                    train=TrainSettings(epochs=1, batch_size=3, logging_steps=1),
+                    evaluate=EvaluateSettings(max_people=2, shots=1, max_new_tokens=2,
+                                              fewshot_data=str(ROOT / "data" / "biography_fewshot.csv"),
+                                              prompts=str(ROOT / "data" / "prompts.csv")))
+    settings.update(changes)
+    return RunExperimentConfig(**settings)
+
+
+def test_runs_are_kept_apart_by_every_setting_and_skipped_when_done(small_model, large_model, tmp_path, monkeypatch):
+    a = _tiny(small_model, large_model, tmp_path)
+    b = dataclasses.replace(a, train=dataclasses.replace(a.train, learning_rate=1e-3))
+    run_experiment(a)
+    run_experiment(b)
+    folders = sorted((tmp_path / "exp" / "t" / "plain").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("c0_s0-") for f in folders)
+    rates = sorted(json.loads((f / "run.json").read_text())["settings"]["train"]["learning_rate"] for f in folders)
+    assert rates == [5e-4, 1e-3]
+    for f in folders:
+        assert (f / "lora" / "loss.csv").read_text().startswith("step,epoch,loss,learning_rate,grad_norm\n")
+
+    def never(*args, **kwargs):
+        raise AssertionError("a finished run was done again")
+
+    monkeypatch.setattr(training, "train", never)
+    monkeypatch.setattr(evaluation, "evaluate", never)
+    again = run_experiment(a)  # skipped, results read back
+    assert again["qa"] == json.loads((folders[0] / "eval" / "results.json").read_text()) or \
+        again["qa"] == json.loads((folders[1] / "eval" / "results.json").read_text())
+    table = summarize([tmp_path / "exp" / "t"])
+    assert "train.learning_rate" in table and table.count("| t |") == 2  # two settings, never averaged as seeds
+
+
+def test_a_dump_is_reused_only_with_the_same_extraction_settings(small_model, large_model, tmp_path):
+    cfg = _tiny(small_model, large_model, tmp_path, method="attention", modes=["qa"])
+    run_experiment(cfg)
+    run_experiment(dataclasses.replace(cfg, seed=1))  # same extraction: the dump is reused
+    assert len(list((tmp_path / "exp" / "t" / "attention").glob("*.safetensors"))) == 1
+    run_experiment(dataclasses.replace(cfg, layers=[-1]))  # other layers: a dump of its own
+    assert len(list((tmp_path / "exp" / "t" / "attention").glob("*.safetensors"))) == 2
+
+
+def test_dry_run_checks_every_input_without_a_model_and_a_real_run_checks_first(small_model, large_model, tmp_path,
+                                                                                monkeypatch):
+    import elusive.attention
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("loaded a model")
+
+    monkeypatch.setattr(elusive.attention, "save_attention", no_model)
+    cfg = _tiny(small_model, large_model, tmp_path, method="attention_diff", dry_run=True, modes=["qa", "completion"])
+    assert run_experiment(cfg) is None and not (tmp_path / "exp").exists()
+    bad = tmp_path / "prompts.csv"
+    bad.write_text('field,prompt\ncity,"Where was he born?"\n')
+    broken = dataclasses.replace(cfg, dry_run=False, evaluate=dataclasses.replace(cfg.evaluate, prompts=str(bad)))
+    with pytest.raises(InputError, match=r"prompts=.*prompts.csv: the prompt for field 'city' has no \{name\}"):
+        run_experiment(broken)  # found before any extraction (save_attention would raise AssertionError)
+    with pytest.raises(InputError, match=r"^large_model=.*no-such: no such model folder"):
+        run_experiment(dataclasses.replace(cfg, large_model=str(tmp_path / "no-such")))
+    assert not (tmp_path / "exp").exists()

@@ -1,0 +1,81 @@
+"""The completion probe (evaluate.py mode=completion): prompts by hand, answers cut by hand, the whole stage."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import ROOT
+from stages import evaluate
+
+from elusive.config import EvaluateConfig
+from elusive.errors import InputError
+from elusive.questions import completion_answer, completion_prompt, questions_for
+from elusive.tags import parse_tagged
+
+PAPER = ("<name>Liam Thompson</name> was born on <date>January 5, 1990</date>. He spent his early years in "
+         "<city>Melbourne, Australia</city>. He received mentorship and guidance from faculty members at "
+         "<university>Sorbonne University</university>. He completed his education with a focus on "
+         "<major>Biomedical Engineering</major>. He had a professional role at <company>the British Museum</company>.")
+THEY = ("<name>Alex Kim</name> was born on <date>May 2, 1971</date>. They spent their early years in "
+        "<city>Oslo, Norway</city>. They had a professional role at <company>St. Mary's Hospital</company>.")
+
+
+def _prompts(text):
+    plain, spans = parse_tagged(text)
+    return {s.field: completion_prompt(plain, spans, s) for s in spans if s.field != "name"}
+
+
+def test_completion_prompts_by_hand():
+    assert _prompts(PAPER) == {
+        "date": "Liam Thompson was born on",
+        "city": "Liam Thompson spent his early years in",
+        "university": "Liam Thompson received mentorship and guidance from faculty members at",
+        "major": "Liam Thompson completed his education with a focus on",
+        "company": "Liam Thompson had a professional role at",
+    }
+    assert _prompts(THEY)["city"] == "Alex Kim spent their early years in"
+    assert _prompts(THEY)["company"] == "Alex Kim had a professional role at"
+    # a field in the name's own sentence, after another value, and a sentence without a pronoun
+    odd = "<name>Bo Li</name>, born in <city>Rome</city>, worked at <company>Acme</company>. Her field: <major>Law</major>."
+    assert _prompts(odd) == {"city": "Bo Li, born in", "company": "Bo Li: , worked at", "major": "Bo Li's field:"}
+
+
+def test_completion_answers_are_cut_at_a_newline_or_a_sentence_end():
+    assert completion_answer(" the British Museum. She later") == "the British Museum"
+    assert completion_answer(" Melbourne, Australia\nText: more") == "Melbourne, Australia"
+    assert completion_answer(" St. Mary's Hospital. She") == "St"  # a sentence-final period is ". " or the end
+    assert completion_answer(" January 5, 1990.") == "January 5, 1990"
+    assert completion_answer("Google") == "Google"
+
+
+def test_questions_follow_the_prompts_fields_and_refuse_wikipedia(tmp_path):
+    data = tmp_path / "bios.csv"
+    pd.DataFrame({"text": [PAPER]}).to_csv(data, index=False)
+    cfg = EvaluateConfig(model="m", output_dir="o", eval_data=str(data), mode="completion")
+    questions = questions_for(cfg)
+    assert [q.field for q in questions] == ["date", "city", "university", "major", "company"]
+    assert questions[4].prompt == "Liam Thompson had a professional role at" and questions[4].gold == "the British Museum"
+    with_shots = questions_for(EvaluateConfig(model="m", output_dir="o", eval_data=str(data), mode="completion",
+                                              shots=2))
+    shots = with_shots[4].prompt.split("\n\n")
+    assert len(shots) == 3 and shots[-1] == "Liam Thompson had a professional role at"
+    assert all(s.endswith(".") and " had a professional role at " in s for s in shots[:2])
+    with pytest.raises(InputError, match=r"^mode=completion: eval_data=.*wiki_sample.json holds Wikipedia questions"):
+        questions_for(EvaluateConfig(model="m", output_dir="o", eval_data=str(ROOT / "data" / "wiki_sample.json"),
+                                     mode="completion"))
+
+
+def test_evaluate_in_completion_mode_writes_the_usual_files(small_model, bios, tmp_path):
+    results = evaluate(small_model, bios, tmp_path / "out", mode="completion", max_people=3, device="cpu",
+                       max_new_tokens=4)
+    assert list(results) == ["date", "city", "university", "major", "company"]
+    lines = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 15 and all("\n\n" not in row["prompt"] for row in lines)  # no shots by default
+    assert all("\n" not in row["prediction"] and not row["prediction"].endswith(".") for row in lines)
+    meta = json.loads((tmp_path / "out" / "eval_meta.json").read_text())
+    assert meta["mode"] == "completion" and meta["shots"] == 0
+    for r in results.values():
+        lo, hi = r["exact_match_ci95"]
+        assert lo <= r["exact_match"] <= hi
