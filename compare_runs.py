@@ -13,10 +13,9 @@ from elusive.config import CompareRunsConfig
 
 @script("compare_runs")
 def main(cfg: CompareRunsConfig) -> None:
-    from elusive.compare import compare_runs, format_comparison  # imported here: --help and config errors need no torch
+    from elusive.compare import compare_runs  # imported here: --help and config errors need no torch
 
-    result = compare_runs(cfg)
-    print(format_comparison(result))
+    print(compare_runs(cfg))
 
 
 if __name__ == "__main__":

@@ -79,10 +79,12 @@ def run_ours(tokenizer, model: str, dataset: Path, dump: Path, out: Path, alpha:
     original = augment.load_tokenizer
     augment.load_tokenizer = functools.partial(lambda tok, *_a, **_k: tok, tokenizer)
     try:
-        return augment.data_augmentation(
-            augment_type="attention", alpha=alpha, beta=beta, multiply=multiply, model=model, dataset=dataset,
-            save_name=out, attn_weights=dump, seed=seed, keep_original=True,
-        )
+        from elusive.config import DataAugmentationConfig
+
+        return augment.data_augmentation(DataAugmentationConfig(
+            augment_type="attention", alpha=alpha, beta=beta, multiply=multiply, model=model, dataset=str(dataset),
+            save_name=str(out), attn_weights=str(dump), seed=seed, keep_original=True,
+        ))
     finally:
         augment.load_tokenizer = original
 

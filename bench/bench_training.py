@@ -136,8 +136,11 @@ def run_ours(model: str, dataset: Path, out: Path, args, **extra) -> float:
     original = training.Trainer
     training.Trainer = TimedTrainer
     try:
-        seconds, _ = timed(lambda: training.train(model=model, dataset=dataset, model_dir=out, logging_steps=1,
-                                                  device="cpu", dtype="float32", **hyper(args), **extra))
+        from elusive.config import TrainConfig
+
+        cfg = TrainConfig(model=model, dataset=str(dataset), model_dir=str(out), logging_steps=1, device="cpu",
+                          dtype="float32", **hyper(args), **extra)
+        seconds, _ = timed(lambda: training.train(cfg))
     finally:
         training.Trainer = original
     return seconds

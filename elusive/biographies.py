@@ -652,7 +652,9 @@ def _check_output(output: object) -> Path:
     return path
 
 
-def make_biographies(n_people: int, seed: int, field_order: str | Sequence[str], output: Path, template: str) -> Path:
+def make_biographies(
+    n_people: int, seed: int, field_order: str | Sequence[str], output: Path, template: str = "paper"
+) -> Path:
     """Generate ``n_people`` tagged biographies and write them to a one-column (``text``) CSV.
 
     Args:

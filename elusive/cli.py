@@ -40,8 +40,9 @@ _LAUNCH_DIR = Path.cwd()  # the directory the command was run from (before Hydra
 
 
 def fail(err: InputError | str) -> None:
-    """Print ``error: <message>`` on stderr and exit with status 2."""
-    log.error("%s", err)
+    """Print ``error: <message>`` on stderr and exit with status 2 (and log it, when logging is set up)."""
+    if logging.getLogger().handlers:  # else Python's last-resort handler would print it a second time
+        log.error("%s", err)
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from elusive.artifacts import write_text_atomic
+from elusive.config import CompareRunsConfig, check
 from elusive.errors import InputError
 from elusive.stats import RESAMPLES, mcnemar_exact, paired_bootstrap_ci, percent, with_interval
 
@@ -173,7 +174,15 @@ def comparison_table(result: dict[str, dict], a: Path, b: Path, seed: int, resam
     return "\n".join(lines)
 
 
-def compare_runs(a: Path, b: Path, output: Path, seed: int = 0, resamples: int = RESAMPLES) -> dict[str, dict]:
+def compare_runs(cfg: CompareRunsConfig) -> str:
+    """Run ``compare_runs.py``: :func:`compare` with the script's settings; return the markdown table."""
+    check(cfg)
+    result = compare(Path(cfg.a), Path(cfg.b), Path(cfg.output), cfg.seed, cfg.resamples)
+    return comparison_table(result, predictions_file(Path(cfg.a), "a"), predictions_file(Path(cfg.b), "b"), cfg.seed,
+                            cfg.resamples)
+
+
+def compare(a: Path, b: Path, output: Path, seed: int = 0, resamples: int = RESAMPLES) -> dict[str, dict]:
     """Compare evaluation run ``b`` with run ``a`` on their common questions; write ``<output>.json`` and ``.md``.
 
     Args:

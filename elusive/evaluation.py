@@ -25,6 +25,7 @@ from elusive.errors import InputError
 from elusive.metrics import exact_match, f1_score
 from elusive.provenance import code_version, library_versions
 from elusive.questions import Question, completion_answer, questions_for
+from elusive.stats import add_intervals, format_table, mean_with_interval
 
 log = logging.getLogger(__name__)
 
@@ -132,28 +133,28 @@ def training_meta(model_dir: Path | None) -> dict | None:
 
 
 def score_fields(questions: list[Question], seed: int = 0, resamples: int = 2000) -> dict[str, dict]:
-    """Mean exact match and F1 per field, as fractions in [0, 1], with 95 % bootstrap intervals."""
-    results: dict[str, dict[str, float]] = {}
-    for field in dict.fromkeys(q.field for q in questions):
-        rows = [q for q in questions if q.field == field]
+    """Mean exact match and F1 per field, as fractions in [0, 1], with their 95 % intervals: a seeded percentile
+    bootstrap over the field's questions (:func:`elusive.stats.add_intervals`)."""
+    results: dict[str, dict] = {}
+    by_field: dict[str, list[tuple[float, float]]] = {}
+    for q in questions:
+        by_field.setdefault(q.field, []).append((q.exact_match, q.f1))
+    for field, rows in by_field.items():
         results[field] = {
-            "exact_match": float(np.mean([q.exact_match for q in rows])),
-            "f1": float(np.mean([q.f1 for q in rows])),
+            "exact_match": float(np.mean([em for em, _ in rows])),
+            "f1": float(np.mean([f1 for _, f1 in rows])),
             "n": len(rows),
         }
-    return results
+    return add_intervals(results, by_field, seed, resamples)
 
 
-def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    """Results as a markdown table in percent, with the mean over fields last."""
-    lines = ["| field | exact match | F1 | n |", "|---|---:|---:|---:|"]
-    for field, r in results.items():
-        lines.append(f"| {field} | {100 * r['exact_match']:.1f} | {100 * r['f1']:.1f} | {r['n']} |")
-    if len(results) > 1:
-        em = np.mean([r["exact_match"] for r in results.values()])
-        f1 = np.mean([r["f1"] for r in results.values()])
-        lines.append(f"| mean | {100 * em:.1f} | {100 * f1:.1f} | |")
-    return "\n".join(lines)
+def markdown_table(results: dict[str, dict], questions: list[Question] | None = None, seed: int = 0) -> str:
+    """Results as a markdown table in percent with 95 % intervals; the mean over fields last (with its interval,
+    resampling people, when the questions are given)."""
+    mean = None
+    if questions is not None and len(results) > 1:
+        mean = mean_with_interval([(q.person, q.exact_match, q.f1) for q in questions], seed)
+    return format_table(results, mean)
 
 
 def merge_answers(output: Path, part: Share, answers: list[str | None]) -> list[str] | None:

@@ -30,6 +30,7 @@ answer away. ``results.json`` then has one entry ``qa``.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from elusive.data import check_tags, read_csv
 from elusive.errors import InputError
 from elusive.tags import Span, parse_tagged
 from elusive.wiki import WikiQuestion, is_wiki, load_wiki
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class Question:

@@ -75,7 +75,9 @@ def summarize(runs, output=None):
     return summary.summarize(SummarizeConfig(runs=[_s(r) for r in runs], output=_s(output)))
 
 
-def run_experiment(**settings):
+def run_experiment(cfg=None, **settings):
+    if cfg is not None:
+        return experiment.run_experiment(cfg)
     for key in ("dataset", "eval_data", "out_root"):
         if key in settings:
             settings[key] = _s(settings[key])

@@ -159,11 +159,14 @@ def test_summarize_and_table():
     ]
     results = summarize(qs)
     assert list(results) == ["city", "date"]
-    assert results["city"] == {"exact_match": pytest.approx(1 / 3), "f1": pytest.approx(0.5), "n": 3}
-    assert results["date"] == {"exact_match": 1.0, "f1": 1.0, "n": 1}
+    city, date = results["city"], results["date"]
+    assert (city["exact_match"], city["f1"], city["n"]) == (pytest.approx(1 / 3), pytest.approx(0.5), 3)
+    assert city["exact_match_ci95"][0] <= 1 / 3 <= city["exact_match_ci95"][1] and city["exact_match_ci95"] != [1 / 3] * 2
+    assert date == {"exact_match": 1.0, "f1": 1.0, "n": 1, "exact_match_ci95": [1.0, 1.0], "f1_ci95": [1.0, 1.0]}
     table = markdown_table(results).splitlines()
-    assert table[0] == "| field | exact match | F1 | n |"
-    assert table[2:] == ["| city | 33.3 | 50.0 | 3 |", "| date | 100.0 | 100.0 | 1 |", "| mean | 66.7 | 75.0 | |"]
+    assert table[0] == "| field | exact match [95% CI] | F1 [95% CI] | n |"
+    assert table[2].startswith("| city | 33.3 [") and table[3] == "| date | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] | 1 |"
+    assert table[4] == "| mean | 66.7 | 75.0 | |"  # the mean over fields (no interval without the questions)
 
 
 # --- generation -------------------------------------------------------------------------------------------
@@ -273,7 +276,7 @@ def test_evaluate_script_writes_results(eval_run, bios):
     results = json.loads((out / "results.json").read_text())
     assert list(results) == FIELDS
     for r in results.values():
-        assert set(r) == {"exact_match", "f1", "n"} and r["n"] == 3
+        assert set(r) == {"exact_match", "f1", "n", "exact_match_ci95", "f1_ci95"} and r["n"] == 3
         assert 0.0 <= r["exact_match"] <= r["f1"] <= 1.0
     lines = (out / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 15
@@ -291,7 +294,7 @@ def test_evaluate_script_writes_results(eval_run, bios):
     for field, r in results.items():
         mine = [row for row in rows if row["field"] == field]
         assert r["f1"] == pytest.approx(sum(x["f1"] for x in mine) / len(mine))
-    assert "| field | exact match | F1 | n |" in proc.stdout
+    assert "| field | exact match [95% CI] | F1 [95% CI] | n |" in proc.stdout
     for field in FIELDS:
         assert f"| {field} | " in proc.stdout
     assert "| mean | " in proc.stdout
@@ -302,8 +305,11 @@ def test_same_seed_gives_byte_identical_predictions(small_model, bios, tmp_path)
                 max_new_tokens=4, max_people=2, device="cpu")
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         evaluate(output_dir=tmp_path / name, seed=seed, **args)
-    for name in ("predictions.jsonl", "results.json", "eval_meta.json"):
+    for name in ("predictions.jsonl", "results.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    meta = [json.loads((tmp_path / run / "eval_meta.json").read_text()) for run in ("a", "b")]
+    assert meta[0].pop("wall_time_s") >= 0 and meta[1].pop("wall_time_s") >= 0  # the only record that differs
+    assert meta[0] == meta[1]
     prompts = [[json.loads(line)["prompt"] for line in (tmp_path / run / "predictions.jsonl").read_text().splitlines()]
                for run in ("a", "c")]
     assert len(prompts[0]) == 10 and prompts[0] != prompts[1]  # another seed draws other shots
@@ -381,8 +387,6 @@ def test_shared_prefix_is_cut_at_a_blank_line():
 
 
 def test_shared_shots_are_refused_for_wikipedia_questions(small_model, tmp_path):
-    from elusive.evaluation import evaluate
-
     with pytest.raises(InputError, match="shared_shots=true"):
         evaluate(str(small_model), ROOT / "data" / "wiki_sample.jsonl", tmp_path / "out", shared_shots=True)
     assert not (tmp_path / "out").exists()

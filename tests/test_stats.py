@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from elusive import stats
-from elusive.compare import compare_runs
+from elusive.compare import compare
 from elusive.errors import InputError
 from elusive.stats import (
     add_intervals,
@@ -252,7 +252,7 @@ def strict(text: str) -> dict:
 def test_compare_runs_hand_computed(tmp_path):
     write_run(tmp_path / "a", RUN_A)
     write_run(tmp_path / "b", list(reversed(RUN_B)))  # row order does not matter
-    out = compare_runs(tmp_path / "a", tmp_path / "b" / "predictions.jsonl", tmp_path / "cmp" / "a_vs_b", seed=0)
+    out = compare(tmp_path / "a", tmp_path / "b" / "predictions.jsonl", tmp_path / "cmp" / "a_vs_b", seed=0)
     assert list(out) == ["city", "company", "mean"]
     city, company, mean = out["city"], out["company"], out["mean"]
     assert (city["diff_exact_match"], city["diff_f1"], city["p_value"], city["n"]) == (0.5, 0.375, 0.5, 4)  # n01=2: 2/4
@@ -270,13 +270,13 @@ def test_compare_runs_hand_computed(tmp_path):
     assert table[-1].startswith("| mean | 25.0 | 62.5 | +37.5 [") and table[-1].endswith("| 0.25 | 31.2 | 65.6 | +34.4 | 8 |")
     assert "(2000 resamples, seed 0; the mean row resamples people)" in table[0]
     # same inputs and seed: same bytes
-    compare_runs(tmp_path / "a", tmp_path / "b", tmp_path / "again", seed=0)
+    compare(tmp_path / "a", tmp_path / "b", tmp_path / "again", seed=0)
     assert (tmp_path / "again.json").read_bytes() == written.encode() and (tmp_path / "again.md").read_text().splitlines()[1:] == table[1:]
 
 
 def test_compare_run_with_itself(tmp_path):
     write_run(tmp_path / "a", RUN_A)
-    out = compare_runs(tmp_path / "a", tmp_path / "a", tmp_path / "self")
+    out = compare(tmp_path / "a", tmp_path / "a", tmp_path / "self")
     for r in out.values():
         assert (r["diff_exact_match"], r["diff_f1"], r["ci95"], r["p_value"]) == (0.0, 0.0, [0.0, 0.0], 1.0)
     assert "+0.0 [+0.0, +0.0] | 1 |" in (tmp_path / "self.md").read_text()
@@ -287,15 +287,15 @@ def test_compare_refuses_different_questions(tmp_path):
     write_run(tmp_path / "b", RUN_B[:-1])  # Di's company question missing
     with pytest.raises(InputError, match=r"question \(person='Di', field='company', question='Which company did Di work for\? Answer:'\) "
                        r"is in a but not in b; compare runs evaluated on the same questions"):
-        compare_runs(tmp_path / "a", tmp_path / "b", tmp_path / "x")
+        compare(tmp_path / "a", tmp_path / "b", tmp_path / "x")
     with pytest.raises(InputError, match="is in b but not in a"):
-        compare_runs(tmp_path / "b", tmp_path / "a", tmp_path / "x")
+        compare(tmp_path / "b", tmp_path / "a", tmp_path / "x")
     rows = [json.loads(line) for line in (tmp_path / "a" / "predictions.jsonl").read_text().splitlines()]
     rows[2]["prompt"] = rows[2]["prompt"].replace("Tim Cook", "Ada Lovelace")  # other shots
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(InputError, match=r"the prompt for person='Cy', field='city' differs between the runs \(first at character 10"):
-        compare_runs(tmp_path / "a", tmp_path / "c", tmp_path / "x")
+        compare(tmp_path / "a", tmp_path / "c", tmp_path / "x")
     assert not list(tmp_path.glob("x*"))
 
 
@@ -313,13 +313,13 @@ def test_compare_refuses_bad_files(tmp_path):
     for name, (rows, extra, message) in cases.items():
         write_run(tmp_path / name, rows, extra)
         with pytest.raises(InputError, match=message):
-            compare_runs(tmp_path / "a", tmp_path / name, tmp_path / "x")
+            compare(tmp_path / "a", tmp_path / name, tmp_path / "x")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "predictions.jsonl").write_text("\n")
     with pytest.raises(InputError, match="no predictions"):
-        compare_runs(tmp_path / "empty", tmp_path / "a", tmp_path / "x")
+        compare(tmp_path / "empty", tmp_path / "a", tmp_path / "x")
     with pytest.raises(InputError, match=r"b=.*nowhere: no predictions.jsonl there"):
-        compare_runs(tmp_path / "a", tmp_path / "nowhere", tmp_path / "x")
+        compare(tmp_path / "a", tmp_path / "nowhere", tmp_path / "x")
     with pytest.raises(InputError, match="resamples=0"):
-        compare_runs(tmp_path / "a", tmp_path / "a", tmp_path / "x", resamples=0)
+        compare(tmp_path / "a", tmp_path / "a", tmp_path / "x", resamples=0)
     assert not list(tmp_path.glob("x*"))

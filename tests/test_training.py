@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from stages import train
 from conftest import run_script
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
@@ -101,7 +102,7 @@ def test_collator_keeps_eos_label_when_pad_is_eos(small_model, bios, tmp_path, m
 
     monkeypatch.setattr(training, "Trainer", FakeTrainer)
     with pytest.raises(_Stop):
-        training.train(str(model), bios, tmp_path / "lora", epochs=1, batch_size=2, device="cpu")
+        train(model, bios, tmp_path / "lora", epochs=1, batch_size=2, device="cpu")
     collator, examples = captured["data_collator"], captured["train_dataset"]
     tok = collator.tokenizer
     eos = tok.eos_token_id

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, run_script
 
-from elusive import evaluation
+from elusive import generation
 from elusive.artifacts import AttentionDump
 from stages import save_attention
 from stages import data_augmentation
@@ -178,12 +178,13 @@ def test_em_and_f1_against_any_gold_answer_by_hand(small_model, tmp_path, monkey
         seen.extend(prompts)
         return [said[p.rsplit("Question: ", 1)[1].removesuffix("\nAnswer:")] for p in prompts]
 
-    monkeypatch.setattr(evaluation, "generate_answers", fake)
+    monkeypatch.setattr(generation, "generate_answers", fake)
     results = evaluate(str(small_model), data, tmp_path / "out", shots=2, device="cpu")
     # tower: best gold "about 330 metres": 2 of 3 tokens shared, F1 2/3 ("330 metres" gives only 0.4); river: EM 1
     assert exact_match("about 330 m", ["about 330 metres", "330 metres"]) == 0.0
     assert f1_score("about 330 m", ["about 330 metres", "330 metres"]) == pytest.approx(2 / 3)
-    assert results == {"qa": {"exact_match": pytest.approx(1 / 3), "f1": pytest.approx((2 / 3 + 1 + 0) / 3), "n": 3}}
+    qa = {k: v for k, v in results["qa"].items() if not k.endswith("_ci95")}
+    assert qa == {"exact_match": pytest.approx(1 / 3), "f1": pytest.approx((2 / 3 + 1 + 0) / 3), "n": 3}
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == results
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert [(r["person"], r["field"], r["gold"], r["prediction"], r["exact_match"]) for r in rows] == [
@@ -206,7 +207,7 @@ def test_evaluate_script_on_the_jsonl(small_model, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     questions = load_questions(ROWS)
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["qa"] and set(results["qa"]) == {"exact_match", "f1", "n"}
+    assert list(results) == ["qa"] and set(results["qa"]) == {"exact_match", "f1", "n", "exact_match_ci95", "f1_ci95"}
     assert results["qa"]["n"] == len(questions) and 0 <= results["qa"]["exact_match"] <= results["qa"]["f1"] <= 1
     assert "| qa | " in proc.stdout
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
