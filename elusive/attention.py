@@ -376,7 +376,7 @@ def save_attention(
         max_texts: Only the first N texts (None = all), for quick trials.
         focus: Also store the attention row of the token just before each tagged field (for the analyses of
             which tokens a model looks at when a field is about to come); needs tagged texts.
-        quant: None, ``8bit`` or ``4bit`` (bitsandbytes, CUDA only) for models too large otherwise.
+        quant: None, ``8bit`` or ``4bit`` (bitsandbytes, on CUDA or CPU) for models too large otherwise.
 
     Returns:
         The path written (None on the processes other than the main one of a multi-process run).

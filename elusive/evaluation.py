@@ -375,6 +375,7 @@ def load_for_eval(model: str, model_dir: Path | None, device: str, dtype: str, q
         lm = PeftModel.from_pretrained(lm, str(model_dir))
         if quant is None:
             lm = lm.merge_and_unload()  # same function, faster generation
+        # quantised: merging would round the update into 8-/4-bit weights, so the LoRA path stays separate
         lm.eval()
     return lm, tokenizer
 
@@ -441,7 +442,7 @@ def evaluate(
         device: ``auto``, ``cpu``, ``cuda`` or ``multi``; launched on several processes (accelerate launch,
             torchrun), ``auto`` is this process's GPU and each process answers its share of the batches.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
-        quant: None, ``8bit`` or ``4bit`` (CUDA only).
+        quant: None, ``8bit`` or ``4bit`` (bitsandbytes, on CUDA or CPU); the adapter is then not merged.
         shared_shots: The same shots for every question of a field (biographies only), so the shots' KV
             cache is computed once per field: much faster, same predictions as full prompts with those shots.
 

@@ -22,7 +22,7 @@ from elusive import distributed
 from elusive.artifacts import sha256_file, write_text_atomic
 from elusive.data import load_texts
 from elusive.errors import InputError
-from elusive.models import describe, load_model, load_tokenizer, resolve_device, resolve_dtype
+from elusive.models import check_quant, describe, load_model, load_tokenizer, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def train(
         lora_r: LoRA rank.
         lora_alpha: LoRA scaling numerator.
         lora_dropout: Dropout on the LoRA path.
-        quant: None, ``8bit`` or ``4bit`` (CUDA only).
+        quant: None, ``8bit`` or ``4bit`` base weights (bitsandbytes, CUDA or CPU; gradient checkpointing on).
         device: ``auto``, ``cpu``, ``cuda`` or ``multi``; in a multi-process run ``auto`` is this process's GPU.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16`` of the frozen base weights.
         seed: Seed for LoRA initialisation and data order.
@@ -224,8 +224,7 @@ def train(
             raise InputError(f"{key}={value}: must be {rule}")
     device = distributed.process_device(device)
     target = resolve_device(device)
-    if quant is not None and target.type != "cuda":
-        raise InputError(f"quant={quant}: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU")
+    check_quant(quant, target)  # before any work: bitsandbytes installed and able to run here
     sharded = distributed.sharded_training()
     if quant is not None and sharded:
         raise InputError(
@@ -266,7 +265,7 @@ def train(
     else:
         base = load_model(model, device=device, dtype=dtype, quant=quant)
     if quant is not None:
-        base = prepare_model_for_kbit_training(base)
+        base = prepare_model_for_kbit_training(base, gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(seed)  # LoRA's A matrices are initialised randomly
     lm = get_peft_model(base, lora_config(lora_r, lora_alpha, lora_dropout))
     trainable, total = lm.get_nb_trainable_parameters()
