@@ -5,7 +5,7 @@ Every stage loads through this module, so device, dtype and quantisation rules l
 * ``device``: ``auto`` picks CUDA when available, else CPU; ``multi`` spreads one model over all visible GPUs
   (accelerate's ``device_map="auto"``, for models too large for one GPU, e.g. Llama 3 70B).
 * ``dtype``: ``auto`` is bfloat16 on CUDA (when supported) and float32 on CPU (CPUs here have no bf16 units).
-* ``quant``: ``8bit`` / ``4bit`` load through bitsandbytes (>= 0.49 ships CPU kernels), on CUDA or on the CPU
+* ``quant``: ``8bit`` / ``4bit`` load through bitsandbytes (the pinned 0.50.2 ships CPU kernels), on CUDA or on the CPU
   (``device_map={"": "cpu"}``). 4-bit is NF4 computing in ``dtype`` (float32 on CPU); 8-bit keeps the other
   weights (norms, embeddings, LM head) in ``dtype``. Before loading, a tiny quantised layer is run on the target
   device, so a missing or unusable bitsandbytes is one clear error instead of a traceback mid-load.
@@ -208,11 +208,12 @@ def _run_tiny_layer(quant: str, device: str, version: str) -> None:
     where = f"{platform.system()} {platform.machine()}, torch {torch.__version__}, device={device}"
     try:
         with torch.no_grad():
-            if quant == "8bit":
-                layer = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False)
+            if quant == "8bit":  # eval mode: the int8 matmul kernels (fp16 input: no cast warning)
+                layer = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False).to(device).eval()
+                out = layer(torch.randn(2, 64, device=device, dtype=torch.float16))
             else:
                 layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
-            out = layer.to(device)(torch.randn(2, 64, device=device))
+                out = layer.to(device)(torch.randn(2, 64, device=device))
         if not torch.isfinite(out).all():
             raise RuntimeError("the quantised test layer gave non-finite outputs")
     except Exception as err:  # noqa: BLE001 - any failure of the library here means "cannot run on this platform"

@@ -3,8 +3,8 @@
 Measured on the ``small_model`` fixture (2 layers, hidden 32, initializer range 0.4, so its weights are far
 larger than a real model's and quantisation errors are large) over the 12 biographies: per-token attention
 scores against fp32 — 8-bit: correlation 0.9985, mean |difference| 2.3 % of the mean score; 4-bit (NF4):
-correlation 0.75, 34 %. On Qwen2.5-Coder 0.5B (4 biographies) the same figures are 1.0000 / 0.5 % (8-bit) and
-0.9997 / 2.6 % (4-bit). The tolerances below leave about a factor 2 to 3 on the tiny model's figures.
+correlation 0.75, 34 %. On Qwen2.5-Coder 0.5B (8 biographies) the same figures are 1.0000 / 0.5 % (8-bit) and
+0.9997 / 2.8 % (4-bit). The tolerances below leave about a factor 2 to 3 on the tiny model's figures.
 """
 
 from __future__ import annotations
