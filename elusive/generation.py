@@ -183,5 +183,6 @@ def load_for_eval(model: str, model_dir: Path | None, device: str, dtype: str, q
         lm = PeftModel.from_pretrained(lm, str(model_dir))
         if quant is None:
             lm = lm.merge_and_unload()  # same function, faster generation
+        # quantised: merging would round the update into 8-/4-bit weights, so the LoRA path stays separate
         lm.eval()
     return lm, tokenizer

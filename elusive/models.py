@@ -5,12 +5,18 @@ Every stage loads through this module, so device, dtype and quantisation rules l
 * ``device``: ``auto`` picks CUDA when available, else CPU; ``multi`` spreads one model over all visible GPUs
   (accelerate's ``device_map="auto"``, for models too large for one GPU, e.g. Llama 3 70B).
 * ``dtype``: ``auto`` is bfloat16 on CUDA (when supported) and float32 on CPU (CPUs here have no bf16 units).
-* ``quant``: ``8bit`` / ``4bit`` load through bitsandbytes and need CUDA; asking for it on CPU is an error.
+* ``quant``: ``8bit`` / ``4bit`` load through bitsandbytes (the pinned 0.50.2 ships CPU kernels), on CUDA or on the CPU
+  (``device_map={"": "cpu"}``). 4-bit is NF4 computing in ``dtype`` (float32 on CPU); 8-bit keeps the other
+  weights (norms, embeddings, LM head) in ``dtype``. Before loading, a tiny quantised layer is run on the target
+  device, so a missing or unusable bitsandbytes is one clear error instead of a traceback mid-load.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTS = (None, "8bit", "4bit")
+BITSANDBYTES = "bitsandbytes==0.50.2"  # the version requirements.txt pins (its wheel has CPU and CUDA kernels)
 
 
 def check_model_path(model: str, key: str = "model") -> None:
@@ -128,14 +135,14 @@ def load_model(
         model: Hub id, local directory or ``.gguf`` file (de-quantised on load).
         device: ``auto``, ``cpu``, ``cuda[:n]`` or ``multi`` (all GPUs, device_map="auto").
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
-        quant: None, ``8bit`` or ``4bit`` (bitsandbytes, CUDA only).
+        quant: None, ``8bit`` or ``4bit`` (bitsandbytes, on CUDA or CPU; see :func:`check_quant`).
         attn_implementation: e.g. ``eager`` when attention weights are needed; None keeps the default.
 
     Returns:
         The model on ``device``, in eval mode.
 
     Raises:
-        InputError: Bad device/dtype/quant, or the model cannot be loaded.
+        InputError: Bad device/dtype/quant, bitsandbytes missing or unusable here, or the model cannot be loaded.
     """
     if quant not in QUANTS:
         raise InputError(f"quant={quant}: unknown; use null (no quantisation), 8bit or 4bit")
@@ -145,16 +152,18 @@ def load_model(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quant is not None:
-        if target.type != "cuda":
-            raise InputError(f"quant={quant}: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU")
+        check_quant(quant, target)
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = (
             BitsAndBytesConfig(load_in_8bit=True)
             if quant == "8bit"
-            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch_dtype)
+            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype)
         )
-        kwargs["device_map"] = "auto" if device == "multi" else {"": target.index or 0}
+        if device == "multi":
+            kwargs["device_map"] = "auto"
+        else:  # bitsandbytes quantises while loading, on the device the map names
+            kwargs["device_map"] = {"": "cpu" if target.type == "cpu" else target.index or 0}
     elif device == "multi":
         kwargs["device_map"] = "auto"
     log.info("loading %s (device=%s, dtype=%s, quant=%s)", model, target, torch_dtype, quant)
@@ -169,6 +178,78 @@ def load_model(
         lm.to(target)
     lm.eval()
     return lm
+
+
+def check_quant(quant: str | None, device: torch.device) -> None:
+    """Make sure bitsandbytes can quantise on ``device`` before a model is loaded with ``quant``.
+
+    Runs one tiny quantised linear layer (64 × 64) forward on ``device`` — once per process, quant and device —
+    so an unsupported platform (no kernels for this CPU architecture or OS, a CUDA build mismatch) fails
+    here, naming the platform.
+
+    Raises:
+        InputError: ``quant`` is unknown, bitsandbytes is not installed, or it cannot run on ``device``.
+    """
+    if quant not in QUANTS:
+        raise InputError(f"quant={quant}: unknown; use null (no quantisation), 8bit or 4bit")
+    if quant is not None:
+        _check_bitsandbytes(quant, str(device))
+
+
+def _check_bitsandbytes(quant: str, device: str) -> None:
+    try:
+        import bitsandbytes
+    except ImportError as err:
+        if importlib.util.find_spec("bitsandbytes") is None:  # also when sys.modules["bitsandbytes"] is None
+            raise InputError(f"quant={quant}: needs bitsandbytes (pip install {BITSANDBYTES})") from err
+        raise InputError(
+            f"quant={quant}: bitsandbytes is installed but cannot be imported ({str(err).splitlines()[0]}); "
+            f"reinstall it (pip install {BITSANDBYTES}) or use quant=null"
+        ) from err
+    _run_tiny_layer(quant, device, bitsandbytes.__version__)
+
+
+@functools.cache
+def _run_tiny_layer(quant: str, device: str, version: str) -> None:
+    """One forward of a 64 × 64 quantised layer on ``device`` (cached: once per process and setting)."""
+    import bitsandbytes as bnb
+
+    where = f"{platform.system()} {platform.machine()}, torch {torch.__version__}, device={device}"
+    try:
+        with torch.no_grad():
+            if quant == "8bit":  # eval mode: the int8 matmul kernels (fp16 input: no cast warning)
+                layer = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False).to(device).eval()
+                out = layer(torch.randn(2, 64, device=device, dtype=torch.float16))
+            else:
+                layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+                out = layer.to(device)(torch.randn(2, 64, device=device))
+        if not torch.isfinite(out).all():
+            raise RuntimeError("the quantised test layer gave non-finite outputs")
+    except Exception as err:  # noqa: BLE001 - any failure of the library here means "cannot run on this platform"
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(
+            f"quant={quant}: bitsandbytes {version} cannot run on this platform ({where}: {message}); use quant=null"
+        ) from err
+    log.info("bitsandbytes %s runs quant=%s on %s", version, quant, where)
+
+
+class _Once(logging.Filter):
+    """Let each distinct message through once: bitsandbytes' 8-bit matmul logs the same warning
+    ("inputs will be cast from torch.float32 to float16") on every call of every layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+logging.getLogger("bitsandbytes.autograd._functions").addFilter(_Once())
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -24,7 +24,7 @@ from elusive.artifacts import sha256_file, write_text_atomic
 from elusive.config import TrainConfig, check
 from elusive.data import load_texts
 from elusive.errors import InputError
-from elusive.models import describe, load_model, load_tokenizer, resolve_device, resolve_dtype
+from elusive.models import check_quant, describe, load_model, load_tokenizer, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,7 @@ def train(cfg: TrainConfig) -> Path | None:
     model, dataset, model_dir, quant, resume = cfg.model, Path(cfg.dataset), Path(cfg.model_dir), cfg.quant, cfg.resume
     device = distributed.process_device(cfg.device)
     target = resolve_device(device)
-    if quant is not None and target.type != "cuda":
-        raise InputError(f"quant={quant}: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU")
+    check_quant(quant, target)  # before any work: bitsandbytes installed and able to run here
     sharded = distributed.sharded_training()
     if quant is not None and sharded:
         raise InputError(
@@ -207,7 +206,7 @@ def train(cfg: TrainConfig) -> Path | None:
     else:
         base = load_model(model, device=device, dtype=cfg.dtype, quant=quant)
     if quant is not None:
-        base = prepare_model_for_kbit_training(base)
+        base = prepare_model_for_kbit_training(base, gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(cfg.seed)  # LoRA's A matrices are initialised randomly
     lm = get_peft_model(base, lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
     trainable, total = lm.get_nb_trainable_parameters()

@@ -132,8 +132,8 @@ ROWS = [
     ("model-path-typo", SA, ("model={w}/models/qwen-0.5b", "dataset={bios}", "save_name={out}/attn"), _models_folder,
      "error: model={w}/models/qwen-0.5b: no such model folder ({w}/models/ has: qwen2.5-coder-0.5b); fix the path",
      SA_OUT, False),
-    ("quant-on-cpu", SA, ("dataset={bios}", "quant=8bit", *SA_ARGS), None,
-     "error: quant=8bit: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU", SA_OUT, False),
+    ("unknown-quant", SA, ("dataset={bios}", "quant=3bit", *SA_ARGS), None,
+     "error: quant=3bit: unknown; use one of null, 8bit, 4bit", SA_OUT, False),
     ("max-texts-0", SA, ("dataset={bios}", "max_texts=0", *SA_ARGS), None,
      "error: max_texts=0: must be >= 1, or null for all texts", SA_OUT, False),
     # stage 2: the two dumps
@@ -176,8 +176,8 @@ ROWS = [
      ("error: attn_weights={dumps}/other: was computed on a different dataset ({dumps}/other.csv) than dataset={bios}; "
       "rerun save_attention.py on this dataset"), DA_OUT, False),
     # stage 4
-    ("train-quant-on-cpu", TR, (*TR_ARGS, "quant=8bit"), None,
-     "error: quant=8bit: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU", TR_OUT, False),
+    ("train-unknown-quant", TR, (*TR_ARGS, "quant=3bit"), None,
+     "error: quant=3bit: unknown; use one of null, 8bit, 4bit", TR_OUT, False),
     ("train-resume-nothing", TR, (*TR_ARGS, "resume=true"), None,
      "error: resume=true: no complete checkpoint-* folder in model_dir={out}/lora; train without resume first",
      TR_OUT, False),
@@ -204,8 +204,8 @@ ROWS = [
       "drop that field from the prompts file)"), EV_OUT, False),
     ("eval-max-people-0", EV, ("model={small}", "eval_data={bios}", "output_dir={out}/eval", "max_people=0"), None,
      "error: max_people=0: must be >= 1, or null for everyone in eval_data", EV_OUT, False),
-    ("eval-quant-on-cpu", EV, (*EV_ARGS, "quant=4bit"), None,
-     "error: quant=4bit: bitsandbytes quantisation needs a CUDA GPU; use quant=null on CPU", EV_OUT, False),
+    ("eval-unknown-quant", EV, (*EV_ARGS, "quant=4bits"), None,
+     "error: quant=4bits: unknown; use one of null, 8bit, 4bit", EV_OUT, False),
 ]
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -84,3 +85,20 @@ def test_bench_script_runs_on_a_tiny_model_and_prints_its_table(script, tmp_path
     assert "| what" in proc.stdout and "| target" in proc.stdout
     assert "equivalence" in proc.stdout and "PASS" in proc.stdout.split("equivalence", 1)[1].splitlines()[0]
     assert out.is_file()
+
+
+@pytest.mark.slow  # ~30-60 s: three fresh worker processes
+def test_bench_quant_runs_every_setting_on_a_tiny_model(tmp_path):
+    out = tmp_path / "quant.json"
+    proc = run_bench("bench_quant.py", "--steps", "1", "--warmup", "1", "--settings", "8bit", "4bit", "--no-large",
+                     "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {row["what"]: row for row in json.loads(out.read_text())["rows"]}
+    for setting in ("8bit", "4bit"):
+        for what in ("peak RSS, training steps", "peak RSS, process (load + steps)",
+                     "memory touched by the steps (working set)", "s per step"):
+            row = rows[f"tiny-main {setting}: {what}"]
+            assert row["baseline"] and row["ours"] and row["ratio"].endswith("×")
+    notes = json.loads(out.read_text())["notes"]
+    assert sum(note.startswith(("tiny-main fp32: steps", "tiny-main 8bit: steps", "tiny-main 4bit: steps"))
+               for note in notes) == 3

@@ -213,12 +213,3 @@ def test_resume_without_checkpoint_exits_2(small_model, bios, tmp_path):
     assert "Traceback" not in proc.stderr
     assert not (model_dir / "adapter_config.json").exists()
 
-
-def test_quant_on_cpu_exits_2(small_model, bios, tmp_path):
-    proc = _train(small_model, bios, tmp_path / "q", "epochs=1", "quant=8bit", "device=cpu")
-    assert proc.returncode == 2
-    errors = _error_lines(proc.stderr)
-    assert len(errors) == 1 and errors[0].startswith("error: quant=8bit")
-    assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "q" / "adapter_config.json").exists()
-
