@@ -24,6 +24,7 @@ tokens are verified, no tokenizer is needed at all.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -54,28 +55,44 @@ class TokenizerRecord:
     recorded_vocab_sha256: str
 
 
+@functools.cache
 def _version(package: str) -> str:
+    """The installed version of ``package`` (per process: the modules already imported would not change)."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "absent"
 
 
+_FINGERPRINTS: dict[tuple, str] = {}  # this process's fingerprints, by the folder's files' os.stat
+
+
 def fingerprint(model: str, padding_side: str = "right") -> str | None:
-    """Hex SHA-256 of what decides ``load_tokenizer(model, padding_side)``; None unless ``model`` is a local folder."""
+    """Hex SHA-256 of what decides ``load_tokenizer(model, padding_side)``; None unless ``model`` is a local folder.
+
+    Remembered within the process while every file keeps its inode, size and modification time (a multirun
+    calls stage 3 once per setting; hashing Qwen's 11 MB tokenizer.json each time would be ~30 ms a job).
+    """
     folder = Path(model).expanduser()
     if not folder.is_dir():
         return None  # a hub id (the hub may change) or a .gguf file (its tokenizer is rebuilt from the weights file)
+    files = []
+    for path in sorted(folder.iterdir()):
+        if not path.name.endswith(WEIGHT_SUFFIXES) and path.is_file():
+            info = path.stat()
+            files.append((path, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+    key = (str(folder.absolute()), padding_side, tuple(files))
+    if key in _FINGERPRINTS:
+        return _FINGERPRINTS[key]
     head = {"format": FORMAT, "recipe": RECIPE, "folder": str(folder.absolute()), "padding_side": padding_side,
             "transformers": _version("transformers"), "tokenizers": _version("tokenizers")}
     digest = hashlib.sha256(json.dumps(head, sort_keys=True).encode("utf-8"))
-    for path in sorted(folder.iterdir()):
-        if path.name.endswith(WEIGHT_SUFFIXES) or not path.is_file():
-            continue
+    for path, *_ in files:
         data = path.read_bytes()
         digest.update(json.dumps([path.name, len(data)]).encode("utf-8"))
         digest.update(data)
-    return digest.hexdigest()
+    _FINGERPRINTS[key] = digest.hexdigest()
+    return _FINGERPRINTS[key]
 
 
 def _record_path(key: str) -> Path | None:
