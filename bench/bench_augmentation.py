@@ -35,15 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import pandas as pd
 
+from bench.baseline_augmentation import run_baseline
 from bench.common import Row, add_model_args, fmt_rate, fmt_seconds, report, resolve_model, timed
 
 SPEED_TARGET = 30.0
 LINEAR_TOLERANCE = 1.2
 
 
-def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Write ``n`` tagged biographies to a CSV and a matching dump of random scores; return both paths."""
-    from elusive.artifacts import AttentionDump, sha256_file, tokens_sha256, vocab_sha256
+def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0, kind: str = "attention") -> tuple[Path, Path]:
+    """Write ``n`` tagged biographies to a CSV and a matching dump of random scores (of ``kind``, with the
+    metadata stage 1 writes); return both paths."""
+    from elusive.artifacts import AttentionDump, sha256_file, tokenizer_sha256, tokens_sha256, vocab_sha256
     from elusive.biographies import biography_texts
     from elusive.tags import strip_tags
     from elusive.tokens import encode_many
@@ -60,10 +62,10 @@ def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0) -> tuple[Path, P
         char_spans=np.concatenate([e.char_spans for e in encoded]),
         ranked=np.concatenate([e.ranked for e in encoded]),
         metadata={
-            "kind": "attention", "model": "bench", "tokenizer": tokenizer.name_or_path,
+            "kind": kind, "model": "bench", "tokenizer": tokenizer.name_or_path,
             "vocab_sha256": vocab_sha256(tokenizer), "dataset": str(dataset.absolute()),
             "dataset_sha256": sha256_file(dataset), "n_texts": str(n), "aggregate": "received",
-            "layers": "null", "dtype": "float32", "text_prefix": '""',
+            "layers": "null", "dtype": "float32", "text_prefix": '""', "tokenizer_sha256": tokenizer_sha256(tokenizer),
         },
     )
     dump.metadata["tokens_sha256"] = tokens_sha256(tokenizer, "", dump.metadata["dataset_sha256"], dump.offsets,
@@ -87,45 +89,6 @@ def run_ours(tokenizer, model: str, dataset: Path, dump: Path, out: Path, alpha:
         ))
     finally:
         augment.load_tokenizer = original
-
-
-def run_baseline(tokenizer, dataset: Path, dump: Path, out: Path, alpha: float, beta: float, multiply: int,
-                 seed: int = 0) -> Path:
-    """The released method: per-token id→token lookups and string rebuilding, same drop decisions as ours."""
-    from safetensors.numpy import load_file
-
-    from elusive.tags import strip_tags
-    from elusive.tokens import is_droppable
-
-    texts = [strip_tags(t) for t in pd.read_csv(dataset, dtype=str, keep_default_na=False)["text"]]
-    arrays = load_file(str(dump))
-    scores_all, offsets = arrays["scores"], arrays["offsets"]
-    special = set(tokenizer.all_special_ids)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i, text in enumerate(texts):
-        ids = tokenizer(text)["input_ids"]
-        scores = scores_all[offsets[i] : offsets[i + 1]]
-        cand = [k for k, t in enumerate(ids) if t not in special
-                and is_droppable(tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(t)]))]
-        order = np.argsort(-scores[cand], kind="stable")  # rank 0 = highest score
-        ranks = np.empty(len(cand), dtype=np.int64)
-        ranks[order] = np.arange(len(cand))
-        p = alpha * (1.0 - np.exp(-beta * ranks.astype(np.float64)))
-        drops = rng.random((multiply, len(cand))) < p[None, :]
-        rows.append((text, i, 0))
-        for copy in range(multiply):
-            dropped = {cand[k] for k in np.flatnonzero(drops[copy])}
-            new = ""
-            for k, t in enumerate(ids):
-                token = tokenizer.convert_ids_to_tokens(t)
-                if k in dropped or t in special:
-                    continue
-                new += tokenizer.convert_tokens_to_string([token])
-            rows.append((new.strip(), i, copy + 1))
-    path = Path(str(out) + ".csv")
-    pd.DataFrame(rows, columns=["text", "source_row", "copy"]).to_csv(path, index=False, lineterminator="\n")
-    return path
 
 
 def cpu_seconds(run) -> float:

@@ -20,11 +20,13 @@ if [ "$tiny" = 1 ]; then
   augmentation=(--sizes 200 1000 5000 --baseline-size 1000)
   evaluation=(--people 2)
   training=(--texts 16 --batch-size 4)
+  startup=(--runs 1)
 else
   extraction=(--lengths 512 1024 --texts 2 1 --repeat 2)
   augmentation=(--sizes 1000 10000 100000 --baseline-size 10000 --repeat 2)
   evaluation=(--people 8)   # 40 questions (the paper's evaluation has ~1,500; 10 are dominated by decoding)
   training=(--texts 20 --batch-size 4 --repeat 2 --group-by-length)
+  startup=(--runs 3)        # whole processes on the paper's 100 biographies × 10 copies
 fi
 
 status=0
@@ -33,4 +35,5 @@ status=0
 "$PY" bench/bench_evaluation.py "${evaluation[@]}" --json "$OUT/evaluation.json" "$@" || status=1
 "$PY" bench/bench_evaluation.py "${evaluation[@]}" --shared-shots --json "$OUT/evaluation_shared.json" "$@" || status=1
 "$PY" bench/bench_training.py "${training[@]}" --json "$OUT/training.json" "$@" || status=1
+"$PY" bench/bench_startup.py "${startup[@]}" --json "$OUT/startup.json" "$@" || status=1
 exit $status

@@ -24,7 +24,9 @@ contrast, ``large`` and ``small`` (the two source files) — the values stages 2
 and ``data_sha256``, the SHA-256 of the tensor bytes after the header, checked on every load so a truncated
 or altered file is refused. Optional ``tokens_sha256`` (:func:`tokens_sha256`): binds the token arrays to the
 tokenizer, prefix and dataset that made them, so stage 3 can take them from the dump instead of tokenising
-every text again.
+every text again; optional ``tokenizer_sha256`` (:func:`tokenizer_sha256` of that tokenizer, also inside
+``tokens_sha256``): lets stage 3 see without loading any tokenizer whether a recorded one
+(:mod:`elusive.tokenizer_records`) is the dump's.
 
 Augmented dataset (``{save_name}.csv``): columns ``text`` (tags removed), ``source_row`` (row in the input
 dataset), ``copy`` (0 = the original, 1..multiply = augmented copies).
@@ -46,9 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors import safe_open
-from safetensors.torch import save
+from safetensors.numpy import save
 
 from elusive.errors import InputError
 
@@ -132,8 +133,12 @@ def vocab_sha256(tokenizer) -> str:
         tokenizer: A Hugging Face tokenizer.
 
     Returns:
-        Hex SHA-256 of the sorted vocabulary as JSON.
+        Hex SHA-256 of the sorted vocabulary as JSON (for a :class:`elusive.tokenizer_records.TokenizerRecord`,
+        the value recorded from the tokenizer it stands for).
     """
+    recorded = getattr(tokenizer, "recorded_vocab_sha256", None)
+    if recorded is not None:
+        return recorded
 
     def compute() -> str:
         vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
@@ -152,8 +157,12 @@ def tokenizer_sha256(tokenizer) -> str | None:
     That is the backend's own serialisation (normaliser, pre-tokeniser, model with its vocabulary and
     merges, post-processor with the special tokens it adds, added tokens, truncation and padding) plus the
     wrapper's ``split_special_tokens``: two tokenizers with the same hash give the same ids and offsets for
-    every text. Memoised per tokenizer object like :func:`vocab_sha256` (~0.1 s for a 150k vocabulary).
+    every text. Memoised per tokenizer object like :func:`vocab_sha256` (~0.1 s for a 150k vocabulary). For a
+    :class:`elusive.tokenizer_records.TokenizerRecord`, the value recorded from the tokenizer it stands for.
     """
+    recorded = getattr(tokenizer, "recorded_tokenizer_sha256", None)
+    if recorded is not None:
+        return recorded
     backend = getattr(tokenizer, "_tokenizer", None)
     if backend is None or not hasattr(backend, "to_str"):
         return None
@@ -241,16 +250,16 @@ class AttentionDump:
     def save(self, name: str | os.PathLike[str]) -> Path:
         """Write the dump atomically to ``{name}.safetensors`` and return the path."""
         path = dump_path(name)
-        tensors = {
-            "scores": torch.from_numpy(np.ascontiguousarray(self.scores, dtype=np.float32)),
-            "offsets": torch.from_numpy(np.ascontiguousarray(self.offsets, dtype=np.int64)),
-            "input_ids": torch.from_numpy(np.ascontiguousarray(self.input_ids, dtype=np.int64)),
-            "char_spans": torch.from_numpy(np.ascontiguousarray(self.char_spans, dtype=np.int64)),
-            "ranked": torch.from_numpy(np.ascontiguousarray(self.ranked, dtype=np.uint8)),
+        tensors = {  # numpy arrays: safetensors' numpy writer gives the bytes its torch writer gave, without torch
+            "scores": np.ascontiguousarray(self.scores, dtype=np.float32),
+            "offsets": np.ascontiguousarray(self.offsets, dtype=np.int64),
+            "input_ids": np.ascontiguousarray(self.input_ids, dtype=np.int64),
+            "char_spans": np.ascontiguousarray(self.char_spans, dtype=np.int64),
+            "ranked": np.ascontiguousarray(self.ranked, dtype=np.uint8),
         }
         for name, array in self.extra.items():
             array = np.ascontiguousarray(array)
-            tensors[name] = torch.from_numpy(array.astype(np.float32 if array.dtype.kind == "f" else np.int64))
+            tensors[name] = np.ascontiguousarray(array, dtype=np.float32 if array.dtype.kind == "f" else np.int64)
         metadata = {"format": DUMP_FORMAT, **{k: str(v) for k, v in self.metadata.items()}}
         with atomic_path(path) as tmp:
             tmp.write_bytes(canonical_safetensors(save(tensors, metadata=metadata), data_sha256=True))
@@ -271,9 +280,9 @@ class AttentionDump:
         if not path.is_file():
             raise InputError(f"{key}={name}: no attention dump at {path}; run save_attention.py first or fix the path")
         try:
-            with safe_open(str(path), framework="pt") as handle:
+            with safe_open(str(path), framework="numpy") as handle:
                 metadata = dict(handle.metadata() or {})
-                arrays = {k: handle.get_tensor(k).numpy() for k in handle.keys()}
+                arrays = {k: handle.get_tensor(k) for k in handle.keys()}
         except Exception as err:  # safetensors raises several types for a damaged file
             raise InputError(
                 f"{key}={path}: not a readable safetensors file ({err}); the file is truncated or damaged, recreate it"

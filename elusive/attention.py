@@ -37,8 +37,8 @@ from transformers import AttentionInterface, PreTrainedModel, PreTrainedTokenize
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from elusive import distributed
+from elusive.artifacts import AttentionDump, dump_path, sha256_file, tokenizer_sha256, tokens_sha256, vocab_sha256
 from elusive.config import SaveAttentionConfig, check
-from elusive.artifacts import AttentionDump, dump_path, sha256_file, tokens_sha256, vocab_sha256
 from elusive.data import load_tagged
 from elusive.distributed import SINGLE, Share
 from elusive.errors import InputError
@@ -496,7 +496,7 @@ def dump_metadata(
     n_texts: int,
 ) -> dict[str, str]:
     """The header metadata of an attention dump (see :mod:`elusive.artifacts`)."""
-    return {
+    metadata = {
         "kind": "attention",
         "model": describe(model),
         "tokenizer": tokenizer.name_or_path,
@@ -509,6 +509,10 @@ def dump_metadata(
         "dtype": str(dtype).replace("torch.", ""),
         "text_prefix": json.dumps(text_prefix),
     }
+    tokenizer_hash = tokenizer_sha256(tokenizer)
+    if tokenizer_hash is not None:  # lets stage 3 match a recorded tokenizer without loading transformers
+        metadata["tokenizer_sha256"] = tokenizer_hash
+    return metadata
 
 
 def merge_shards(

@@ -59,6 +59,7 @@ from elusive.config import AUGMENT_TYPES, DataAugmentationConfig, check
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
+from elusive.tokenizer_records import TokenizerRecord, recall
 from elusive.tokens import Encoded, EncodedBatch, encode_batch, word_chars
 
 log = logging.getLogger(__name__)
@@ -254,14 +255,17 @@ def validate(augment_type: str, attn_weights: Path | str | None) -> None:
 
 
 def load_scores(
-    attn_weights: Path, augment_type: str, dataset: Path, tokenizer, n_texts: int, dataset_sha256: str
+    attn_weights: Path, augment_type: str, dataset: Path, tokenizer, n_texts: int, dataset_sha256: str,
+    dump: AttentionDump | None = None,
 ) -> tuple[AttentionDump, str]:
-    """Load the dump that ranks tokens and check it fits the dataset and tokenizer.
+    """Load the dump that ranks tokens (unless ``dump`` is it, already loaded) and check it fits the dataset
+    and tokenizer.
 
     Returns:
         The dump and the ``text_prefix`` it was extracted with.
     """
-    dump = AttentionDump.load(attn_weights, "attn_weights")
+    if dump is None:
+        dump = AttentionDump.load(attn_weights, "attn_weights")
     kind = dump.metadata.get("kind")
     if augment_type in ("attention", "attention_diff") and kind != augment_type:
         raise InputError(
@@ -283,6 +287,24 @@ def load_scores(
             f"model={tokenizer.name_or_path}; set model= to a model with the dump's tokenizer"
         )
     return dump, text_prefix_of(dump)
+
+
+def recorded_tokenizer(dump: AttentionDump, model: str) -> TokenizerRecord | None:
+    """The record of ``model``'s tokenizer (:mod:`elusive.tokenizer_records`) if it may stand in for it here.
+
+    That is when the dump is token-level, carries ``tokens_sha256``, and its ``tokenizer_sha256`` is the
+    recorded one: then, if its ``tokens_sha256`` also verifies (:func:`dump_tokens`), stage 3 takes the
+    tokens from the dump and needs no tokenizer, so neither transformers nor torch is imported. The record
+    matches only while ``model``'s files and the libraries are as when transformers last loaded it, so every
+    check gives what it would give with transformers' tokenizer. Otherwise None: load it with transformers.
+    """
+    wanted = dump.metadata.get("tokenizer_sha256")
+    if dump.metadata.get("unit") == "word" or not dump.metadata.get("tokens_sha256") or not wanted:
+        return None
+    record = recall(model)
+    if record is None or record.recorded_tokenizer_sha256 != wanted:
+        return None
+    return record
 
 
 def dump_tokens(dump: AttentionDump, tokenizer) -> EncodedBatch | None:
@@ -340,13 +362,21 @@ def ranking_inputs(augment_type: str, model: str, dataset: Path, attn_weights: P
     """
     validate(augment_type, attn_weights)
     texts = load_texts(dataset, "dataset")
-    tokenizer = load_tokenizer(model)
-    dump = None
+    dump = tokenizer = batch = None
     if attn_weights is not None and augment_type in ("random", "shuffled", "position"):
         log.warning("attn_weights=%s: not used by augment_type=%s", attn_weights, augment_type)
     elif attn_weights is not None:
-        dump, text_prefix = load_scores(attn_weights, augment_type, dataset, tokenizer, len(texts), sha256_file(dataset))
-    batch = dump_tokens(dump, tokenizer) if dump is not None else None
+        dump = AttentionDump.load(attn_weights, "attn_weights")
+        tokenizer = recorded_tokenizer(dump, model)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(model)
+    if dump is not None:
+        dump, text_prefix = load_scores(attn_weights, augment_type, dataset, tokenizer, len(texts), sha256_file(dataset),
+                                        dump)
+        batch = dump_tokens(dump, tokenizer)
+        if batch is None and isinstance(tokenizer, TokenizerRecord):  # it vouches only for the dump's own tokens
+            tokenizer = load_tokenizer(model)
+            batch = dump_tokens(dump, tokenizer)
     if batch is None:
         batch = encode_batch(tokenizer, texts, text_prefix)
     scores = None if dump is None else batch_scores(dump, batch, f"attn_weights={attn_weights}")

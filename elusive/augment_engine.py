@@ -10,18 +10,31 @@ references; the tests hold these functions to them byte for byte.
 Hand-written loops, compiled with numba, because no library offers "delete these character spans from
 these strings, many copies at once", and the numpy version of the same steps (a dozen passes over the
 ~15 M output characters of 10k biographies × 11 rows) ran at half the speed the performance issue asks
-for. Compiled on first use in each process (~2 s), not cached: numba's cache files are pickles.
+for. Compiling them takes 3–6 s, so the compiled code is cached (``cache=True``) in the user's private cache
+folder (:mod:`elusive.cache` says where, and why reading numba's pickled cache files from it is acceptable);
+later processes load it in a fraction of that. numba caches each (function, argument types) on its first
+call; every such first call runs under an exclusive file lock (:func:`_first_call`), so processes that
+compile at the same time (a multirun on an empty cache) never interleave their writes of one function's
+cache index and data files (numba numbers the data files in the order a process meets the signatures, so
+two processes meeting them in different orders could otherwise pair an index entry with the other's code).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numba
-import numpy as np
+from elusive import cache
+
+CACHE = cache.configure_numba()  # before numba is imported: it reads NUMBA_CACHE_DIR once
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
 
 _SPACE_TABLE = np.array([chr(c).isspace() for c in range(0x3001)] + [False], dtype=np.bool_)  # U+3000: last space
 _TAB, _NEWLINE, _SPACE, _QUOTE = (ord(c) for c in "\t\n \"")
@@ -49,6 +62,43 @@ def exclusive_cumsum(values: np.ndarray) -> np.ndarray:
     return out
 
 
+_FIRST_CALLS_DONE: set[tuple] = set()
+
+
+@contextlib.contextmanager
+def _cache_lock() -> Iterator[None]:
+    """Hold an exclusive lock on numba's cache folder (none where there is no cache or no ``fcntl``)."""
+    folder = numba.config.CACHE_DIR
+    if not CACHE or not folder:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: numba's own atomic renames only
+        yield
+        return
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    with open(os.path.join(folder, ".elusive.lock"), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _first_call(kernel, *args):
+    """``kernel(*args)``; the first call per (kernel, argument types) in this process, which is where numba
+    loads the compiled code from its cache or compiles and saves it, runs under :func:`_cache_lock`."""
+    key = (kernel, *(
+        (a.dtype.str, a.ndim, a.flags.c_contiguous) if isinstance(a, np.ndarray) else type(a) for a in args))
+    if key in _FIRST_CALLS_DONE:
+        return kernel(*args)
+    with _cache_lock():
+        result = kernel(*args)
+    _FIRST_CALLS_DONE.add(key)
+    return result
+
+
 @dataclass
 class Rows:
     """Output rows as one flat array of code points: row r is ``codes[starts[r]:starts[r + 1]]``."""
@@ -74,10 +124,10 @@ def ranks_by_group(keys: np.ndarray, group_start: np.ndarray) -> np.ndarray:
     negated = -keys + keys.dtype.type(0)
     bits = np.where(np.isnan(negated), keys.dtype.type(np.nan), negated).view(uint)
     bits = np.where(bits & sign, ~bits, bits | sign)
-    return _ranks_within(bits, np.asarray(group_start, dtype=np.int64))
+    return _first_call(_ranks_within, bits, np.asarray(group_start, dtype=np.int64))
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=CACHE)
 def _ranks_within(bits, group_start):
     ranks = np.empty(len(bits), dtype=np.int64)
     for g in range(len(group_start) - 1):
@@ -88,7 +138,7 @@ def _ranks_within(bits, group_start):
     return ranks
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=CACHE)
 def _candidates(word, text_start, offsets, char_spans, ranked):
     n_texts = len(text_start) - 1
     words_before = np.zeros(len(word) + 1, dtype=np.int64)
@@ -111,7 +161,7 @@ def candidates(word: np.ndarray, text_start: np.ndarray, offsets: np.ndarray, ch
     """The tokens that may be dropped: ranked, and covering a word character (``word``, per character of
     the texts, text t's at ``text_start[t]``). Returns their indices (token order) and, per text, where
     its candidates start in them (``[texts + 1]``)."""
-    return _candidates(np.ascontiguousarray(word, dtype=np.bool_), text_start.astype(np.int64),
+    return _first_call(_candidates, np.ascontiguousarray(word, dtype=np.bool_), text_start.astype(np.int64),
                        offsets.astype(np.int64), np.ascontiguousarray(char_spans, dtype=np.int64),
                        np.ascontiguousarray(ranked, dtype=np.bool_))
 
@@ -175,7 +225,7 @@ def _strip(out, row_start, w, space_table) -> int:
     return row_start + b - a
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=CACHE)
 def _drop_rows(codes, text_start, spans, cand_start, p, uniforms, draw_start, multiply, keep_original, space_table):
     n_texts = len(text_start) - 1
     per_text = multiply + keep_original
@@ -234,10 +284,11 @@ def drop_rows(codes: np.ndarray, text_start: np.ndarray, spans: np.ndarray, cand
         are tidied as :func:`elusive.augment.remove_spans` tidies them. ``codes`` has the narrowest unsigned
         type that holds the texts' code points (:func:`narrow`).
     """
-    return _drop_rows(np.ascontiguousarray(narrow(codes)), text_start.astype(np.int64),
-                      np.ascontiguousarray(spans, dtype=np.int64).reshape(-1, 2), cand_start.astype(np.int64),
-                      np.ascontiguousarray(p, dtype=np.float64), np.ascontiguousarray(uniforms, dtype=np.float64),
-                      draw_start.astype(np.int64), int(multiply), int(keep_original), _SPACE_TABLE)
+    codes = np.ascontiguousarray(narrow(codes))
+    return _first_call(_drop_rows, codes, text_start.astype(np.int64),
+                       np.ascontiguousarray(spans, dtype=np.int64).reshape(-1, 2), cand_start.astype(np.int64),
+                       np.ascontiguousarray(p, dtype=np.float64), np.ascontiguousarray(uniforms, dtype=np.float64),
+                       draw_start.astype(np.int64), int(multiply), int(keep_original), _SPACE_TABLE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,7 +324,7 @@ def _put_decimal(out, w, value) -> int:
     return w + digits
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=CACHE)
 def _csv_rows(codes, starts, source_row, copy, triggers, quote_empty):
     n = len(starts) - 1
     out = np.empty(4 * len(codes) + 48 * n, dtype=np.uint8)  # UTF-8 ≤ 4 bytes a character; a doubled quote 2
@@ -326,6 +377,6 @@ def _csv_rows(codes, starts, source_row, copy, triggers, quote_empty):
 def csv_lines(rows: Rows) -> np.ndarray:
     """``rows`` as UTF-8 CSV lines ``text,source_row,copy`` (no header), quoted as the csv module would: the
     bytes as a uint8 array (a file's ``write`` and ``hashlib`` take it as it is, without a copy)."""
-    return _csv_rows(np.ascontiguousarray(rows.codes), rows.starts.astype(np.int64),
-                     np.asarray(rows.source_row, dtype=np.int64), np.asarray(rows.copy, dtype=np.int64),
-                     _CSV_TRIGGERS, _CSV_QUOTE_EMPTY)
+    codes = np.ascontiguousarray(rows.codes)
+    return _first_call(_csv_rows, codes, rows.starts.astype(np.int64), np.asarray(rows.source_row, dtype=np.int64),
+                       np.asarray(rows.copy, dtype=np.int64), _CSV_TRIGGERS, _CSV_QUOTE_EMPTY)

@@ -18,16 +18,17 @@ import importlib.util
 import logging
 import platform
 from pathlib import Path
-from typing import Any
-
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from elusive.errors import InputError
 
+if TYPE_CHECKING:  # torch and transformers are imported where used: stages that only read files never load them
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes
 QUANTS = (None, "8bit", "4bit")
 BITSANDBYTES = "bitsandbytes==0.50.2"  # the version requirements.txt pins (its wheel has CPU and CUDA kernels)
 
@@ -71,6 +72,8 @@ def looks_local(model: str) -> bool:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """Turn ``auto`` / ``cpu`` / ``cuda[:n]`` into a device, refusing CUDA when there is none."""
+    import torch
+
     if device in ("auto", "multi"):
         if device == "multi" and not torch.cuda.is_available():
             raise InputError("device=multi: needs CUDA GPUs; use device=cpu or device=auto")
@@ -85,13 +88,15 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """Turn ``auto`` / ``float32`` / ``bfloat16`` / ``float16`` into a torch dtype for ``device``."""
+    import torch
+
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
     if dtype not in DTYPES:
         raise InputError(f"dtype={dtype}: unknown; use one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return getattr(torch, dtype)
 
 
 def load_tokenizer(model: str, padding_side: str = "right") -> PreTrainedTokenizerBase:
@@ -104,6 +109,8 @@ def load_tokenizer(model: str, padding_side: str = "right") -> PreTrainedTokeniz
     Raises:
         InputError: It cannot be loaded, or it is a slow tokenizer (no character offsets).
     """
+    from transformers import AutoTokenizer
+
     name, extra = _source(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **extra)
@@ -119,6 +126,10 @@ def load_tokenizer(model: str, padding_side: str = "right") -> PreTrainedTokeniz
             raise InputError(f"model={model}: the tokenizer has neither a pad nor an eos token; add a pad token")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
+    if extra == {}:  # a local folder or a hub id (a .gguf has extra={"gguf_file": ...})
+        from elusive.tokenizer_records import remember
+
+        remember(model, tokenizer, padding_side)  # lets stage 3 check a dump against it later without transformers
     return tokenizer
 
 
@@ -144,6 +155,8 @@ def load_model(
     Raises:
         InputError: Bad device/dtype/quant, bitsandbytes missing or unusable here, or the model cannot be loaded.
     """
+    from transformers import AutoModelForCausalLM
+
     if quant not in QUANTS:
         raise InputError(f"quant={quant}: unknown; use null (no quantisation), 8bit or 4bit")
     target = resolve_device(device)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 from itertools import chain
+from typing import TYPE_CHECKING
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # only for hints: importing transformers costs ~3 s, and stage 3 may not need it
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass

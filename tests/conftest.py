@@ -8,15 +8,37 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-import pandas as pd
-import pytest
+from elusive import cache
 
-from elusive.tiny import corpus, save_tiny, train_tokenizer
+
+def _isolate_cache() -> None:
+    """Tokenizer records go to a folder of this test session (records of temporary models would pile up in
+    the user's cache); numba's compiled code stays in the user's cache, shared with other sessions and runs.
+    Done before anything imports numba (subprocesses of the tests inherit both variables)."""
+    if os.environ.get(cache.ENV):
+        return
+    numba_dir = cache.private_dir("numba")
+    if numba_dir is not None:
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_dir))
+    session = tempfile.mkdtemp(prefix="elusive-test-cache-")
+    atexit.register(shutil.rmtree, session, ignore_errors=True)
+    os.environ[cache.ENV] = session
+
+
+_isolate_cache()
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from elusive.tiny import corpus, save_tiny, train_tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"

@@ -52,6 +52,27 @@ def test_augmentation_baseline_keeps_the_same_tokens_as_ours(tmp_path, bpe_token
     assert total == 30 * 4 and loose == total
 
 
+def test_startup_bench_runs_the_baseline_script_and_ours_as_processes_keeping_the_same_tokens(tmp_path, bpe_tokenizer):
+    from bench.bench_augmentation import make_inputs, same_tokens
+    from bench.bench_startup import ROOT as BENCH_ROOT
+    from bench.bench_startup import run, top_level_scripts
+    from elusive.models import load_tokenizer
+
+    assert {"data_augmentation", "save_attention", "train"} <= set(top_level_scripts())
+    tok_dir = tmp_path / "tok"
+    bpe_tokenizer.save_pretrained(tok_dir)
+    dataset, dump = make_inputs(load_tokenizer(str(tok_dir)), 12, tmp_path, kind="attention_diff")
+    env = {**os.environ, "ELUSIVE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    assert run([sys.executable, str(BENCH_ROOT / "bench" / "baseline_augmentation.py"), "--model", str(tok_dir),
+                "--dataset", str(dataset), "--dump", str(dump), "--out", str(tmp_path / "base"), "--multiply", "3"],
+               env) > 0
+    run([sys.executable, str(BENCH_ROOT / "data_augmentation.py"), "augment_type=attention_diff", "alpha=0.7",
+         "beta=0.05", "multiply=3", f"attn_weights={dump}", f"model={tok_dir}", f"dataset={dataset}",
+         f"save_name={tmp_path / 'ours'}", f"hydra.run.dir={tmp_path / 'run'}"], env)
+    total, loose, _ = same_tokens(tmp_path / "ours.csv", tmp_path / "base.csv")
+    assert total == 12 * 4 and loose == total
+
+
 def test_peak_memory_sees_an_allocation_and_rows_judge_targets():
     from bench.common import MIB, PeakMemory, Row, format_table
 
@@ -73,6 +94,7 @@ SCRIPTS = {
     "bench_augmentation.py": ["--sizes", "50", "100", "200", "--baseline-size", "100"],
     "bench_evaluation.py": ["--people", "1", "--max-new-tokens", "4"],
     "bench_training.py": ["--texts", "8", "--batch-size", "4", "--max-length", "64"],
+    "bench_startup.py": ["--runs", "1", "--bios", "20", "--help-scripts", "data_augmentation"],
 }
 
 
