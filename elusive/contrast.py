@@ -32,9 +32,14 @@ def check_compatible(
             tokenizer different text prefixes or token ids; the message names both files.
     """
     both = f"attn_dump_large={large_name} and attn_dump_small={small_name}"
+    if Path(large_name).resolve() == Path(small_name).resolve() or (
+            large.metadata.get("model") == small.metadata.get("model")
+            and large.metadata.get("data_sha256") == small.metadata.get("data_sha256")):
+        raise InputError(f"{both} are the same model's scores: their difference is 0 everywhere; give the larger "
+                         "and the smaller model's dumps")
     if large.metadata.get("data_sha256") and large.metadata.get("data_sha256") == small.metadata.get("data_sha256"):
-        raise InputError(f"{both} hold the same scores (the same dump twice?): their difference is 0 everywhere; "
-                         "give the larger and the smaller model's dumps")
+        log.warning("%s hold identical scores: the difference is 0 everywhere, so stage 3's ranking is decided by ties "
+                    "(expected for aggregate=released in bf16, not otherwise)", both)
     for key, what in (("aggregate", "aggregate"), ("layers_requested", "layers"), ("dtype", "dtype"),
                       ("text_prefix", "text_prefix"), ("quant", "quant")):
         a, b = large.metadata.get(key), small.metadata.get(key)

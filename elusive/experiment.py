@@ -3,8 +3,8 @@
 Folder layout under ``{out_root}/{name}/``::
 
     data.csv                              the training texts (the first ``n_texts`` of a CSV dataset)
-    attention/<model>-<aggregate>-<key>.safetensors       one dump per model and extraction settings, shared
-    attention/diff-<large>-<small>-<aggregate>-<key>.safetensors   by every method, alpha, beta and seed
+    dumps/<model>-<aggregate>-<key>.safetensors       one dump per model and extraction settings, shared
+    dumps/diff-<large>-<small>-<aggregate>-<key>.safetensors   by every method, alpha, beta and seed
     <method>/<label>-<key>/run.json       every setting that decides the run's results (its key hashes them)
     <method>/<label>-<key>/aug.csv        augmented data (plain: the unchanged copies, if any)
     <method>/<label>-<key>/lora/          the adapter, train_meta.json and loss.csv
@@ -205,7 +205,7 @@ def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, ag
     settings = {"model": model_identity(model), "dataset_sha256": sha256_file(data), "aggregate": aggregate,
                 "layers": cfg.layers, "text_prefix": dump_prefix(cfg),
                 **{k: v for k, v in dataclasses.asdict(cfg.attention).items() if k != "batch_size"}}
-    out = root / "attention" / f"{slug(model)}-{aggregate}-{short_hash(settings)}"
+    out = root / "dumps" / f"{slug(model)}-{aggregate}-{short_hash(settings)}"
     if dump_path(out).is_file():
         log.info("reusing %s", dump_path(out))
         return dump_path(out)
@@ -225,7 +225,7 @@ def ranking_dump(cfg: RunExperimentConfig, data: Path, root: Path) -> Path | Non
         return ensure_dump(cfg.model, data, root, cfg, aggregate)
     large = ensure_dump(cfg.large_model, data, root, cfg, aggregate)
     small = ensure_dump(cfg.small_model, data, root, cfg, aggregate)
-    out = root / "attention" / f"diff-{large.stem}--{small.stem}"
+    out = root / "dumps" / f"diff-{large.stem}--{small.stem}"
     if dump_path(out).is_file():
         return dump_path(out)
     from elusive.contrast import contrast_attention

@@ -61,7 +61,7 @@ def test_a_preset_runs_as_a_multirun_sweep_and_is_summarised(small_model, large_
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = tmp_path / "exp" / "cpu_tiny"
-    assert len(list((root / "attention").glob("diff-large-received-*--small-received-*.safetensors"))) == 1
+    assert len(list((root / "dumps").glob("diff-large-received-*--small-received-*.safetensors"))) == 1
     (folder,) = (root / "attention_diff").glob("a0.7_b0.05_s0-*")
     run = json.loads((folder / "run.json").read_text())
     assert run["method"] == "attention_diff" and run["alpha"] == 0.7 and run["n_texts"] == 4
@@ -119,9 +119,9 @@ def test_a_dump_is_reused_only_with_the_same_extraction_settings(small_model, la
     cfg = _tiny(small_model, large_model, tmp_path, method="attention", modes=["qa"])
     run_experiment(cfg)
     run_experiment(dataclasses.replace(cfg, seed=1))  # same extraction: the dump is reused
-    assert len(list((tmp_path / "exp" / "t" / "attention").glob("*.safetensors"))) == 1
+    assert len(list((tmp_path / "exp" / "t" / "dumps").glob("*.safetensors"))) == 1
     run_experiment(dataclasses.replace(cfg, layers=[-1]))  # other layers: a dump of its own
-    assert len(list((tmp_path / "exp" / "t" / "attention").glob("*.safetensors"))) == 2
+    assert len(list((tmp_path / "exp" / "t" / "dumps").glob("*.safetensors"))) == 2
 
 
 def test_dry_run_checks_every_input_without_a_model_and_a_real_run_checks_first(small_model, large_model, tmp_path,

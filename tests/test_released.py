@@ -139,6 +139,6 @@ def test_contrasts_of_differently_made_dumps_are_refused(small_model, large_mode
     for key, large in cases.items():
         with pytest.raises(InputError, match=rf"were extracted with different {key} \("):
             contrast_attention(large, small, tmp_path / "diff")
-    with pytest.raises(InputError, match="hold the same scores"):
+    with pytest.raises(InputError, match="are the same model's scores"):
         contrast_attention(small, small, tmp_path / "diff")
     assert not (tmp_path / "diff.safetensors").exists()
