@@ -1,0 +1,224 @@
+"""The report of a method sweep (e.g. ``experiment=cpu_study``): one table, paired comparisons and figures.
+
+Written into ``{out_root}/{name}/`` by :class:`StudyReport`, a Hydra callback the preset enables, at the end
+of ``python run_experiment.py -m experiment=<preset>`` (and again on every rerun, which skips the finished
+runs), or by :func:`study_report` directly:
+
+* ``summary.md`` / ``summary.csv`` — per method and field, exact match and F1 with their 95 % intervals,
+  QA and the completion probe side by side, with each run's final training loss;
+* ``compare/<mode>_<method>_vs_<baseline>.{json,md}`` — :func:`elusive.compare.compare` of every method against
+  each baseline (plain and position) on the same questions, and ``compare/summary.md`` with the mean and the
+  far fields of all of them;
+* ``figures/fig1_<mode>.png`` (+ ``.csv``, ``.md``) — accuracy against distance from the name, plain run;
+* ``figures/fig4_<method>.png`` (+ ``.html``, ``.csv``) — keep probability per token of one biography under the
+  ranked methods.
+
+Each run is found from the settings alone (:func:`elusive.experiment.run_folder`), so runs of other settings in
+the same folder are never mixed in; a missing run is listed as missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from elusive.artifacts import atomic_path, write_text_atomic
+from elusive.config import PlotAccuracyDistanceConfig, PlotKeepProbabilityConfig, RunExperimentConfig
+from elusive.experiment import EVAL_FOLDERS, run_folder, run_settings, training_data
+from elusive.stats import with_interval
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("plain", "position")
+FIGURE4_METHODS = ("attention_diff", "released", "position")
+FIGURE4_ROW = 0
+
+
+def method_runs(cfg: RunExperimentConfig, methods: list[str]) -> dict[str, Path]:
+    """The run folder of every method under ``cfg``'s other settings (only those that exist)."""
+    root = Path(cfg.out_root) / cfg.name
+    data = training_data(cfg, root)
+    runs = {}
+    for method in methods:
+        folder = run_folder(root, run_settings(dataclasses.replace(cfg, method=method), data))
+        if folder.is_dir():
+            runs[method] = folder
+        else:
+            log.warning("report: no run of method %s with these settings (%s)", method, folder)
+    return runs
+
+
+def summary_rows(runs: dict[str, Path], modes: list[str]) -> pd.DataFrame:
+    """One row per (method, mode, field): EM and F1 in percent with interval ends, n, and the final loss."""
+    rows = []
+    for method, folder in runs.items():
+        meta_path = folder / "lora" / "train_meta.json"
+        loss = json.loads(meta_path.read_text()).get("final_train_loss") if meta_path.is_file() else None
+        for mode in modes:
+            path = folder / EVAL_FOLDERS[mode] / "results.json"
+            if not path.is_file():
+                continue
+            for field, r in json.loads(path.read_text()).items():
+                rows.append({"method": method, "mode": mode, "field": field, "n": r["n"],
+                             "em": 100 * r["exact_match"], "em_lo": 100 * r["exact_match_ci95"][0],
+                             "em_hi": 100 * r["exact_match_ci95"][1], "f1": 100 * r["f1"],
+                             "f1_lo": 100 * r["f1_ci95"][0], "f1_hi": 100 * r["f1_ci95"][1],
+                             "final_train_loss": loss, "run": str(folder)})
+    return pd.DataFrame(rows)
+
+
+def headline(runs: dict[str, Path], modes: list[str], seed: int) -> str:
+    """The compact table: per method and mode, exact match over all fields (interval resampling people), and
+    on the two far fields the paper reports (university, company)."""
+    from elusive.stats import mean_with_interval
+
+    header = ["method"] + [f"{mode} {what}" for mode in modes for what in ("all fields", "university", "company")]
+    out = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for method, folder in runs.items():
+        cells = [method]
+        for mode in modes:
+            path = folder / EVAL_FOLDERS[mode]
+            if not (path / "results.json").is_file():
+                cells += ["–"] * 3
+                continue
+            rows = [json.loads(line) for line in (path / "predictions.jsonl").read_text().splitlines() if line]
+            mean = mean_with_interval([(r["person"], r["exact_match"], r["f1"]) for r in rows], seed)
+            results = json.loads((path / "results.json").read_text())
+            cells.append(with_interval(mean["exact_match"], mean["exact_match_ci95"]))
+            for field in ("university", "company"):
+                r = results.get(field)
+                cells.append("–" if r is None else with_interval(r["exact_match"], r["exact_match_ci95"]))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def summary_markdown(frame: pd.DataFrame, modes: list[str]) -> str:
+    """Per metric, a table: one row per method, per field ``QA | completion`` cells ``value [lo, hi]``."""
+    if frame.empty:
+        return "No finished runs yet.\n"
+    fields = list(dict.fromkeys(frame["field"]))
+    out = []
+    for metric, title in (("em", "Exact match"), ("f1", "F1")):
+        out += [f"### {title} (%, 95 % bootstrap interval over the {frame['n'].iloc[0]} people), "
+                + " | ".join(modes), ""]
+        header = ["method", *[f"{field} {mode}" for field in fields for mode in modes], "final loss"]
+        out += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+        for method in dict.fromkeys(frame["method"]):
+            cells = [method]
+            for field in fields:
+                for mode in modes:
+                    hit = frame[(frame["method"] == method) & (frame["mode"] == mode) & (frame["field"] == field)]
+                    if hit.empty:
+                        cells.append("–")
+                        continue
+                    r = hit.iloc[0]
+                    cells.append(f"{r[metric]:.1f} [{r[metric + '_lo']:.1f}, {r[metric + '_hi']:.1f}]")
+            loss = frame[frame["method"] == method]["final_train_loss"].iloc[0]
+            cells.append("–" if loss is None or loss != loss else f"{loss:.3f}")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def comparisons(runs: dict[str, Path], modes: list[str], folder: Path, seed: int) -> str:
+    """Every method against each baseline, per mode; returns ``compare/summary.md``."""
+    from elusive.compare import compare
+
+    lines = ["Paired comparisons on the same questions: Δ = method − baseline in percentage points, 95 % paired "
+             "bootstrap interval of Δ exact match, exact McNemar p on exact match.", ""]
+    for mode in modes:
+        lines += [f"### {mode}", "", "| method | vs | Δ EM mean [95% CI] | p | Δ EM university | p | Δ EM company | p |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for baseline in BASELINES:
+            if baseline not in runs:
+                continue
+            a = runs[baseline] / EVAL_FOLDERS[mode]
+            for method, run in runs.items():
+                b = run / EVAL_FOLDERS[mode]
+                if method == baseline or not (a / "predictions.jsonl").is_file() or not (b / "predictions.jsonl").is_file():
+                    continue
+                result = compare(a, b, folder / f"{mode}_{method}_vs_{baseline}", seed)
+                cells = [method, baseline]
+                for key in ("mean", "university", "company"):
+                    r = result.get(key)
+                    cells += ["–", "–"] if r is None else [with_interval(r["diff_exact_match"], r["ci95"], signed=True),
+                                                         f"{r['p_value']:.3g}"]
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    text = "\n".join(lines)
+    write_text_atomic(folder / "summary.md", text + "\n")
+    return text
+
+
+def figures(cfg: RunExperimentConfig, runs: dict[str, Path], modes: list[str], folder: Path) -> None:
+    """Figure 1 from the plain run (each mode) and Figure 4 for one biography under the ranked methods."""
+    from elusive.figure_distance import accuracy_distance
+    from elusive.figure_keep import keep_probability
+
+    root = Path(cfg.out_root) / cfg.name
+    data = training_data(cfg, root)
+    if "plain" in runs:
+        for mode in modes:
+            predictions = runs["plain"] / EVAL_FOLDERS[mode] / "predictions.jsonl"
+            if predictions.is_file():
+                accuracy_distance(PlotAccuracyDistanceConfig(predictions=str(predictions), eval_data=str(data),
+                                                             model=cfg.model, output=str(folder / f"fig1_{mode}")))
+    for method in FIGURE4_METHODS:
+        if method not in runs or not (runs[method] / "aug.json").is_file():
+            continue
+        record = json.loads((runs[method] / "aug.json").read_text())
+        keep_probability(PlotKeepProbabilityConfig(
+            augment_type=record["augment_type"], alpha=record["alpha"], beta=record["beta"] or 0.0,
+            attn_weights=record["attn_weights"], model=cfg.model, dataset=str(data), rows=[FIGURE4_ROW],
+            output=str(folder / f"fig4_{method}"), seed=record["seed"], text_prefix=cfg.text_prefix))
+
+
+def study_report(cfg: RunExperimentConfig, methods: list[str]) -> Path:
+    """Write the report of ``methods`` under ``cfg``'s other settings (see the module docstring); return the
+    path of ``summary.md``."""
+    root = Path(cfg.out_root) / cfg.name
+    runs = method_runs(cfg, methods)
+    frame = summary_rows(runs, cfg.modes)
+    with atomic_path(root / "summary.csv") as tmp:
+        frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.4f")
+    text = ("### Exact match (%, 95 % bootstrap interval)\n\n" + headline(runs, cfg.modes, cfg.seed) + "\n\n"
+            + summary_markdown(frame, cfg.modes))
+    write_text_atomic(root / "summary.md", text + "\n")
+    comparisons(runs, cfg.modes, root / "compare", cfg.seed)
+    figures(cfg, runs, cfg.modes, root / "figures")
+    log.info("wrote the report of %d runs to %s", len(runs), root)
+    return root / "summary.md"
+
+
+try:  # the Hydra callback (Hydra is always installed with this project; the import is kept out of the way)
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover
+    Callback = object
+
+
+class StudyReport(Callback):
+    """Hydra callback: after a ``-m`` sweep over ``method``, write :func:`study_report` for the swept methods."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
+        from elusive.cli import to_settings
+        from elusive.config import METHODS
+
+        swept = str(OmegaConf.select(config, "hydra.sweeper.params.method", default="") or "")
+        overrides = OmegaConf.select(config, "hydra.overrides.task", default=[]) or []
+        for item in overrides:  # a method=... on the command line wins over the preset's sweep
+            if str(item).startswith("method="):
+                swept = str(item).split("=", 1)[1]
+        methods = [m for m in swept.split(",") if m in METHODS] or list(METHODS)
+        plain = OmegaConf.to_container(config, resolve=False)
+        plain.pop("hydra", None)  # its run-time values (job number, ...) are not set at the end of a sweep
+        merged = OmegaConf.merge(OmegaConf.structured(RunExperimentConfig), OmegaConf.create(plain))
+        settings = to_settings(merged, RunExperimentConfig)
+        if settings.dry_run:
+            return
+        print(f"wrote {study_report(settings, methods)}")
