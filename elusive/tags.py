@@ -101,11 +101,3 @@ def _first_tag_problem(text: str) -> str | None:
 def strip_tags(text: str) -> str:
     """Return ``text`` without its field tags (the plain text of :func:`parse_tagged`, without locating spans)."""
     return ANY_TAG_RE.sub("", text)
-
-
-def first_value(spans: list[Span], field: str) -> str | None:
-    """Return the value of the first span tagged ``field``, or None if there is none."""
-    for span in spans:
-        if span.field == field:
-            return span.value
-    return None

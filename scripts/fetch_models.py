@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from elusive.offline_models import MODELS, OfflineModelError, ensure_model  # noqa: E402
+from offline_models import MODELS, OfflineModelError, ensure_model  # noqa: E402 (this folder)
 
 log = logging.getLogger("fetch_models")
 

