@@ -2,8 +2,10 @@
 
 Reads a focus dump (``save_attention.py focus=true``, or its contrast): for each biography and each field,
 the attention row of the token just before the field (e.g. " at" before the company). The query's own
-token and special/prefix tokens are left out; the k keys with the largest attention (or attention
-difference) are ranked 1..k and each is labelled with the tagged field it belongs to, or ``other``.
+token, special and prefix tokens and, as in the paper's figures (its footnote 2), punctuation- and
+whitespace-only tokens are left out (``include_punctuation=true`` keeps them); the k keys with the largest
+attention (or attention difference) are ranked 1..k and each is labelled with the tagged field it belongs to,
+or ``other``.
 
 The control: the difference of two models may favour *distant* tokens rather than *name* tokens. For each
 rank, the position-matched baseline is the share of each label among tokens at the same distance from the
@@ -25,6 +27,7 @@ from elusive.artifacts import AttentionDump, atomic_path, write_text_atomic
 from elusive.config import AnalyzeAttentionConfig, check
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
+from elusive.tokens import is_droppable
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,13 @@ class FocusEntry:
     label_at_distance: dict[int, str]  # label of every candidate key by distance (for the baseline)
 
 
-def focus_entries(dump: AttentionDump, k: int = 10) -> list[FocusEntry]:
-    """Rank the keys of every focus row of ``dump`` (see the module docstring)."""
+def focus_entries(dump: AttentionDump, k: int = 10, allowed: np.ndarray | None = None) -> list[FocusEntry]:
+    """Rank the keys of every focus row of ``dump`` (see the module docstring).
+
+    Args:
+        allowed: Per token of the dump, whether it may be ranked (default: the text's own tokens); the
+            position-matched control uses the same tokens.
+    """
     if "focus_rows" not in dump.extra:
         raise ValueError("the dump has no focus rows; run save_attention.py with focus=true")
     fields = json.loads(dump.metadata.get("fields", "[]"))
@@ -52,7 +60,7 @@ def focus_entries(dump: AttentionDump, k: int = 10) -> list[FocusEntry]:
         t, q = int(extra["focus_text"][f]), int(extra["focus_query"][f])
         row = extra["focus_rows"][extra["focus_offsets"][f] : extra["focus_offsets"][f + 1]]
         sl = dump.text_slice(t)
-        ranked = dump.ranked[sl][: q]  # keys before the query, text tokens only
+        ranked = (dump.ranked if allowed is None else allowed)[sl][:q]  # keys before the query
         token_field = extra["token_field"][sl]
         cand = np.flatnonzero(ranked)
         order = cand[np.argsort(-row[cand], kind="stable")][:k]
@@ -68,6 +76,17 @@ def focus_entries(dump: AttentionDump, k: int = 10) -> list[FocusEntry]:
             )
         )
     return entries
+
+
+def rankable(dump: AttentionDump, tokenizer, include_punctuation: bool = False) -> np.ndarray:
+    """Which tokens the figure may rank: the paper's footnote 2 leaves out periods, commas, spaces and
+    placeholders, so by default only text tokens with a word character (:func:`elusive.tokens.is_droppable`,
+    stage 3's rule); ``include_punctuation`` keeps every token, special ones included."""
+    if include_punctuation:
+        return np.ones(len(dump.input_ids), dtype=bool)
+    ids, inverse = np.unique(dump.input_ids, return_inverse=True)
+    words = np.array([is_droppable(tokenizer.decode([int(i)])) for i in ids], dtype=bool)
+    return dump.ranked & words[inverse.reshape(-1)]
 
 
 def field_shares(entries: list[FocusEntry], k: int = 10) -> dict[str, dict[str, np.ndarray]]:
@@ -149,7 +168,8 @@ def analyze_attention(cfg: AnalyzeAttentionConfig) -> str:
         raise InputError(f"attn_dump={attn_dump}: has no focus rows; rerun save_attention.py with focus=true (both models for a contrast)")
     if k < 1:
         raise InputError(f"k={k}: must be >= 1")
-    entries = focus_entries(dump, k)
+    tokenizer = load_tokenizer(model or dump.metadata.get("tokenizer", ""))
+    entries = focus_entries(dump, k, rankable(dump, tokenizer, cfg.include_punctuation))
     shares = field_shares(entries, k)
     kind = dump.metadata.get("kind", "attention")
     if kind == "attention_diff":
@@ -158,7 +178,6 @@ def analyze_attention(cfg: AnalyzeAttentionConfig) -> str:
         title = f"Top-{k} tokens by attention difference ({name(models.get('large'))} − {name(models.get('small'))}) before each field"
     else:
         title = f"Top-{k} tokens by attention of {Path(dump.metadata.get('model', '')).name} before each field"
-    tokenizer = load_tokenizer(model or dump.metadata.get("tokenizer", ""))
     lines = [shares_table(shares, title), "", "Most frequent top-k tokens before each field:", ""]
     for qfield in shares:
         tokens = ", ".join(f"{tok!r}×{n}" for tok, n in frequent_tokens(entries, dump, tokenizer, qfield))

@@ -95,3 +95,23 @@ def test_analyze_attention_writes_its_three_outputs(small_model, large_model, bi
     assert (tmp_path / "top.png").stat().st_size > 1000 and "position-matched" in (tmp_path / "top.md").read_text()
     proc = run_script("analyze_attention.py", f"attn_dump={small.with_suffix('')}x", f"output={tmp_path / 'x'}", hydra_dir=tmp_path / "h2")
     assert proc.returncode == 2 and "attn_dump=" in proc.stderr
+
+
+def test_punctuation_and_special_tokens_are_left_out_unless_asked_for(word_model, tmp_path):
+    """Footnote 2 of the paper: the figures leave out periods, commas and spaces; the control uses the same keys."""
+    from elusive.analysis import focus_entries, rankable
+    from elusive.models import load_tokenizer
+
+    data = tmp_path / "bio.csv"
+    pd.DataFrame({"text": ["<name>Tim Cook</name> , . was born in <city>Oslo</city> ."]}).to_csv(data, index=False)
+    dump = AttentionDump.load(save_attention(str(word_model), data, tmp_path / "f", focus=True, device="cpu"))
+    tok = load_tokenizer(str(word_model))
+    words = [tok.decode([int(i)]) for i in dump.input_ids]
+    keep = rankable(dump, tok)
+    assert [w for w, k in zip(words, keep) if k] == ["Tim", "Cook", "was", "born", "in", "Oslo"]
+    assert rankable(dump, tok, include_punctuation=True).all()
+    (entry,) = focus_entries(dump, k=10, allowed=keep)  # the query is "in", before Oslo
+    assert sorted(words[j] for j in entry.top) == ["Cook", "Tim", "born", "was"]
+    assert set(entry.label_at_distance.values()) == {"name", "other"}
+    (everything,) = focus_entries(dump, k=10, allowed=rankable(dump, tok, include_punctuation=True))
+    assert {words[j] for j in everything.top} >= {",", "."}
