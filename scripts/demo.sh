@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole method on real pretrained models (Qwen2.5-Coder 0.5B and 1.5B) on a CPU.
-# Sizes are environment variables (the defaults take ~15 minutes on 2 cores): DEMO_PEOPLE, DEMO_MULTIPLY,
-# DEMO_EPOCHS, DEMO_LR, DEMO_METHODS ("plain attention_diff random shuffled"), DEMO_OUT (out/demo).
+# Sizes are environment variables: DEMO_PEOPLE, DEMO_MULTIPLY, DEMO_EPOCHS, DEMO_LR, DEMO_OUT (out/demo) and
+# DEMO_METHODS ("plain random attention_diff released shuffled position"). It ends by writing out/demo/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -10,7 +10,7 @@ N=${DEMO_PEOPLE:-10}
 MULT=${DEMO_MULTIPLY:-3}
 EPOCHS=${DEMO_EPOCHS:-6}
 LR=${DEMO_LR:-1e-3}
-METHODS=${DEMO_METHODS:-plain attention_diff random shuffled}
+METHODS=${DEMO_METHODS:-plain random attention_diff released shuffled position}
 SMALL=models/qwen2.5-coder-0.5b
 LARGE=models/qwen2.5-coder-1.5b
 export TQDM_DISABLE=1
@@ -32,14 +32,27 @@ step "2. contrast: large − small"
 $PY contrast_attention.py attn_dump_large="$OUT/attn_large" attn_dump_small="$OUT/attn_small" \
     attn_diff="$OUT/attn_diff" "$(h contrast)"
 
+if [[ " $METHODS " == *" released "* ]]; then
+  step "1+2 again with the released code's arithmetic (bf16, rows summed, no prefix): its ranking, replayed"
+  for size in small large; do
+    model=$SMALL; [ "$size" = large ] && model=$LARGE
+    $PY save_attention.py model="$model" dataset="$OUT/bio.csv" save_name="$OUT/released_$size" \
+        aggregate=released "$(h "released_$size")"
+  done
+  $PY contrast_attention.py attn_dump_large="$OUT/released_large" attn_dump_small="$OUT/released_small" \
+      attn_diff="$OUT/released_diff" "$(h released_contrast)"
+fi
+
 step "3. augmentation: $MULT copies per biography (plain = $MULT unchanged copies, so every method trains the same steps)"
 for method in $METHODS; do
   case $method in
     plain) args="augment_type=random alpha=0.0" ;;
     random) args="augment_type=random alpha=0.7" ;;
     attention_diff) args="augment_type=attention_diff alpha=0.7 beta=0.05 attn_weights=$OUT/attn_diff" ;;
-    attention) args="augment_type=attention alpha=0.7 beta=0.05 attn_weights=$OUT/attn_large" ;;
+    attention) args="augment_type=attention alpha=0.7 beta=0.05 attn_weights=$OUT/attn_small" ;;
+    released) args="augment_type=attention_diff alpha=0.7 beta=0.05 attn_weights=$OUT/released_diff" ;;
     shuffled) args="augment_type=shuffled alpha=0.7 beta=0.05" ;;
+    position) args="augment_type=position alpha=0.7 beta=0.05" ;;
     *) echo "unknown method $method" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086
