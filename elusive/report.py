@@ -177,6 +177,18 @@ def figures(cfg: RunExperimentConfig, runs: dict[str, Path], modes: list[str], f
             output=str(folder / f"fig4_{method}"), seed=record["seed"], text_prefix=cfg.text_prefix))
 
 
+def provenance_line(cfg: RunExperimentConfig, runs: dict[str, Path]) -> str:
+    """Which command, code and machine produced the numbers (from the runs' own eval_meta.json records)."""
+    metas = [json.loads(p.read_text()) for run in runs.values() for p in sorted(run.glob("eval*/eval_meta.json"))]
+    commits = sorted({(m.get("code") or {}).get("commit", "?")[:10] for m in metas})
+    dirty = any((m.get("code") or {}).get("dirty") for m in metas)
+    seconds = sum(m.get("wall_time_s", 0) for m in metas)
+    return (f"`python run_experiment.py -m experiment={cfg.name}`: {len(runs)} runs made by code commit "
+            f"{', '.join(commits) or '?'}{' (with uncommitted changes)' if dirty else ''}; people: "
+            f"{cfg.n_texts}; evaluation wall time {seconds / 60:.0f} min in all. Per question: results.json, "
+            "predictions.jsonl and eval_meta.json in each run's eval*/ folder; loss curves in lora/loss.csv.")
+
+
 def study_report(cfg: RunExperimentConfig, methods: list[str]) -> Path:
     """Write the report of ``methods`` under ``cfg``'s other settings (see the module docstring); return the
     path of ``summary.md``."""
@@ -185,8 +197,8 @@ def study_report(cfg: RunExperimentConfig, methods: list[str]) -> Path:
     frame = summary_rows(runs, cfg.modes)
     with atomic_path(root / "summary.csv") as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.4f")
-    text = ("### Exact match (%, 95 % bootstrap interval)\n\n" + headline(runs, cfg.modes, cfg.seed) + "\n\n"
-            + summary_markdown(frame, cfg.modes))
+    text = (provenance_line(cfg, runs) + "\n\n### Exact match (%, 95 % bootstrap interval)\n\n"
+            + headline(runs, cfg.modes, cfg.seed) + "\n\n" + summary_markdown(frame, cfg.modes))
     write_text_atomic(root / "summary.md", text + "\n")
     comparisons(runs, cfg.modes, root / "compare", cfg.seed)
     figures(cfg, runs, cfg.modes, root / "figures")

@@ -142,3 +142,28 @@ def test_dry_run_checks_every_input_without_a_model_and_a_real_run_checks_first(
     with pytest.raises(InputError, match=r"^large_model=.*no-such: no such model folder"):
         run_experiment(dataclasses.replace(cfg, large_model=str(tmp_path / "no-such")))
     assert not (tmp_path / "exp").exists()
+
+
+def test_the_study_report_collects_compares_and_draws(small_model, large_model, tmp_path):
+    from elusive.report import study_report
+
+    cfg = _tiny(small_model, large_model, tmp_path, modes=["qa", "completion"], plain_copies=1,
+                method_params={"position": {"alpha": 0.7, "beta": 0.05}})
+    for method in ("plain", "position", "random"):
+        run_experiment(dataclasses.replace(cfg, method=method))
+    summary = study_report(cfg, ["plain", "random", "position", "attention_diff"]).read_text()
+    root = tmp_path / "exp" / "t"
+    assert [line.split(" | ")[0] for line in summary.splitlines() if line.startswith("| ") and "method" not in line][:3] \
+        == ["| plain", "| random", "| position"]  # attention_diff was not run: left out, not invented
+    for mode, folder in (("qa", "eval"), ("completion", "eval_completion")):
+        result = json.loads((root / "compare" / f"{mode}_random_vs_plain.json").read_text())
+        (plain,) = (root / "plain").glob("*/" + folder + "/results.json")
+        (random,) = (root / "random").glob("*/" + folder + "/results.json")
+        a, b = json.loads(plain.read_text()), json.loads(random.read_text())
+        for field in a:
+            assert result[field]["diff_exact_match"] == pytest.approx(b[field]["exact_match"] - a[field]["exact_match"])
+        assert (root / "compare" / f"{mode}_random_vs_position.md").is_file()
+        assert (root / "figures" / f"fig1_{mode}.png").read_bytes().startswith(b"\x89PNG")
+    assert (root / "figures" / "fig4_position.html").is_file()
+    frame = pd.read_csv(root / "summary.csv")
+    assert set(frame["mode"]) == {"qa", "completion"} and len(frame) == 3 * 2 * 5
