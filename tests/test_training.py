@@ -213,3 +213,20 @@ def test_resume_without_checkpoint_exits_2(small_model, bios, tmp_path):
     assert "Traceback" not in proc.stderr
     assert not (model_dir / "adapter_config.json").exists()
 
+
+
+def test_records_checkpoint_limit_and_reporting(small_model, bios, tmp_path):
+    """final_train_loss is the last logged loss (loss.csv's last row), save_total_limit keeps the last
+    checkpoints, report_to=[] writes no TensorBoard logs, and the settings are recorded."""
+    out = tmp_path / "lora"
+    train(small_model, bios, out, epochs=3, batch_size=6, device="cpu", logging_steps=1, save_total_limit=1,
+          report_to=[])
+    meta = json.loads((out / "train_meta.json").read_text())
+    curve = (out / "loss.csv").read_text().splitlines()
+    assert curve[0] == "step,epoch,loss,learning_rate,grad_norm" and len(curve) == 1 + 6  # 2 steps × 3 epochs
+    assert float(curve[-1].split(",")[2]) == meta["final_train_loss"]
+    losses = [float(line.split(",")[2]) for line in curve[1:]]
+    assert meta["train_loss_mean"] == pytest.approx(sum(losses) / len(losses), rel=1e-3)
+    assert meta["epochs"] == 3 and meta["global_step"] == 6 and meta["settings"]["save_total_limit"] == 1
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-6"]
+    assert not (out / "runs").exists()
