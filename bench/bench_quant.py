@@ -164,9 +164,12 @@ def worker(args) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
         dataset = Path(tmp) / "bios.csv"
         pd.read_csv(ROOT / "data" / "biography.csv").head(n_texts).to_csv(dataset, index=False)
-        training.train(args.model, dataset, Path(tmp) / "lora", epochs=1, batch_size=args.batch_size,
-                       max_length=args.max_length, quant=SETTINGS[args.worker], device="cpu", dtype="float32",
-                       seed=0, logging_steps=1)
+        from elusive.config import TrainConfig
+
+        training.train(TrainConfig(model=args.model, dataset=str(dataset), model_dir=str(Path(tmp) / "lora"), epochs=1,
+                                   batch_size=args.batch_size, max_length=args.max_length,
+                                   quant=SETTINGS[args.worker], device="cpu", dtype="float32", seed=0,
+                                   logging_steps=1, report_to=[]))
     print(json.dumps({
         **measured,
         "peak_steps": mem.peak,

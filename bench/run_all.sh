@@ -21,12 +21,14 @@ if [ "$tiny" = 1 ]; then
   evaluation=(--people 2)
   training=(--texts 16 --batch-size 4)
   startup=(--runs 1)
+  quant=(--steps 2 --warmup 1)
 else
   extraction=(--lengths 512 1024 --texts 2 1 --repeat 2)
   augmentation=(--sizes 1000 10000 100000 --baseline-size 10000 --repeat 2)
   evaluation=(--people 8)   # 40 questions (the paper's evaluation has ~1,500; 10 are dominated by decoding)
   training=(--texts 20 --batch-size 4 --repeat 2 --group-by-length)
   startup=(--runs 3)        # whole processes on the paper's 100 biographies × 10 copies
+  quant=()                  # 0.5B fp32 / 8bit / 4bit, and whether 8-bit lets the 1.5B train
 fi
 
 status=0
@@ -36,4 +38,5 @@ status=0
 "$PY" bench/bench_evaluation.py "${evaluation[@]}" --shared-shots --json "$OUT/evaluation_shared.json" "$@" || status=1
 "$PY" bench/bench_training.py "${training[@]}" --json "$OUT/training.json" "$@" || status=1
 "$PY" bench/bench_startup.py "${startup[@]}" --json "$OUT/startup.json" "$@" || status=1
+"$PY" bench/bench_quant.py "${quant[@]}" --json "$OUT/quant.json" "$@" || status=1
 exit $status
