@@ -78,3 +78,31 @@ def test_different_tokenizers_are_contrasted_word_by_word(small_model, gemma_mod
     out = data_augmentation("attention_diff", 0.7, 0.05, 2, str(word_model), bios, tmp_path / "aug", path)
     frame = pd.read_csv(out, keep_default_na=False)
     assert len(frame) == 3 * len(texts) and (frame[frame["copy"] == 0]["text"] == texts).all()
+
+
+def test_figure_4_of_a_word_level_contrast_uses_the_projected_scores(small_model, gemma_model, word_model, bios,
+                                                                    tmp_path):
+    """Figure 4 calls stage 3's drop plan on stage 3's inputs, so a cross-tokenizer (word-level) contrast works:
+    with the word-level tokenizer each token is a word, so its rank is the rank of its word's difference."""
+    from stages import keep_probability
+
+    from elusive.models import load_tokenizer
+    from elusive.tokens import encode
+
+    large = save_attention(str(gemma_model), bios, tmp_path / "gemma", device="cpu")
+    small = save_attention(str(small_model), bios, tmp_path / "bpe", device="cpu")
+    diff = contrast_attention(large, small, tmp_path / "diff", cross_tokenizer=True)
+    keep_probability("attention_diff", 0.7, 0.05, str(word_model), bios, tmp_path / "fig4", rows=[2],
+                     attn_weights=diff)
+    table = pd.read_csv(tmp_path / "fig4.csv", keep_default_na=False)
+    dump = AttentionDump.load(diff)
+    text = load_texts(bios)[2]
+    sl = dump.text_slice(2)
+    word_score = {s: v for (s, _), v in zip(dump.char_spans[sl].tolist(), dump.scores[sl].tolist())}  # by start
+    spans = encode(load_tokenizer(str(word_model)), text).char_spans
+    ranked = table[table["rank"] != ""]
+    assert len(ranked) > 10
+    by_rank = ranked.assign(rank=ranked["rank"].astype(int)).sort_values("rank")
+    scores = [word_score[int(spans[i, 0])] for i in by_rank["token_index"]]
+    assert scores == sorted(scores, reverse=True)  # rank 0 = the largest word difference
+    assert by_rank["keep_probability"].iloc[0] == 1.0
