@@ -25,10 +25,11 @@ from safetensors.torch import load_file
 import elusive.models as models
 import elusive.training as training
 from elusive.artifacts import AttentionDump
-from elusive.attention import attention_modules, save_attention, score_batch
+from elusive.attention import attention_modules, score_batch
 from elusive.errors import InputError
-from elusive.evaluation import evaluate, load_for_eval
+from elusive.generation import load_for_eval
 from elusive.models import load_model, load_tokenizer
+from stages import evaluate, save_attention, train
 
 QUANTS = ["8bit", "4bit"]
 LAYER = {"8bit": bnb.nn.Linear8bitLt, "4bit": bnb.nn.Linear4bit}
@@ -69,7 +70,7 @@ def test_the_8bit_cast_warning_is_logged_once(small_model, caplog):
 
 @pytest.mark.parametrize("quant", QUANTS)
 def test_train_save_load_and_evaluate_with_a_quantised_base(small_model, bios, tmp_path, quant):
-    model_dir = training.train(str(small_model), bios, tmp_path / "lora", epochs=1, quant=quant, **SETTINGS)
+    model_dir = train(str(small_model), bios, tmp_path / "lora", epochs=1, quant=quant, **SETTINGS)
     saved = _adapter(model_dir)
     assert any(v.abs().max() > 0 for k, v in saved.items() if "lora_B" in k)  # training moved the adapter
     assert json.loads((model_dir / "train_meta.json").read_text())["final_train_loss"] > 0
@@ -106,14 +107,14 @@ class _CrashAfterFirstCheckpoint(training.MarkCheckpointComplete):
 @pytest.mark.parametrize("quant", QUANTS)
 def test_resume_under_quantisation_gives_the_uninterrupted_adapter(small_model, bios, tmp_path, monkeypatch, quant):
     # bitsandbytes on the CPU is deterministic: the resumed adapter equals the uninterrupted one bit for bit
-    reference = training.train(str(small_model), bios, tmp_path / "reference", epochs=2, quant=quant, **SETTINGS)
+    reference = train(str(small_model), bios, tmp_path / "reference", epochs=2, quant=quant, **SETTINGS)
     with monkeypatch.context() as patch:
         patch.setattr(training, "MarkCheckpointComplete", _CrashAfterFirstCheckpoint)
         with pytest.raises(_Crash):
-            training.train(str(small_model), bios, tmp_path / "resumed", epochs=2, quant=quant, **SETTINGS)
+            train(str(small_model), bios, tmp_path / "resumed", epochs=2, quant=quant, **SETTINGS)
     assert not (tmp_path / "resumed" / "adapter_model.safetensors").exists()
     assert training.last_complete_checkpoint(tmp_path / "resumed").name == "checkpoint-3"
-    training.train(str(small_model), bios, tmp_path / "resumed", epochs=2, quant=quant, resume=True, **SETTINGS)
+    train(str(small_model), bios, tmp_path / "resumed", epochs=2, quant=quant, resume=True, **SETTINGS)
     resumed, uninterrupted = _adapter(tmp_path / "resumed"), _adapter(reference)
     assert resumed.keys() == uninterrupted.keys()
     for key in resumed:
@@ -167,7 +168,7 @@ def test_missing_bitsandbytes_is_one_clear_error(small_model, bios, tmp_path, mo
     with pytest.raises(InputError, match=message):
         load_model(str(small_model), device="cpu", quant="8bit")
     with pytest.raises(InputError, match=message):
-        training.train(str(small_model), bios, tmp_path / "lora", epochs=1, quant="8bit", **SETTINGS)
+        train(str(small_model), bios, tmp_path / "lora", epochs=1, quant="8bit", **SETTINGS)
     assert not (tmp_path / "lora").exists()  # refused before any work
     with pytest.raises(InputError, match=message.replace("8bit", "4bit")):
         save_attention(str(small_model), bios, tmp_path / "attn", device="cpu", quant="4bit")
