@@ -38,9 +38,12 @@ complete, so a failed run never leaves a half-written artifact.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 import weakref
 from collections.abc import Callable, Iterator
@@ -62,6 +65,9 @@ CORE_ARRAYS = ("scores", "offsets", "input_ids", "char_spans", "ranked")
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
+    The temporary name carries the writer's pid and host (``.<name>.<pid>-<host>.<random>.tmp``): one left by a
+    killed run is deleted by the next write to the same path once its pid is no longer running (here).
+
     Args:
         path: The final destination. Its parent folder is created if needed.
 
@@ -70,7 +76,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{_HOST}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -81,6 +88,32 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+_HOST = hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:6]
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` for ``path`` whose writer (on this host) has died."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)-{_HOST}\.[^.]+\.tmp$")
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        found = pattern.match(candidate.name)
+        if found and not pid_alive(int(found.group(1))):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid runs on this machine (a process of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def umask() -> int:
@@ -94,6 +127,21 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def strict_json(value: object, indent: int | None = 2, **options) -> str:
+    """``value`` as strict JSON (no NaN or Infinity, which other JSON readers refuse); every JSON the project
+    writes goes through here.
+
+    Raises:
+        ValueError: ``value`` holds a non-finite number.
+    """
+    return json.dumps(value, indent=indent, allow_nan=False, **options)
+
+
+def write_json_atomic(path: str | os.PathLike[str], value: object, indent: int | None = 2, **options) -> None:
+    """Write ``value`` as strict JSON (:func:`strict_json`) and a newline to ``path`` atomically."""
+    write_text_atomic(path, strict_json(value, indent, **options) + "\n")
 
 
 def sha256_file(path: str | os.PathLike[str], start: int = 0) -> str:
@@ -247,9 +295,28 @@ class AttentionDump:
         """Rows of text ``i`` in the concatenated arrays."""
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
+    def non_finite(self) -> str | None:
+        """Where the dump holds a NaN or an infinity (``text 3's scores``, ``focus_rows``), or None."""
+        bad = ~np.isfinite(self.scores)
+        if bad.any():
+            row = int(np.searchsorted(self.offsets, int(np.argmax(bad)), side="right")) - 1
+            return f"text {row}'s scores"
+        for name, array in self.extra.items():
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                return name
+        return None
+
     def save(self, name: str | os.PathLike[str]) -> Path:
-        """Write the dump atomically to ``{name}.safetensors`` and return the path."""
+        """Write the dump atomically to ``{name}.safetensors`` and return the path.
+
+        Raises:
+            InputError: A score is NaN or infinite (e.g. the model's attention overflowed in float16).
+        """
         path = dump_path(name)
+        where = self.non_finite()
+        if where is not None:
+            raise InputError(f"{path}: {where} are not finite (NaN or infinity), so nothing was written; the model's "
+                             "attention overflowed — extract with dtype=float32")
         tensors = {  # numpy arrays: safetensors' numpy writer gives the bytes its torch writer gave, without torch
             "scores": np.ascontiguousarray(self.scores, dtype=np.float32),
             "offsets": np.ascontiguousarray(self.offsets, dtype=np.int64),
@@ -313,4 +380,8 @@ class AttentionDump:
         offsets = dump.offsets
         if offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0) or len(dump.input_ids) != n:
             raise InputError(f"{key}={path}: offsets do not match the token arrays; the file is damaged, recreate it")
+        where = dump.non_finite()
+        if where is not None:
+            raise InputError(f"{key}={path}: {where} hold NaN or infinity, which would rank tokens arbitrarily; "
+                             "recreate the dump (save_attention.py dtype=float32)")
         return dump

@@ -7,6 +7,7 @@ The paper's released CSVs have the same ``text`` column and tags; extra columns 
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from elusive.wiki import is_wiki, load_contexts
 def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = ("text",)) -> pd.DataFrame:
     """Read a CSV and check that it exists, parses, has ``columns`` and at least one row.
 
+    Every row must have exactly as many fields as the header: a text with unquoted commas would otherwise be
+    split, and pandas would quietly take its leading fields as an index (``index_col=False`` stops that too).
+
     Args:
         path: The CSV file.
         key: The config key that named it (for error messages).
@@ -32,8 +36,9 @@ def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = 
     if not path.is_file():
         raise InputError(f"{key}={path}: no such file; fix the path")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        check_field_counts(path, key)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, csv.Error) as err:
         if isinstance(err, pd.errors.EmptyDataError):
             need = ", ".join(columns)
             raise InputError(f"{key}={path}: the file is empty; it needs a header row with {need} and rows") from err
@@ -49,6 +54,29 @@ def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = 
     if frame.empty:
         raise InputError(f"{key}={path}: the file has no rows; give a dataset with at least one text")
     return frame
+
+
+def check_field_counts(path: Path, key: str) -> None:
+    """Refuse a CSV row (blank lines aside) whose number of fields differs from the header's.
+
+    Raises:
+        InputError: Naming the first such row (0-based, as elsewhere) and its line, and saying to quote the text.
+    """
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return
+        row = -1
+        for fields in reader:
+            if not fields:  # a blank line: pandas skips it too
+                continue
+            row += 1
+            if len(fields) != len(header):
+                raise InputError(
+                    f"{key}={path}: row {row} (line {reader.line_num}) has {len(fields)} fields, the header has "
+                    f"{len(header)}; quote a text that contains commas (\"...\", as pandas and Excel write it)"
+                )
 
 
 def load_texts(path: str | os.PathLike[str], key: str = "dataset") -> list[str]:

@@ -1,0 +1,89 @@
+"""What a base model is, by content: the SHA-256 of its ``config.json`` and of its weight files.
+
+train.py records both (in ``train_meta.json`` and each checkpoint's manifest); ``resume=true`` and evaluate.py
+compare them with the ``model=`` at hand, so an adapter is never resumed on, or applied to, another base model
+than the one it was trained on — even under the same path. A local folder, a ``.gguf`` file and a hub id that
+is in the local Hugging Face cache can be identified; anything else gives ``None`` (nothing to compare).
+
+Hashing weights reads every byte once (about a second per GB); the result is remembered in the user's cache
+(:mod:`elusive.cache`, ``hashes/``) per file path, size, inode and modification time, so later runs only stat
+the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from elusive import cache
+from elusive.artifacts import sha256_file, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def model_files(model: str) -> tuple[Path | None, list[Path]]:
+    """The ``config.json`` and the weight files of ``model`` found on this machine (None, [] when unknown)."""
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return None, [path]
+    if path.is_dir():
+        folder = path
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - installed with transformers
+            return None, []
+        found = try_to_load_from_cache(model, "config.json")
+        if not isinstance(found, str):
+            return None, []
+        folder = Path(found).parent
+    config = folder / "config.json"
+    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    return (config if config.is_file() else None), weights
+
+
+def base_identity(model: str) -> dict[str, str | None]:
+    """``{"config_sha256": ..., "weights_sha256": ...}`` of ``model`` (None for what cannot be found here).
+
+    ``weights_sha256`` hashes the names and SHA-256s of every weight file in the model folder, in order.
+    """
+    config, weights = model_files(model)
+    weights_hash = None
+    if weights:
+        digest = hashlib.sha256()
+        for path in weights:
+            digest.update(f"{path.name}\0{cached_sha256(path)}\n".encode("utf-8"))
+        weights_hash = digest.hexdigest()
+    return {"config_sha256": None if config is None else sha256_file(config), "weights_sha256": weights_hash}
+
+
+def cached_sha256(path: Path) -> str:
+    """SHA-256 of a (large) file, remembered per path, size, inode and modification time."""
+    real = Path(os.path.realpath(path))
+    info = real.stat()
+    key = hashlib.sha256(f"{real}\0{info.st_size}\0{info.st_ino}\0{info.st_mtime_ns}".encode("utf-8")).hexdigest()
+    folder = cache.private_dir("hashes")
+    entry = None if folder is None else folder / f"{key}.json"
+    if entry is not None and entry.is_file():
+        try:
+            return json.loads(entry.read_text())["sha256"]
+        except (OSError, ValueError, KeyError):
+            pass
+    value = sha256_file(real)
+    if entry is not None:
+        write_text_atomic(entry, json.dumps({"path": str(real), "sha256": value}) + "\n")
+    return value
+
+
+def mismatch(recorded: dict | None, current: dict) -> str | None:
+    """The first of config/weights whose recorded hash differs from the current one (both known), else None."""
+    for key, what in (("config_sha256", "config.json"), ("weights_sha256", "weights")):
+        a, b = (recorded or {}).get(key), current.get(key)
+        if a and b and a != b:
+            return what
+    return None

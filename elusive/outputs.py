@@ -1,0 +1,173 @@
+"""Where a stage may write: one rule for every file and folder a stage writes, checked before any work.
+
+* **Never over an input.** An output path may not be, lie inside, or contain any of the stage's inputs
+  (datasets, attention dumps, the model folder or ``.gguf`` file, an adapter), compared after resolving
+  symlinks and relative paths. So ``data_augmentation.py dataset=d/bio.csv save_name=d/bio`` (which would
+  replace the dataset) and ``train.py model=d/small model_dir=d/small`` (which would write an adapter into the
+  base model) are refused, sidecars (``{save_name}.json``) included.
+* **A place that can be written.** An output may not be an existing folder where a file goes (or a file
+  where a folder goes), lie under an existing file, or lie in a folder the user cannot write.
+* **A folder a stage fills** (``train.py model_dir=``, ``evaluate.py output_dir=``) must be absent, empty, or
+  one this stage wrote before: recognised by its marker ``.elusive-<stage>`` (written when the stage starts;
+  it is also the stage's lock, :func:`claim_folder`) or, for folders written before markers existed, by the
+  stage's own files (:data:`OWN_FILES`).
+
+Each failure is one :class:`~elusive.errors.InputError` naming the key, the path and, for an overlap, the
+input. :func:`check_outputs` only looks: nothing is created, so a refused run leaves no trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from elusive.errors import InputError
+
+OWN_FILES = {
+    "train": ("train_meta.json", "adapter_config.json", "checkpoint-*/checkpoint_complete.json"),
+    "evaluate": ("results.json", "eval_meta.json", "predictions.jsonl"),
+}
+"""Files by which a folder a stage wrote before markers existed is still recognised as its own."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of a stage: the config key and value that name it, and the file or folder written."""
+
+    key: str
+    value: str | os.PathLike[str]
+    path: str | os.PathLike[str]
+    folder: bool = False  # a folder the stage fills (else a file)
+
+
+def marker_name(stage: str) -> str:
+    """The marker (and lock) file a stage keeps in a folder it fills."""
+    return f".elusive-{stage}"
+
+
+def resolved(path: str | os.PathLike[str]) -> Path:
+    """``path`` absolute, with ``~`` expanded and every symlink of its existing part resolved."""
+    return Path(path).expanduser().resolve(strict=False)
+
+
+def local_input(value: str | os.PathLike[str] | None) -> Path | None:
+    """The resolved path of an input that exists on disk (a hub id or a missing path gives None)."""
+    if value is None or str(value) == "":
+        return None
+    path = Path(value).expanduser()
+    return resolved(path) if path.exists() else None
+
+
+def check_outputs(stage: str, outputs: Iterable[Output], inputs: Mapping[str, object]) -> None:
+    """Refuse outputs that would overwrite or sit among the inputs, or that cannot be written (see the module doc).
+
+    Args:
+        stage: The stage's name (``train``, ``evaluate``, ...): names the marker of a folder it fills.
+        outputs: Every file and folder the stage will write.
+        inputs: Config key → path (or a list of paths) of every input; values that do not exist on disk
+            (hub ids, None) are skipped.
+
+    Raises:
+        InputError: ``key=value: what is wrong; the fix``, naming both paths for an overlap.
+    """
+    known = []
+    for key, value in inputs.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            path = local_input(item) if isinstance(item, (str, os.PathLike)) else None
+            if path is not None:
+                known.append((key, path))
+    for out in outputs:
+        path = resolved(out.path)
+        shown = f"{out.key}={out.value}"
+        for key, source in known:
+            if path == source:
+                raise InputError(f"{shown}: would write {path}, which is the input {key}={source}; choose another "
+                                 f"{out.key}")
+            if source in path.parents:
+                raise InputError(f"{shown}: {path} lies inside the input {key}={source}; choose an {out.key} outside it")
+            if path in source.parents:
+                raise InputError(f"{shown}: {path} contains the input {key}={source}; choose an {out.key} that does "
+                                 "not hold the inputs")
+        check_location(shown, out.key, path, out.folder)
+        if out.folder:
+            check_folder(shown, out.key, path, stage)
+
+
+def check_location(shown: str, key: str, path: Path, folder: bool) -> None:
+    """Refuse a path of the wrong kind, under a file, or in a folder that cannot be written."""
+    if path.exists() and folder and not path.is_dir():
+        raise InputError(f"{shown}: {path} is a file, not a folder; give a folder path for {key}")
+    if path.is_dir() and not folder:
+        raise InputError(f"{shown}: {path} is a folder; give {key} a file path (outputs are files)")
+    existing = path if path.exists() else next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{shown}: {existing} is a file, so nothing can be written under it; fix the path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{shown}: the folder {existing} is not writable; choose a {key} in a folder you can write to")
+
+
+def check_folder(shown: str, key: str, path: Path, stage: str) -> None:
+    """A folder the stage fills: absent, empty, or marked as this stage's (see the module doc)."""
+    if not path.is_dir() or is_own_folder(path, stage):
+        return
+    entries = sorted(p.name for p in path.iterdir())
+    if entries:
+        listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise InputError(f"{shown}: the folder holds other files ({listed}) and is not a {stage} output; give {key} "
+                         "a new or empty folder")
+
+
+def is_own_folder(path: Path, stage: str) -> bool:
+    """True when ``path`` carries ``stage``'s marker or, from before markers, one of its own files."""
+    if (path / marker_name(stage)).is_file():
+        return True
+    return any(next(path.glob(pattern), None) is not None for pattern in OWN_FILES.get(stage, ()))
+
+
+@contextlib.contextmanager
+def claim_folder(key: str, folder: str | os.PathLike[str], stage: str) -> Iterator[Path]:
+    """Create ``folder``, mark it as ``stage``'s and hold an exclusive lock on it while the block runs.
+
+    The lock is ``fcntl.flock`` on the marker file: a second run into the same folder is refused at once, and
+    the lock of a killed run goes with its process (nothing stale to clean up). The marker records the pid,
+    host and start time of the run holding it.
+
+    Raises:
+        InputError: Another run holds the lock.
+    """
+    import fcntl  # POSIX only, like the rest of the pipeline
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / marker_name(stage)
+    fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(marker)
+        os.close(fd)
+        raise InputError(f"{key}={folder}: another {stage} run ({holder}) is writing into it; wait for it to finish "
+                         f"or choose another {key}") from None
+    try:
+        record = {"stage": stage, "pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
+        yield folder
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _holder(marker: Path) -> str:
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        return f"pid {record['pid']} on {record['host']}, started {record['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not written its pid yet"
