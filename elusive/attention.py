@@ -43,6 +43,7 @@ from elusive.data import load_tagged
 from elusive.distributed import SINGLE, Share
 from elusive.errors import InputError
 from elusive.models import describe, load_model, load_tokenizer, model_device
+from elusive.outputs import Output, check_outputs
 from elusive.tags import Span
 from elusive.tokens import Encoded, encode_many
 
@@ -405,6 +406,8 @@ def save_attention(cfg: SaveAttentionConfig) -> Path | None:
     check(cfg)
     model, dataset, save_name, aggregate = cfg.model, Path(cfg.dataset), Path(cfg.save_name), cfg.aggregate
     text_prefix, focus, max_texts = cfg.text_prefix, cfg.focus, cfg.max_texts
+    check_outputs("save_attention", [Output("save_name", cfg.save_name, dump_path(save_name))],
+                  {"dataset": cfg.dataset, "model": cfg.model})
     tagged = load_tagged(dataset, "dataset")
     if max_texts is not None:
         tagged = tagged[:max_texts]

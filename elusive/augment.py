@@ -52,13 +52,14 @@ from elusive.artifacts import (
     sha256_file,
     tokens_sha256,
     vocab_sha256,
-    write_text_atomic,
+    write_json_atomic,
 )
 from elusive.augment_engine import CSV_HEADER
 from elusive.config import AUGMENT_TYPES, DataAugmentationConfig, check
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
+from elusive.outputs import Output, check_outputs
 from elusive.tokenizer_records import TokenizerRecord, recall
 from elusive.tokens import Encoded, EncodedBatch, encode_batch, word_chars
 
@@ -401,10 +402,14 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
         cfg.model, Path(cfg.dataset), Path(cfg.save_name), cfg.keep_original, cfg.text_prefix
     )
     attn_weights = None if cfg.attn_weights is None else Path(cfg.attn_weights)
+    path = Path(str(save_name) + ".csv") if not str(save_name).endswith(".csv") else Path(save_name)
+    check_outputs("data_augmentation",
+                  [Output("save_name", cfg.save_name, path), Output("save_name", cfg.save_name, path.with_suffix(".json"))],
+                  {"dataset": cfg.dataset, "attn_weights": None if attn_weights is None else dump_path(attn_weights),
+                   "model": cfg.model})
     texts, batch, scores, dump = ranking_inputs(augment_type, model, dataset, attn_weights, text_prefix)
     dataset_sha256 = dump.metadata["dataset_sha256"] if dump is not None else sha256_file(dataset)
     rng = np.random.default_rng(seed)
-    path = Path(str(save_name) + ".csv") if not str(save_name).endswith(".csv") else Path(save_name)
     digest = hashlib.sha256()  # of the bytes as written: the file is not read back
     released = dump is not None and dump.metadata.get("aggregate") == "released"
     settings = DropSettings(augment_type, alpha, beta, seed, released)
@@ -441,7 +446,7 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
         "dataset_sha256": dataset_sha256,
         "csv_sha256": digest.hexdigest(),
     }
-    write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=2, allow_nan=False) + "\n")  # provenance
+    write_json_atomic(path.with_suffix(".json"), record)  # provenance
     log.info("wrote %s: %d rows (%d texts × %d copies%s)", path, len(texts) * (multiply + keep_original),
              len(texts), multiply, " + originals" if keep_original else "")
     return path

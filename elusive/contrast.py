@@ -13,6 +13,7 @@ from elusive.config import ContrastAttentionConfig, check
 from elusive.artifacts import AttentionDump, dump_path, sha256_file
 from elusive.data import load_texts
 from elusive.errors import InputError
+from elusive.outputs import Output, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ def contrast_attention(cfg: ContrastAttentionConfig) -> Path:
     check(cfg)
     attn_dump_large, attn_dump_small, attn_diff = Path(cfg.attn_dump_large), Path(cfg.attn_dump_small), Path(cfg.attn_diff)
     cross_tokenizer = cfg.cross_tokenizer
+    check_outputs("contrast_attention", [Output("attn_diff", cfg.attn_diff, dump_path(attn_diff))],
+                  {"attn_dump_large": dump_path(attn_dump_large), "attn_dump_small": dump_path(attn_dump_small)})
     large = AttentionDump.load(attn_dump_large, "attn_dump_large")
     small = AttentionDump.load(attn_dump_small, "attn_dump_small")
     check_compatible(large, small, str(attn_dump_large), str(attn_dump_small), cross_tokenizer)

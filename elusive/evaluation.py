@@ -9,6 +9,7 @@ settings, library versions and code, and the adapter's training record).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -18,10 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from elusive import distributed
-from elusive.artifacts import sha256_file, write_text_atomic
+from elusive.artifacts import sha256_file, strict_json, write_json_atomic, write_text_atomic
 from elusive.config import EvaluateConfig, check
 from elusive.distributed import Share
 from elusive.errors import InputError
+from elusive.identity import base_identity, mismatch
+from elusive.outputs import Output, check_outputs, claim_folder
 from elusive.metrics import exact_match, f1_score
 from elusive.provenance import code_version, library_versions
 from elusive.questions import Question, completion_answer, questions_for
@@ -55,16 +58,29 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict] | None:
         run (they write nothing).
 
     Raises:
-        InputError: A setting, a data file or the model is unusable (before any model is loaded).
+        InputError: A setting, a data file, the model, the adapter or ``output_dir`` is unusable (before any model
+            is loaded), or a prompt does not fit the model's positions (before any model runs).
     """
     started = time.time()
     questions = check_inputs(cfg)
-    from elusive.generation import answer_questions, load_for_eval  # torch and transformers: after the checks
+    check_outputs("evaluate", [Output("output_dir", cfg.output_dir, cfg.output_dir, folder=True)],
+                  {"model": cfg.model, "model_dir": cfg.model_dir, "eval_data": cfg.eval_data,
+                   "fewshot_data": cfg.fewshot_data, "prompts": cfg.prompts})
+    check_adapter_base(cfg)
+    part = distributed.share()
+    with claim_folder("output_dir", cfg.output_dir, "evaluate") if part.is_main else contextlib.nullcontext():
+        return _run(cfg, questions, part, started)
+
+
+def _run(cfg: EvaluateConfig, questions: list[Question], part: Share, started: float) -> dict[str, dict] | None:
+    """Answer, score and write (the part of :func:`evaluate` after every check, under the lock of output_dir)."""
+    from elusive.generation import answer_questions, check_prompt_lengths, load_for_eval  # torch: after the checks
+    from elusive.models import max_positions
 
     output_dir = Path(cfg.output_dir)
     model_dir = None if cfg.model_dir is None else Path(cfg.model_dir)
-    part = distributed.share()
     lm, tokenizer = load_for_eval(cfg.model, model_dir, distributed.process_device(cfg.device), cfg.dtype, cfg.quant)
+    check_prompt_lengths(tokenizer, questions, cfg.max_new_tokens, max_positions(cfg.model))
     shared = cfg.shared_shots and cfg.mode == "qa"
     answers = answer_questions(lm, tokenizer, questions, cfg.max_new_tokens, cfg.batch_size, shared, part)
     if part.world_size > 1:
@@ -76,13 +92,33 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict] | None:
         q.exact_match = exact_match(q.prediction, q.gold)
         q.f1 = f1_score(q.prediction, q.gold)
     results = score_fields(questions, cfg.seed, cfg.bootstrap_resamples)
-    lines = [json.dumps(asdict(q), ensure_ascii=False) for q in questions]
+    lines = [strict_json(asdict(q), indent=None, ensure_ascii=False) for q in questions]
     write_text_atomic(output_dir / "predictions.jsonl", "\n".join(lines) + "\n")
     meta = eval_record(cfg, len(questions), part.world_size, time.time() - started)
-    write_text_atomic(output_dir / "eval_meta.json", json.dumps(meta, indent=2, allow_nan=False) + "\n")
-    write_text_atomic(output_dir / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
+    write_json_atomic(output_dir / "eval_meta.json", meta)
+    write_json_atomic(output_dir / "results.json", results)
     log.info("wrote %s and %s", output_dir / "results.json", output_dir / "predictions.jsonl")
     return results
+
+
+def check_adapter_base(cfg: EvaluateConfig) -> None:
+    """Refuse an adapter trained on another base model than ``model=`` (its ``train_meta.json`` records the
+    base's config and weights by SHA-256, :mod:`elusive.identity`); an adapter without that record passes.
+
+    Raises:
+        InputError: Naming both models and what differs.
+    """
+    recorded = training_meta(None if cfg.model_dir is None else Path(cfg.model_dir))
+    if not recorded or not (recorded.get("base_config_sha256") or recorded.get("base_weights_sha256")):
+        return
+    recorded_hashes = {"config_sha256": recorded.get("base_config_sha256"),
+                       "weights_sha256": recorded.get("base_weights_sha256")}
+    what = mismatch(recorded_hashes, base_identity(cfg.model))
+    if what is not None:
+        raise InputError(
+            f"model_dir={cfg.model_dir}: was trained on base model {recorded.get('base_model')}, and the SHA-256 of its "
+            f"{what} differs from model={cfg.model}'s; evaluate the adapter with the base model it was trained on"
+        )
 
 
 def eval_record(cfg: EvaluateConfig, n_questions: int, world_size: int, seconds: float) -> dict:
@@ -128,7 +164,10 @@ def training_meta(model_dir: Path | None) -> dict | None:
         return None
     for folder in (Path(model_dir), Path(model_dir).parent):
         if (folder / "train_meta.json").is_file():
-            return json.loads((folder / "train_meta.json").read_text())
+            try:
+                return json.loads((folder / "train_meta.json").read_text())
+            except ValueError:
+                return None
     return None
 
 

@@ -169,6 +169,25 @@ def answer_questions(
     return answers
 
 
+def check_prompt_lengths(tokenizer, questions: list, max_new_tokens: int, limit: int | None) -> None:
+    """Refuse a prompt that, with ``max_new_tokens`` answer tokens, does not fit the model's ``limit`` positions
+    (prompts are never truncated: a cut prompt would lose its question). Checked before any generation.
+
+    Raises:
+        InputError: Naming the first such question, its length and the limit.
+    """
+    if limit is None or not questions:
+        return
+    lengths = tokenizer([q.prompt for q in questions], return_length=True)["length"]
+    for q, n in zip(questions, lengths):
+        if n + max_new_tokens > limit:
+            raise InputError(
+                f"max_new_tokens={max_new_tokens}: the prompt about {q.person!r} ({q.field}) has {n} tokens, so with "
+                f"the answer it needs {n + max_new_tokens} positions, more than the model's {limit}; lower shots= "
+                "(or max_new_tokens), or shorten the texts"
+            )
+
+
 def load_for_eval(model: str, model_dir: Path | None, device: str, dtype: str, quant: str | None):
     """Load the base model, apply the LoRA adapter from ``model_dir`` (if any), and the tokenizer."""
     if model_dir is not None and not (Path(model_dir) / "adapter_config.json").is_file():

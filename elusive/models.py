@@ -273,6 +273,19 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def max_positions(model: str) -> int | None:
+    """The longest sequence ``model`` was built for (its text config's ``max_position_embeddings``), read from
+    its config without loading weights; None when the config cannot be read or does not say."""
+    from transformers import AutoConfig
+
+    name, extra = _source(model)
+    try:
+        config = AutoConfig.from_pretrained(name, **extra)
+    except (OSError, ValueError):
+        return None
+    return getattr(config.get_text_config(), "max_position_embeddings", None)
+
+
 def describe(model: str) -> str:
     """A stable name for ``model`` in artifact metadata (absolute path for local files, else the hub id)."""
     path = Path(model).expanduser()

@@ -39,6 +39,7 @@ import numpy as np
 
 from elusive.data import check_tags, read_csv
 from elusive.errors import InputError
+from elusive.metrics import normalize_answer
 from elusive.tags import Span, parse_tagged
 from elusive.wiki import WikiQuestion, is_wiki, load_wiki
 
@@ -312,6 +313,9 @@ def wiki_questions(eval_data: Path, fewshot_data: Path | None, shots: int, seed:
         key = f"eval_data={eval_data}"
     if max_people is not None:
         asked = asked[:max_people]
+    for q in asked:
+        if not any(normalize_answer(a) for a in q.answers):
+            check_gold(q.answers[0] if q.answers else "", f"eval_data={eval_data}: question {q.id}", "answer")
     return build_wiki_questions(asked, contexts, pool, pool_contexts, shots, seed, key)
 
 
@@ -340,8 +344,30 @@ def questions_for(cfg) -> list[Question]:
     if cfg.mode == "completion":  # the same fields as QA, so the two modes are comparable
         fields = list(templates)
         people = load_tagged_people(eval_data, "eval_data", fields)[: cfg.max_people]
+        for row, (_, spans) in enumerate(people):
+            for span in spans:
+                if span.field in fields:
+                    check_gold(span.value, f"eval_data={eval_data}: row {row}", span.field)
         fewshot = load_tagged_people(fewshot_data, "fewshot_data", fields) if shots > 0 else []
         return build_completions(people, fewshot, fields, shots, cfg.seed)
     people = load_people(eval_data, "eval_data", list(templates))[: cfg.max_people]
+    for row, person in enumerate(people):
+        for field in templates:
+            check_gold(person[field], f"eval_data={eval_data}: row {row}", field)
     fewshot = load_people(fewshot_data, "fewshot_data", list(templates)) if shots > 0 else []
     return build_questions(people, fewshot, templates, shots, cfg.seed, shared=cfg.shared_shots)
+
+
+def check_gold(value: str, where: str, field: str) -> None:
+    """Refuse a gold answer that SQuAD normalisation (:func:`elusive.metrics.normalize_answer`) empties.
+
+    Such a gold (``"The"``, ``"-"``) would score an empty prediction as an exact match: a data error.
+
+    Raises:
+        InputError: Naming the row (or question) and the field.
+    """
+    if not normalize_answer(value):
+        raise InputError(
+            f"{where}: the {field} {value!r} is empty once lower-cased and stripped of punctuation and articles "
+            "(SQuAD normalisation), so an empty answer would count as correct; give the real answer or drop the row"
+        )

@@ -7,9 +7,11 @@ gradient clipping at 1.0. Each text is trained on with its tags removed and EOS 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -20,11 +22,13 @@ from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, Train
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from elusive import distributed
-from elusive.artifacts import sha256_file, write_text_atomic
+from elusive.artifacts import sha256_file, write_json_atomic, write_text_atomic
 from elusive.config import TrainConfig, check
 from elusive.data import load_texts
 from elusive.errors import InputError
-from elusive.models import check_quant, describe, load_model, load_tokenizer, resolve_device, resolve_dtype
+from elusive.identity import base_identity
+from elusive.models import check_quant, describe, load_model, load_tokenizer, max_positions, resolve_device, resolve_dtype
+from elusive.outputs import Output, check_outputs, claim_folder
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +45,35 @@ def lora_config(r: int = 16, lora_alpha: int = 16, lora_dropout: float = 0.0) ->
     )
 
 
-def tokenize_for_training(tokenizer, texts: list[str], max_length: int) -> list[dict[str, list[int]]]:
+def tokenize_for_training(tokenizer, texts: list[str], max_length: int, model_limit: int | None = None,
+                          dataset: str | os.PathLike[str] = "") -> list[dict[str, list[int]]]:
     """Tokenise each text and append EOS (kept even when the text is truncated to ``max_length`` tokens).
 
-    Labels are the input ids; padding is masked by the collator.
+    Texts longer than ``max_length`` are truncated — the setting says so — with a warning that counts them. A
+    text that would still be longer than the model's positions (``model_limit``, when ``max_length`` is set
+    above it) is refused before any model is loaded. Labels are the input ids; padding is masked by the collator.
+
+    Raises:
+        InputError: No EOS token, ``max_length`` < 2, or a text beyond the model's positions.
     """
     if tokenizer.eos_token_id is None:
         raise InputError(f"model={tokenizer.name_or_path}: the tokenizer has no EOS token to end each text")
     if max_length < 2:
         raise InputError(f"max_length={max_length}: must be >= 2 (at least one token and EOS)")
     enc = tokenizer(texts, truncation=True, max_length=max_length - 1)
+    full = tokenizer(texts, return_length=True)["length"] if texts else []
+    cut = sum(n + 1 > max_length for n in full)
+    if cut:
+        log.warning("max_length=%d: %d of %d texts are longer and were truncated to their first %d tokens (+ EOS)",
+                    max_length, cut, len(texts), max_length - 1)
+    if model_limit is not None:
+        for row, ids in enumerate(enc["input_ids"]):
+            if len(ids) + 1 > model_limit:
+                raise InputError(
+                    f"dataset={dataset}: text {row} has {len(ids) + 1} tokens after truncation to max_length="
+                    f"{max_length}, more than the model's limit of {model_limit} positions; set max_length<="
+                    f"{model_limit}"
+                )
     examples = []
     for ids in enc["input_ids"]:
         ids = [*ids, tokenizer.eos_token_id]
@@ -86,9 +109,10 @@ RESUME_KEYS = ("batch_size", "gradient_accumulation_steps", "learning_rate", "wa
 """Settings a resumed run must share with its checkpoint (epochs may grow)."""
 
 CHECKPOINT_MANIFEST = "checkpoint_complete.json"
-"""Written into ``checkpoint-N`` last, listing every file and its size: a checkpoint without it, or whose
-files differ from it, was cut short (e.g. the job was killed while saving) and is never resumed from. It also
-records the run's settings (``run``): ``resume=true`` refuses a checkpoint made with other data or settings."""
+"""Written into ``checkpoint-N`` last, listing every file with its size (``files``) and SHA-256 (``sha256``): a
+checkpoint without it, or whose files differ from it, was cut short (e.g. the job was killed while saving) or
+altered since, and is never resumed from. It also records the run's settings (``run``, base model and dataset
+by content): ``resume=true`` refuses a checkpoint made with other data, settings or base weights."""
 
 
 class MarkCheckpointComplete(TrainerCallback):
@@ -106,20 +130,23 @@ class MarkCheckpointComplete(TrainerCallback):
         if not state.is_world_process_zero:
             return
         folder = checkpoint_folder(args, state)
-        files = {
-            p.relative_to(folder).as_posix(): p.stat().st_size
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != CHECKPOINT_MANIFEST
-        }
-        write_text_atomic(folder / CHECKPOINT_MANIFEST, json.dumps({"files": files, "run": self.run}, indent=1) + "\n")
+        paths = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKPOINT_MANIFEST]
+        names = [p.relative_to(folder).as_posix() for p in paths]
+        manifest = {"files": {n: p.stat().st_size for n, p in zip(names, paths)},
+                    "sha256": {n: sha256_file(p) for n, p in zip(names, paths)}, "run": self.run}
+        write_json_atomic(folder / CHECKPOINT_MANIFEST, manifest, indent=1)
 
 
 def is_complete_checkpoint(folder: Path) -> bool:
-    """True when ``folder`` has its manifest and every file listed there, at the listed size."""
+    """True when ``folder`` has its manifest and every file listed there, at the listed size and (in manifests
+    that record it) with the listed SHA-256."""
     try:
-        files = json.loads((folder / CHECKPOINT_MANIFEST).read_text())["files"]
-        return all((folder / name).stat().st_size == size for name, size in files.items())
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = json.loads((folder / CHECKPOINT_MANIFEST).read_text())
+        files, hashes = manifest["files"], manifest.get("sha256", {})
+        if not all((folder / name).stat().st_size == size for name, size in files.items()):
+            return False
+        return all(sha256_file(folder / name) == digest for name, digest in hashes.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
@@ -145,11 +172,67 @@ def check_same_run(checkpoint: Path, run: dict) -> None:
     """
     recorded = json.loads((checkpoint / CHECKPOINT_MANIFEST).read_text()).get("run") or {}
     for key, now in run.items():
-        if key in recorded and recorded[key] != now:
+        if key in recorded and recorded[key] != now and not (key.startswith("base_") and None in (recorded[key], now)):
             raise InputError(
                 f"resume=true: {checkpoint.name} was trained with {key}={recorded[key]}, this run has {key}={now}; "
                 "resume with the same settings, or train into a new model_dir"
             )
+
+
+def checkpoint_state(checkpoint: Path) -> dict:
+    """The Trainer's ``trainer_state.json`` of a checkpoint ({} if unreadable)."""
+    try:
+        return json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def check_resume_epochs(checkpoint: Path, epochs: float) -> None:
+    """Refuse to resume with fewer epochs than ``checkpoint`` has already trained (epochs may only grow).
+
+    Raises:
+        InputError: The adapter would be the checkpoint's, not one trained for ``epochs``.
+    """
+    done = checkpoint_state(checkpoint).get("epoch")
+    if isinstance(done, (int, float)) and epochs < done - 1e-6:
+        raise InputError(
+            f"resume=true epochs={epochs:g}: {checkpoint.name} has already trained {done:g} epochs; give epochs>="
+            f"{done:g} to continue, or train into a new model_dir"
+        )
+
+
+class StopOnNonFinite(TrainerCallback):
+    """Stop training with an :class:`InputError` the moment a trainable weight, or the logged loss or gradient
+    norm, is NaN or infinite (a learning rate far too large, an overflow): checked after every optimizer step,
+    before the Trainer logs or saves, so no checkpoint or adapter with such weights is ever written.
+
+    The Trainer's ``logging_nan_inf_filter`` is turned off (:func:`train`), else it would log the mean of
+    earlier losses in place of a NaN.
+    """
+
+    def __init__(self, learning_rate: float):
+        self.learning_rate = learning_rate
+        self.weights: list[tuple[str, torch.Tensor]] = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.weights = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.weights and not torch.stack([torch.isfinite(p).all() for _, p in self.weights]).all():
+            name = next(n for n, p in self.weights if not torch.isfinite(p).all())
+            self.stop(state, f"the LoRA weight {name} is not finite")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                self.stop(state, f"the {key.replace('_', ' ')} is {value}")
+
+    def stop(self, state, what: str) -> None:
+        raise InputError(
+            f"learning_rate={self.learning_rate:g}: training diverged at step {state.global_step} (epoch "
+            f"{state.epoch or 0:.2f}): {what}; no adapter was written — lower learning_rate (or set max_grad_norm>0)"
+        )
 
 
 def train(cfg: TrainConfig) -> Path | None:
@@ -170,11 +253,17 @@ def train(cfg: TrainConfig) -> Path | None:
     Returns:
         ``model_dir`` (None on the processes other than the main one of a multi-process run).
 
+    Only one run at a time trains into a ``model_dir``: the main process holds a lock on it (its marker
+    ``.elusive-train``, :func:`elusive.outputs.claim_folder`) from the first file written to the last.
+
     Raises:
-        InputError: A setting, the dataset or the model is unusable (before training starts).
+        InputError: A setting, the dataset, the model or ``model_dir`` is unusable (before training starts), or
+            the training diverged (:class:`StopOnNonFinite`).
     """
     check(cfg)
     model, dataset, model_dir, quant, resume = cfg.model, Path(cfg.dataset), Path(cfg.model_dir), cfg.quant, cfg.resume
+    check_outputs("train", [Output("model_dir", cfg.model_dir, model_dir, folder=True)],
+                  {"dataset": cfg.dataset, "model": model})
     device = distributed.process_device(cfg.device)
     target = resolve_device(device)
     check_quant(quant, target)  # before any work: bitsandbytes installed and able to run here
@@ -190,16 +279,33 @@ def train(cfg: TrainConfig) -> Path | None:
             f"resume=true: no complete checkpoint-* folder in model_dir={model_dir}; train without resume first"
         )
     texts = load_texts(dataset, "dataset")
+    base_hashes = base_identity(model)
     run = {  # what a resumed run must share with its checkpoint (see check_same_run); epochs may grow
         "base_model": describe(model),
+        "base_config_sha256": base_hashes["config_sha256"],
+        "base_weights_sha256": base_hashes["weights_sha256"],
         "dataset_sha256": sha256_file(dataset),
         **{k: v for k, v in dataclasses.asdict(cfg).items() if k in RESUME_KEYS},
         "world_size": distributed.share().world_size,
     }
     if resume:
         check_same_run(last, run)
+        check_resume_epochs(last, cfg.epochs)
+    augmentation = augmentation_settings(dataset, run["dataset_sha256"])
     tokenizer = load_tokenizer(model, padding_side="right")
-    examples = tokenize_for_training(tokenizer, texts, cfg.max_length)
+    examples = tokenize_for_training(tokenizer, texts, cfg.max_length, max_positions(model), dataset)
+    main = distributed.share().is_main
+    with claim_folder("model_dir", model_dir, "train") if main else contextlib.nullcontext():
+        return _fit(cfg, model_dir, run, examples, tokenizer, last, augmentation, len(texts))
+
+
+def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], tokenizer, last: Path | None,
+         augmentation: dict | None, n_texts: int) -> Path | None:
+    """Train and save (the part of :func:`train` after every check, under the lock of ``model_dir``)."""
+    model, dataset, quant, resume = cfg.model, Path(cfg.dataset), cfg.quant, cfg.resume
+    device = distributed.process_device(cfg.device)
+    target = resolve_device(device)
+    sharded = distributed.sharded_training()
 
     if sharded:  # load on the CPU in the GPU's dtype; FSDP/DeepSpeed move (and shard) the weights
         base = load_model(model, device="cpu", dtype=str(resolve_dtype(cfg.dtype, target)).removeprefix("torch."))
@@ -239,13 +345,14 @@ def train(cfg: TrainConfig) -> Path | None:
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN (and stops the run), not averaged away
     )
     trainer = Trainer(
         model=lm,
         args=args,
         train_dataset=examples,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[NoPickleArgs(), MarkCheckpointComplete(run)],
+        callbacks=[StopOnNonFinite(cfg.learning_rate), NoPickleArgs(), MarkCheckpointComplete(run)],
     )
     if resume and trainer.is_world_process_zero():
         for partial in checkpoints(model_dir):  # cut short by a kill: saved again when training reaches that step
@@ -260,9 +367,11 @@ def train(cfg: TrainConfig) -> Path | None:
     losses = [h for h in history if "loss" in h]
     meta = {
         "base_model": run["base_model"],
+        "base_config_sha256": run["base_config_sha256"],  # evaluate.py refuses another base model
+        "base_weights_sha256": run["base_weights_sha256"],
         "dataset": str(dataset.absolute()),
         "dataset_sha256": run["dataset_sha256"],
-        "n_texts": len(texts),
+        "n_texts": n_texts,
         "epochs": trainer.state.epoch,  # what the adapter was trained for (a resumed run may not add any)
         "global_step": trainer.state.global_step,
         "batch_size": cfg.batch_size,
@@ -270,12 +379,15 @@ def train(cfg: TrainConfig) -> Path | None:
         "seed": cfg.seed,
         "settings": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model", "dataset", "model_dir")},
         "world_size": trainer.args.world_size,
-        "augmentation": augmentation_settings(dataset, run["dataset_sha256"]),
+        "augmentation": augmentation,
         "final_train_loss": losses[-1]["loss"] if losses else None,  # the last logged loss
-        "train_loss_mean": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
+        # the Trainer's mean covers only the steps of this call: the adapter's whole mean only without resume
+        "train_loss_mean": None if resume else next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
+        "resumed_from": None if last is None else {"checkpoint": last.name, **{
+            k: checkpoint_state(last).get(k) for k in ("epoch", "global_step")}},
     }
     write_loss_curve(Path(model_dir) / "loss.csv", history)
-    write_text_atomic(Path(model_dir) / "train_meta.json", json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(Path(model_dir) / "train_meta.json", meta)
     log.info("saved the LoRA adapter to %s", model_dir)
     return Path(model_dir)
 
@@ -302,8 +414,14 @@ def augmentation_settings(dataset: Path, dataset_sha256: str) -> dict | None:
     sidecar = dataset.with_suffix(".json")
     if dataset.suffix != ".csv" or not sidecar.is_file():
         return None
-    settings = json.loads(sidecar.read_text())
-    return settings if settings.get("csv_sha256") == dataset_sha256 else None
+    try:  # any other file of that name (a stray bio.json, a Wikipedia file) is not ours: ignored
+        settings = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        settings = None
+    if not isinstance(settings, dict) or settings.get("csv_sha256") != dataset_sha256:
+        log.info("%s does not describe %s (not data_augmentation.py's record of it): not recorded", sidecar, dataset)
+        return None
+    return settings
 
 
 def save_adapter(trainer: Trainer, tokenizer, model_dir: Path) -> None:
