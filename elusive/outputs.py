@@ -90,10 +90,10 @@ def check_outputs(stage: str, outputs: Iterable[Output], inputs: Mapping[str, ob
                 raise InputError(f"{shown}: would write {path}, which is the input {key}={source}; choose another "
                                  f"{out.key}")
             if source in path.parents:
-                raise InputError(f"{shown}: {path} lies inside the input {key}={source}; choose an {out.key} outside it")
+                raise InputError(f"{shown}: {path} lies inside the input {key}={source}; give {out.key} a path outside it")
             if path in source.parents:
-                raise InputError(f"{shown}: {path} contains the input {key}={source}; choose an {out.key} that does "
-                                 "not hold the inputs")
+                raise InputError(f"{shown}: {path} contains the input {key}={source}; give {out.key} a path that "
+                                 "does not hold the inputs")
         check_location(shown, out.key, path, out.folder)
         if out.folder:
             check_folder(shown, out.key, path, stage)
