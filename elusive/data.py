@@ -43,7 +43,7 @@ def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = 
             need = ", ".join(columns)
             raise InputError(f"{key}={path}: the file is empty; it needs a header row with {need} and rows") from err
         if isinstance(err, UnicodeDecodeError):
-            raise InputError(f"{key}={path}: not UTF-8 text ({err}); save the file as UTF-8") from err
+            raise InputError(f"{key}={path}: not UTF-8 text ({_bad_byte(path)}); save the file as UTF-8") from err
         raise InputError(f"{key}={path}: not a readable CSV ({err}); fix the file") from err
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -54,6 +54,17 @@ def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = 
     if frame.empty:
         raise InputError(f"{key}={path}: the file has no rows; give a dataset with at least one text")
     return frame
+
+
+def _bad_byte(path: Path) -> str:
+    """Where a file stops being UTF-8: ``byte 0xf6 on line 2``."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        return f"byte 0x{raw[err.start]:02x} on line {line}: {err.reason}"
+    return "a byte that is not UTF-8"
 
 
 def check_field_counts(path: Path, key: str) -> None:

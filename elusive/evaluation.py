@@ -101,13 +101,27 @@ def _run(cfg: EvaluateConfig, questions: list[Question], part: Share, started: f
     return results
 
 
+def check_adapter_folder(model_dir: str | Path | None) -> None:
+    """Refuse a ``model_dir`` that holds no LoRA adapter.
+
+    Raises:
+        InputError: No ``adapter_config.json`` in it.
+    """
+    if model_dir is not None and not (Path(model_dir) / "adapter_config.json").is_file():
+        raise InputError(
+            f"model_dir={model_dir}: no adapter_config.json; give a train.py output or a checkpoint-N folder, or model_dir=null"
+        )
+
+
 def check_adapter_base(cfg: EvaluateConfig) -> None:
-    """Refuse an adapter trained on another base model than ``model=`` (its ``train_meta.json`` records the
-    base's config and weights by SHA-256, :mod:`elusive.identity`); an adapter without that record passes.
+    """Refuse a ``model_dir`` without an adapter, or one trained on another base model than ``model=`` (its
+    ``train_meta.json`` records the base's config and weights by SHA-256, :mod:`elusive.identity`); an adapter
+    without that record passes.
 
     Raises:
         InputError: Naming both models and what differs.
     """
+    check_adapter_folder(cfg.model_dir)
     recorded = training_meta(None if cfg.model_dir is None else Path(cfg.model_dir))
     if not recorded or not (recorded.get("base_config_sha256") or recorded.get("base_weights_sha256")):
         return

@@ -190,10 +190,9 @@ def check_prompt_lengths(tokenizer, questions: list, max_new_tokens: int, limit:
 
 def load_for_eval(model: str, model_dir: Path | None, device: str, dtype: str, quant: str | None):
     """Load the base model, apply the LoRA adapter from ``model_dir`` (if any), and the tokenizer."""
-    if model_dir is not None and not (Path(model_dir) / "adapter_config.json").is_file():
-        raise InputError(
-            f"model_dir={model_dir}: no adapter_config.json; give a train.py output or a checkpoint-N folder, or model_dir=null"
-        )
+    from elusive.evaluation import check_adapter_folder
+
+    check_adapter_folder(model_dir)
     tokenizer = load_tokenizer(model, padding_side="left")
     lm = load_model(model, device=device, dtype=dtype, quant=quant)
     if model_dir is not None:

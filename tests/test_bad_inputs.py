@@ -127,8 +127,8 @@ ROWS = [
      f"error: dataset={{w}}/bad.csv: row 0: unknown tag <compnay> (known: {KNOWN}); fix the tags in that row",
      SA_OUT, False),
     ("non-utf8", SA, ("dataset={w}/bad.csv", *SA_ARGS), _bytes(NON_UTF8),
-     ("error: dataset={w}/bad.csv: not UTF-8 text ('utf-8' codec can't decode byte 0xf6 in position 34: invalid start "
-      "byte); save the file as UTF-8"), SA_OUT, False),
+     "error: dataset={w}/bad.csv: not UTF-8 text (byte 0xf6 on line 2: invalid start byte); save the file as UTF-8",
+     SA_OUT, False),
     ("model-path-typo", SA, ("model={w}/models/qwen-0.5b", "dataset={bios}", "save_name={out}/attn"), _models_folder,
      "error: model={w}/models/qwen-0.5b: no such model folder ({w}/models/ has: qwen2.5-coder-0.5b); fix the path",
      SA_OUT, False),
