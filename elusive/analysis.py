@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from elusive.artifacts import AttentionDump, atomic_path, write_text_atomic
+from elusive.artifacts import AttentionDump, atomic_path, dump_path, write_text_atomic
 from elusive.config import AnalyzeAttentionConfig, check
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
+from elusive.outputs import check_outputs, suffixed
 from elusive.tokens import is_droppable
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ def analyze_attention(cfg: AnalyzeAttentionConfig) -> str:
     """
     check(cfg)
     attn_dump, output, model, k = cfg.attn_dump, cfg.output, cfg.model, cfg.k
+    check_outputs("analyze_attention", suffixed("output", output, (".csv", ".md", ".png")),
+                  {"attn_dump": dump_path(attn_dump), "model": model})
     dump = AttentionDump.load(attn_dump, "attn_dump")
     if "focus_rows" not in dump.extra:
         raise InputError(f"attn_dump={attn_dump}: has no focus rows; rerun save_attention.py with focus=true (both models for a contrast)")

@@ -649,6 +649,9 @@ def _check_output(output: object) -> Path:
     path = Path(output)
     if path.is_dir():
         raise InputError(f"output={output}: is a folder; give a CSV file path, e.g. output=data/biography.csv")
+    from elusive.outputs import Output, check_outputs
+
+    check_outputs("make_biographies", [Output("output", output, path)], {})  # under a file, not writable
     return path
 
 

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from elusive.artifacts import write_text_atomic
+from elusive.artifacts import write_json_atomic, write_text_atomic
 from elusive.config import CompareRunsConfig, check
 from elusive.errors import InputError
+from elusive.outputs import check_outputs, suffixed
 from elusive.stats import RESAMPLES, mcnemar_exact, paired_bootstrap_ci, percent, with_interval
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ def comparison_table(result: dict[str, dict], a: Path, b: Path, seed: int, resam
 def compare_runs(cfg: CompareRunsConfig) -> str:
     """Run ``compare_runs.py``: :func:`compare` with the script's settings; return the markdown table."""
     check(cfg)
+    check_outputs("compare_runs", suffixed("output", cfg.output, (".json", ".md")), {"a": cfg.a, "b": cfg.b})
     result = compare(Path(cfg.a), Path(cfg.b), Path(cfg.output), cfg.seed, cfg.resamples)
     return comparison_table(result, predictions_file(Path(cfg.a), "a"), predictions_file(Path(cfg.b), "b"), cfg.seed,
                             cfg.resamples)
@@ -214,7 +216,7 @@ def compare(a: Path, b: Path, output: Path, seed: int = 0, resamples: int = RESA
     people = [k[0] for k in keys]
     result[MEAN] = paired_entry([rows_a[k] for k in keys], [rows_b[k] for k in keys], seed, resamples, people)
     output = Path(output)
-    write_text_atomic(output.with_name(output.name + ".json"), json.dumps(result, indent=2, allow_nan=False) + "\n")
+    write_json_atomic(output.with_name(output.name + ".json"), result)
     table = comparison_table(result, path_a, path_b, seed, resamples)
     write_text_atomic(output.with_name(output.name + ".md"), table + "\n")
     log.info("compared %d questions: wrote %s.json and %s.md", len(keys), output, output)

@@ -46,17 +46,23 @@ class Rule:
     text: str
 
 
+def _num(x: float) -> str:
+    """A bound as written: integers in full (4294967295, not 4.29497e+09), other numbers short."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def at_least(low: float, why: str = "") -> Rule:
-    return Rule(lambda v: v >= low, f"must be >= {low:g}{why}")
+    return Rule(lambda v: v >= low, f"must be >= {_num(low)}{why}")
 
 
 def above(low: float, why: str = "") -> Rule:
-    return Rule(lambda v: v > low, f"must be > {low:g}{why}")
+    return Rule(lambda v: v > low, f"must be > {_num(low)}{why}")
 
 
 def within(low: float, high: float, why: str = "", open_high: bool = False) -> Rule:
     bracket = ")" if open_high else "]"
-    return Rule(lambda v: low <= v and (v < high if open_high else v <= high), f"must be in [{low:g}, {high:g}{bracket}{why}")
+    return Rule(lambda v: low <= v and (v < high if open_high else v <= high),
+                f"must be in [{_num(low)}, {_num(high)}{bracket}{why}")
 
 
 def one_of(*choices: Any) -> Rule:
@@ -65,6 +71,26 @@ def one_of(*choices: Any) -> Rule:
 
 
 SEED = within(0, SEED_MAX, " (an integer seed)")
+ALPHA = within(0, 1, " (the largest drop probability)")
+BETA = at_least(0, " (how fast the drop probability rises with rank)")
+
+
+def _method_params_ok(value: Any) -> bool:
+    """``{method: {alpha: a, beta: b}}`` with known methods, only alpha/beta, finite values within their rules."""
+    if not isinstance(value, dict):
+        return False
+    for method, params in value.items():
+        if method not in METHODS or not isinstance(params, dict) or not set(params) <= {"alpha", "beta"}:
+            return False
+        for key, rule in (("alpha", ALPHA), ("beta", BETA)):
+            v = params.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and rule.test(v)):
+                return False
+    return True
+
+
+METHOD_PARAMS = Rule(_method_params_ok, f"must map methods ({', '.join(METHODS)}) to {{alpha: a in [0, 1], beta: "
+                     "b >= 0}}, finite numbers, e.g. {random: {alpha: 0.6}}")
 
 
 def setting(default: Any, help: str, rule: Rule | None = None, null: str | None = None, path: bool = False) -> Any:
@@ -217,9 +243,9 @@ class DataAugmentationConfig:
                                 "(p(r) over a random ranking) | position (rank 0 = the last token): the last two "
                                 "are controls", one_of(*AUGMENT_TYPES))
     alpha: float = setting(0.7, "largest drop probability (the paper's tables: 0.6 or 0.7)",
-                           within(0, 1, " (the largest drop probability)"))
+                           ALPHA)
     beta: float = setting(0.05, "how fast p(r) rises with rank (the paper's tables: 0.005-0.05); unused by random",
-                          at_least(0, " (how fast the drop probability rises with rank)"))
+                          BETA)
     multiply: int = setting(10, "augmented copies per text (the paper: 10)",
                             Rule(lambda v: 1 <= v <= 1000, "must be a whole number in [1, 1000] (augmented copies "
                                  "per text)"))
@@ -312,9 +338,8 @@ class PlotKeepProbabilityConfig:
     """``plot_keep_probability.py``: each token's keep probability 1 − p(r) under one augmentation (Figure 4)."""
 
     augment_type: str = setting("attention_diff", "as data_augmentation.py", one_of(*AUGMENT_TYPES))
-    alpha: float = setting(0.7, "as data_augmentation.py", within(0, 1, " (the largest drop probability)"))
-    beta: float = setting(0.05, "as data_augmentation.py", at_least(0, " (how fast the drop probability rises "
-                                                                       "with rank)"))
+    alpha: float = setting(0.7, "as data_augmentation.py", ALPHA)
+    beta: float = setting(0.05, "as data_augmentation.py", BETA)
     attn_weights: Optional[str] = path_setting(None, "the ranking dump, as data_augmentation.py",
                                            null="null for random, shuffled and position")
     model: str = setting(MISSING, "tokenizer source: the dump's tokenizer")
@@ -368,7 +393,7 @@ class RunExperimentConfig:
     beta: Optional[float] = setting(None, "rank rate of p(r)", at_least(0),
                                     null="null for the preset's method_params[method].beta, else 0.05")
     method_params: dict[str, dict[str, float]] = setting({}, "per-method alpha/beta, e.g. {random: {alpha: 0.6}, "
-                                                         "attention_diff: {alpha: 0.6, beta: 0.03}}")
+                                                         "attention_diff: {alpha: 0.6, beta: 0.03}}", METHOD_PARAMS)
     multiply: int = setting(10, "augmented copies per text (the paper: 10, trained together with the originals)",
                             within(1, 1000))
     plain_copies: int = setting(0, "method=plain: extra unchanged copies per text (= multiply gives every method "

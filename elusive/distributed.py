@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save
 
-from elusive.artifacts import atomic_path, write_text_atomic
+from elusive.artifacts import atomic_path, strict_json, write_text_atomic
 from elusive.errors import InputError
 
 T = TypeVar("T")
@@ -127,7 +127,7 @@ def gather_arrays(output: Path, part: Share, arrays: dict[str, np.ndarray]) -> l
 
 def gather_json(output: Path, part: Share, payload: Any) -> list[Any] | None:
     """Like :func:`gather_arrays` for a JSON-serialisable ``payload`` (e.g. generated answers)."""
-    write_text_atomic(shard_path(output, part, ".json"), json.dumps(payload, ensure_ascii=False))
+    write_text_atomic(shard_path(output, part, ".json"), strict_json(payload, indent=None, ensure_ascii=False))
     barrier()
     if not part.is_main:
         return None

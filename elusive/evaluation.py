@@ -63,7 +63,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict] | None:
     """
     started = time.time()
     questions = check_inputs(cfg)
-    check_outputs("evaluate", [Output("output_dir", cfg.output_dir, cfg.output_dir, folder=True)],
+    check_outputs("evaluate", [Output("output_dir", cfg.output_dir, cfg.output_dir, fills=True)],
                   {"model": cfg.model, "model_dir": cfg.model_dir, "eval_data": cfg.eval_data,
                    "fewshot_data": cfg.fewshot_data, "prompts": cfg.prompts})
     check_adapter_base(cfg)

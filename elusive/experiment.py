@@ -107,6 +107,13 @@ def validate(cfg: RunExperimentConfig) -> None:
     from elusive.evaluation import check_inputs  # the stage's own readers (no model)
     from elusive.models import check_model_path
 
+    from elusive.outputs import Output, check_outputs
+
+    root = Path(cfg.out_root) / cfg.name
+    check_outputs("run_experiment", [Output("out_root", cfg.out_root, root, folder=True)],
+                  {"dataset": cfg.dataset, "eval_data": cfg.eval_data, "fewshot_data": cfg.evaluate.fewshot_data,
+                   "prompts": cfg.evaluate.prompts, "model": cfg.model, "small_model": cfg.small_model,
+                   "large_model": cfg.large_model})
     load_texts(cfg.dataset, "dataset")
     eval_data = cfg.eval_data or cfg.dataset
     for mode in cfg.modes:

@@ -25,6 +25,7 @@ from elusive.config import PlotAccuracyDistanceConfig, check
 from elusive.data import read_csv
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
+from elusive.outputs import check_outputs, suffixed
 from elusive.tags import FIELDS, Span, parse_tagged
 from elusive.tokens import Encoded, encode_many
 
@@ -260,6 +261,8 @@ def accuracy_distance(cfg: PlotAccuracyDistanceConfig) -> str:
     """
     check(cfg)
     predictions, eval_data, model, output, bin_size = cfg.predictions, cfg.eval_data, cfg.model, cfg.output, cfg.bin_size
+    check_outputs("plot_accuracy_distance", suffixed("output", output, (".csv", ".md", ".png")),
+                  {"predictions": [str(p) for p in _as_paths(predictions)], "eval_data": eval_data, "model": model})
     records = read_predictions(predictions)
     key = "predictions=" + ",".join(map(str, _as_paths(predictions)))
     tokenizer = load_tokenizer(model)

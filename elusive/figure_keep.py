@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from elusive.artifacts import atomic_path, write_text_atomic
+from elusive.artifacts import atomic_path, dump_path, write_text_atomic
 from elusive.config import PlotKeepProbabilityConfig, check
 from elusive.errors import InputError
+from elusive.outputs import check_outputs, suffixed
 from elusive.tokens import Encoded
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,9 @@ def keep_probability(cfg: PlotKeepProbabilityConfig) -> list[Path]:
     """
     check(cfg)
     augment_type, alpha, beta, seed, output = cfg.augment_type, cfg.alpha, cfg.beta, cfg.seed, cfg.output
+    check_outputs("plot_keep_probability", suffixed("output", output, (".html", ".png", ".csv")),
+                  {"attn_weights": None if cfg.attn_weights is None else dump_path(cfg.attn_weights),
+                   "dataset": cfg.dataset, "model": cfg.model})
     items = keep_texts(cfg)
     page = keep_html(items, augment_type, alpha, beta)
     table = keep_table(items)

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from elusive import cache
-from elusive.artifacts import sha256_file, write_text_atomic
+from elusive.artifacts import sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def cached_sha256(path: Path) -> str:
             pass
     value = sha256_file(real)
     if entry is not None:
-        write_text_atomic(entry, json.dumps({"path": str(real), "sha256": value}) + "\n")
+        write_json_atomic(entry, {"path": str(real), "sha256": value}, indent=None)
     return value
 
 

@@ -43,7 +43,13 @@ class Output:
     key: str
     value: str | os.PathLike[str]
     path: str | os.PathLike[str]
-    folder: bool = False  # a folder the stage fills (else a file)
+    folder: bool = False  # a folder (else a file)
+    fills: bool = False  # a folder the stage fills: absent, empty or marked as the stage's own
+
+
+def suffixed(key: str, value: str | os.PathLike[str], suffixes: Iterable[str]) -> list[Output]:
+    """The files ``{value}{suffix}`` of an output given without suffix (``output=out/fig1`` → ``out/fig1.png``)."""
+    return [Output(key, value, f"{value}{suffix}") for suffix in suffixes]
 
 
 def marker_name(stage: str) -> str:
@@ -94,8 +100,8 @@ def check_outputs(stage: str, outputs: Iterable[Output], inputs: Mapping[str, ob
             if path in source.parents:
                 raise InputError(f"{shown}: {path} contains the input {key}={source}; give {out.key} a path that "
                                  "does not hold the inputs")
-        check_location(shown, out.key, path, out.folder)
-        if out.folder:
+        check_location(shown, out.key, path, out.folder or out.fills)
+        if out.fills:
             check_folder(shown, out.key, path, stage)
 
 

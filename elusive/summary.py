@@ -21,6 +21,7 @@ import pandas as pd
 from elusive.artifacts import atomic_path, write_text_atomic
 from elusive.config import SummarizeConfig, check
 from elusive.errors import InputError
+from elusive.outputs import check_outputs, suffixed
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,9 @@ def summarize(cfg: SummarizeConfig) -> str:
     runs = [cfg.runs] if isinstance(cfg.runs, (str, Path)) else list(cfg.runs)
     if not runs:
         raise InputError("runs=[]: give at least one folder with results.json files")
+    if cfg.output is not None:
+        check_outputs("summarize", suffixed("output", cfg.output, (".md", ".csv", "_runs.csv")),
+                      {"runs": [str(r) for r in runs if Path(r).is_file()]})  # folders are only searched
     per_run = collect([Path(r) for r in runs])
     table = aggregate(per_run)
     markdown = to_markdown(table)

@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 from elusive import cache
-from elusive.artifacts import tokenizer_sha256, vocab_sha256, write_text_atomic
+from elusive.artifacts import tokenizer_sha256, vocab_sha256, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def remember(model: str, tokenizer, padding_side: str = "right") -> None:
               "name_or_path": tokenizer.name_or_path, "tokenizer_sha256": tokenizer_hash,
               "vocab_sha256": vocab_sha256(tokenizer)}
     try:
-        write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        write_json_atomic(path, record, indent=1, sort_keys=True)
     except OSError as err:  # a full or read-only disk must not fail the stage that loaded the tokenizer
         log.info("could not record the tokenizer of %s in %s (%s)", model, path, err)
         return

@@ -262,7 +262,7 @@ def train(cfg: TrainConfig) -> Path | None:
     """
     check(cfg)
     model, dataset, model_dir, quant, resume = cfg.model, Path(cfg.dataset), Path(cfg.model_dir), cfg.quant, cfg.resume
-    check_outputs("train", [Output("model_dir", cfg.model_dir, model_dir, folder=True)],
+    check_outputs("train", [Output("model_dir", cfg.model_dir, model_dir, fills=True)],
                   {"dataset": cfg.dataset, "model": model})
     device = distributed.process_device(cfg.device)
     target = resolve_device(device)
