@@ -139,7 +139,8 @@ class TrainSettings:
     """Stage 4 hyper-parameters (``train.<key>`` in run_experiment)."""
 
     epochs: float = setting(10.0, "training epochs (the paper searched 10-30, the released code used 20; this "
-                            "project's default 10)", above(0))
+                            "project's default 10)",
+                            Rule(lambda v: 0 < v <= 1000, "must be in (0, 1000] (training epochs)"))
     batch_size: int = setting(8, "texts per process per step (the released code: 8); global batch = batch_size × "
                               "processes × gradient_accumulation_steps", at_least(1))
     gradient_accumulation_steps: int = setting(1, "steps per optimizer update", at_least(1))
