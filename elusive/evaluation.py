@@ -67,20 +67,23 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict] | None:
                   {"model": cfg.model, "model_dir": cfg.model_dir, "eval_data": cfg.eval_data,
                    "fewshot_data": cfg.fewshot_data, "prompts": cfg.prompts})
     check_adapter_base(cfg)
-    part = distributed.share()
-    with claim_folder("output_dir", cfg.output_dir, "evaluate") if part.is_main else contextlib.nullcontext():
-        return _run(cfg, questions, part, started)
-
-
-def _run(cfg: EvaluateConfig, questions: list[Question], part: Share, started: float) -> dict[str, dict] | None:
-    """Answer, score and write (the part of :func:`evaluate` after every check, under the lock of output_dir)."""
-    from elusive.generation import answer_questions, check_prompt_lengths, load_for_eval  # torch: after the checks
+    from elusive.generation import check_prompt_lengths, load_for_eval  # torch and transformers: after the checks
     from elusive.models import max_positions
 
-    output_dir = Path(cfg.output_dir)
     model_dir = None if cfg.model_dir is None else Path(cfg.model_dir)
     lm, tokenizer = load_for_eval(cfg.model, model_dir, distributed.process_device(cfg.device), cfg.dtype, cfg.quant)
     check_prompt_lengths(tokenizer, questions, cfg.max_new_tokens, max_positions(cfg.model))
+    part = distributed.share()
+    with claim_folder("output_dir", cfg.output_dir, "evaluate") if part.is_main else contextlib.nullcontext():
+        return _run(cfg, questions, lm, tokenizer, part, started)
+
+
+def _run(cfg: EvaluateConfig, questions: list[Question], lm, tokenizer, part: Share, started: float
+         ) -> dict[str, dict] | None:
+    """Answer, score and write (the part of :func:`evaluate` after every check, under the lock of output_dir)."""
+    from elusive.generation import answer_questions
+
+    output_dir = Path(cfg.output_dir)
     shared = cfg.shared_shots and cfg.mode == "qa"
     answers = answer_questions(lm, tokenizer, questions, cfg.max_new_tokens, cfg.batch_size, shared, part)
     if part.world_size > 1:
