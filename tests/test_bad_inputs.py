@@ -15,8 +15,11 @@ dataset, ``diff`` = large − small).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import runpy
+import shutil
 import sys
 from pathlib import Path
 from unittest import mock
@@ -27,7 +30,8 @@ import pytest
 from conftest import ROOT, run_script
 from hydra.core.global_hydra import GlobalHydra
 
-from elusive.artifacts import AttentionDump
+from elusive.artifacts import AttentionDump, canonical_safetensors
+from elusive.identity import base_identity
 from stages import save_attention
 from stages import contrast_attention
 from elusive.tags import FIELDS
@@ -88,7 +92,84 @@ def _empty_dir(w: Path, ctx: dict) -> None:
     (w / "not_an_adapter").mkdir()
 
 
+def _copy(name: str, source: str, into: str | None = None):
+    """Copy a shared input (``small``, ``bios``, a dump) into the work folder, so the row may point outputs at it."""
+    def setup(w: Path, ctx: dict) -> None:
+        src = ctx[source] if source in ctx else ROOT / source
+        target = w / (into or name)
+        if Path(src).is_dir():
+            shutil.copytree(src, target)
+        else:
+            shutil.copyfile(src, target)
+    return setup
+
+
+def _both(*setups):
+    def setup(w: Path, ctx: dict) -> None:
+        for one in setups:
+            one(w, ctx)
+    return setup
+
+
+def _dump_copy(w: Path, ctx: dict) -> None:
+    shutil.copyfile(ctx["dumps"] / "small.safetensors", w / "small.safetensors")
+
+
+def _nan_dump(w: Path, ctx: dict) -> None:
+    """A dump whose header hash is right but whose scores hold a NaN (as a float16 overflow would leave)."""
+    from safetensors.numpy import save
+
+    dump = AttentionDump.load(ctx["dumps"] / "small")
+    scores = dump.scores.copy()
+    scores[dump.text_slice(2)][1] = np.nan
+    tensors = {"scores": scores, "offsets": dump.offsets, "input_ids": dump.input_ids, "char_spans": dump.char_spans,
+               "ranked": dump.ranked.astype(np.uint8), **dump.extra}
+    metadata = {k: v for k, v in dump.metadata.items() if k != "data_sha256"}
+    (w / "nan.safetensors").write_bytes(canonical_safetensors(save(tensors, metadata=metadata), data_sha256=True))
+
+
+def _foreign_folder(w: Path, ctx: dict) -> None:
+    (w / "notes").mkdir()
+    (w / "notes" / "todo.txt").write_text("mine\n")
+
+
+def _a_file(w: Path, ctx: dict) -> None:
+    (w / "f.txt").write_text("a file\n")
+
+
+def _folder_named_like_a_dump(w: Path, ctx: dict) -> None:
+    (w / "attn.safetensors").mkdir()
+
+
+def _link_to_model(w: Path, ctx: dict) -> None:
+    shutil.copytree(ctx["small"], w / "small")
+    (w / "link").symlink_to(w / "small")
+
+
+def _fake_adapter(w: Path, ctx: dict) -> None:
+    (w / "lora").mkdir()
+    (w / "lora" / "adapter_config.json").write_text("{}\n")
+
+
+def _adapter_of_large(w: Path, ctx: dict) -> None:
+    """An adapter folder whose train_meta.json says it was trained on the large model."""
+    _fake_adapter(w, ctx)
+    hashes = base_identity(str(ctx["large"]))
+    meta = {"base_model": str(ctx["large"]), "base_config_sha256": hashes["config_sha256"],
+            "base_weights_sha256": hashes["weights_sha256"]}
+    (w / "lora" / "train_meta.json").write_text(json.dumps(meta))
+
+
+def _empty_gold(w: Path, ctx: dict) -> None:
+    frame = pd.read_csv(ctx["bios"])
+    text = frame.loc[1, "text"]
+    start, end = text.index("<company>") + len("<company>"), text.index("</company>")
+    frame.loc[1, "text"] = text[:start] + "The" + text[end:]
+    frame.to_csv(w / "eval.csv", index=False)
+
+
 BIO = "<name>Ann Lee</name> was born on <date>May 1, 1990</date>. She lived in <city>Oslo</city>."
+COMMAS = 'text\n"Ann Lee, a chemist, lived in Oslo."\nBo Li, a cook, lived in Rome.\n'  # row 1 is not quoted
 NON_UTF8 = b"text\n<name>Ann Lee</name> lived in Malm\xf6.\n"  # Latin-1, not UTF-8
 
 # (id, script, overrides, setup, expected error line, outputs that must not exist, run also as a subprocess)
@@ -97,6 +178,8 @@ CA = "contrast_attention.py"
 DA = "data_augmentation.py"
 TR = "train.py"
 EV = "evaluate.py"
+MB = "make_biographies.py"
+CR = "compare_runs.py"
 SA_ARGS = ("model={small}", "save_name={out}/attn", "device=cpu")
 CA_ARGS = ("attn_diff={out}/diff",)
 DA_ARGS = ("model={small}", "dataset={bios}", "save_name={out}/aug", "multiply=2")
@@ -206,6 +289,129 @@ ROWS = [
      "error: max_people=0: must be >= 1, or null for everyone in eval_data", EV_OUT, False),
     ("eval-unknown-quant", EV, (*EV_ARGS, "quant=4bits"), None,
      "error: quant=4bits: unknown; use one of null, 8bit, 4bit", EV_OUT, False),
+    # --- issue 19, class 1: an output never overwrites, sits inside or holds an input ---------------------------
+    ("aug-over-its-dataset", DA, ("model={small}", "dataset={w}/bio.csv", "save_name={w}/bio", "augment_type=random"),
+     _copy("bio.csv", "bios"),
+     ("error: save_name={w}/bio: would write {w}/bio.csv, which is the input dataset={w}/bio.csv; choose another "
+      "save_name"), (), True),
+    ("aug-sidecar-over-wiki", DA, ("model={small}", "dataset={w}/wiki.json", "save_name={w}/wiki", "augment_type=random"),
+     _copy("wiki.json", "data/wiki_sample.json"),
+     ("error: save_name={w}/wiki: would write {w}/wiki.json, which is the input dataset={w}/wiki.json; choose another "
+      "save_name"), ("{w}/wiki.csv",), False),
+    ("aug-inside-its-model", DA, ("model={w}/small", "dataset={bios}", "augment_type=random", "save_name={w}/small/aug"),
+     _copy("small", "small"),
+     ("error: save_name={w}/small/aug: {w}/small/aug.csv lies inside the input model={w}/small; give save_name a path "
+      "outside it"), (), False),
+    ("train-into-its-model", TR, ("model={w}/small", "dataset={bios}", "model_dir={w}/small", "device=cpu"),
+     _copy("small", "small"),
+     ("error: model_dir={w}/small: would write {w}/small, which is the input model={w}/small; choose another "
+      "model_dir"), (), True),
+    ("train-inside-its-model", TR, ("model={w}/small", "dataset={bios}", "model_dir={w}/small/lora", "device=cpu"),
+     _copy("small", "small"),
+     ("error: model_dir={w}/small/lora: {w}/small/lora lies inside the input model={w}/small; give model_dir a path "
+      "outside it"), ("{w}/small/lora",), False),
+    ("train-through-a-symlink", TR, ("model={w}/small", "dataset={bios}", "model_dir={w}/link", "device=cpu"),
+     _link_to_model,
+     ("error: model_dir={w}/link: would write {w}/small, which is the input model={w}/small; choose another "
+      "model_dir"), (), False),
+    ("train-folder-holds-dataset", TR, ("model={small}", "dataset={w}/bio.csv", "model_dir={w}", "device=cpu"),
+     _copy("bio.csv", "bios"),
+     ("error: model_dir={w}: {w} contains the input dataset={w}/bio.csv; give model_dir a path that does not hold "
+      "the inputs"), (), False),
+    ("train-into-a-foreign-folder", TR, (*TR_ARGS[:2], "model_dir={w}/notes", "device=cpu"), _foreign_folder,
+     ("error: model_dir={w}/notes: the folder holds other files (todo.txt) and is not a train output; give model_dir "
+      "a new or empty folder"), (), False),
+    ("attention-into-its-model", SA, ("model={w}/small", "dataset={bios}", "save_name={w}/small/attn", "device=cpu"),
+     _copy("small", "small"),
+     ("error: save_name={w}/small/attn: {w}/small/attn.safetensors lies inside the input model={w}/small; give "
+      "save_name a path outside it"), ("{w}/small/attn.safetensors",), False),
+    ("contrast-over-a-dump", CA, ("attn_dump_large={dumps}/large", "attn_dump_small={w}/small", "attn_diff={w}/small"),
+     _dump_copy,
+     ("error: attn_diff={w}/small: would write {w}/small.safetensors, which is the input "
+      "attn_dump_small={w}/small.safetensors; choose another attn_diff"), (), False),
+    ("eval-inside-its-adapter", EV, (*EV_ARGS[:3], "model_dir={w}/lora", "output_dir={w}/lora/eval", "device=cpu"),
+     _fake_adapter,
+     ("error: output_dir={w}/lora/eval: {w}/lora/eval lies inside the input model_dir={w}/lora; give output_dir a "
+      "path outside it"), ("{w}/lora/eval",), False),
+    # --- class 5: an output location that cannot work, found before the work ----------------------------------
+    ("eval-output-is-a-file", EV, (*EV_ARGS[:3], "output_dir={w}/f.txt", "device=cpu"), _a_file,
+     "error: output_dir={w}/f.txt: {w}/f.txt is a file, not a folder; give a folder path for output_dir", (), False),
+    ("attention-output-under-a-file", SA, ("model={small}", "dataset={bios}", "save_name={w}/f.txt/attn", "device=cpu"),
+     _a_file,
+     "error: save_name={w}/f.txt/attn: {w}/f.txt is a file, so nothing can be written under it; fix the path",
+     (), False),
+    ("attention-output-is-a-folder", SA, ("model={small}", "dataset={bios}", "save_name={w}/attn", "device=cpu"),
+     _folder_named_like_a_dump,
+     ("error: save_name={w}/attn: {w}/attn.safetensors is a folder; give save_name a file path (outputs are files)"),
+     (), False),
+    ("biographies-under-a-file", MB, ("output={w}/f.txt/bio.csv", "n_people=3"), _a_file,
+     "error: output={w}/f.txt/bio.csv: {w}/f.txt is a file, so nothing can be written under it; fix the path",
+     (), False),
+    ("compare-inside-a-run", CR, ("a={w}/lora", "b={w}/lora", "output={w}/lora/cmp"), _fake_adapter,
+     "error: output={w}/lora/cmp: {w}/lora/cmp.json lies inside the input a={w}/lora; give output a path outside it",
+     (), False),
+    # --- class 2: numbers that are not numbers, not finite or out of range ------------------------------------
+    ("train-lr-inf", TR, (*TR_ARGS, "learning_rate=inf"), None,
+     "error: learning_rate=inf: must be a finite number; give e.g. learning_rate=0.0005", TR_OUT, True),
+    ("train-lr-nan", TR, (*TR_ARGS, "learning_rate=nan"), None,
+     "error: learning_rate=nan: must be a finite number; give e.g. learning_rate=0.0005", TR_OUT, False),
+    ("train-epochs-inf", TR, (*TR_ARGS[:-1], "epochs=inf"), None,
+     "error: epochs=inf: must be a finite number; give e.g. epochs=10.0", TR_OUT, False),
+    ("train-epochs-huge", TR, (*TR_ARGS[:-1], "epochs=1e6"), None,
+     "error: epochs=1000000.0: must be in (0, 1000] (training epochs)", TR_OUT, False),
+    ("train-seed-negative", TR, (*TR_ARGS, "seed=-1"), None,
+     "error: seed=-1: must be in [0, 4294967295] (an integer seed)", TR_OUT, False),
+    ("train-seed-2-70", TR, (*TR_ARGS, "seed=1180591620717411303424"), None,
+     "error: seed=1180591620717411303424: must be in [0, 4294967295] (an integer seed)", TR_OUT, False),
+    ("train-batch-size-2.5", TR, (*TR_ARGS, "batch_size=2.5"), None,
+     "error: batch_size=2.5: must be an integer; give e.g. batch_size=8", TR_OUT, False),
+    ("aug-beta-nan", DA, (*DA_ARGS, "augment_type=random", "beta=nan"), None,
+     "error: beta=nan: must be a finite number; give e.g. beta=0.05", DA_OUT, False),
+    ("aug-alpha-not-a-number", DA, (*DA_ARGS, "augment_type=random", "alpha=0.7x"), None,
+     "error: alpha=0.7x: must be a number; give e.g. alpha=0.7", DA_OUT, False),
+    ("aug-multiply-ten", DA, ("model={small}", "dataset={bios}", "save_name={out}/aug", "augment_type=random",
+                              "multiply=ten"), None,
+     "error: multiply=ten: must be an integer; give e.g. multiply=10", DA_OUT, False),
+    ("aug-multiply-1e9", DA, ("model={small}", "dataset={bios}", "save_name={out}/aug", "augment_type=random",
+                              "multiply=1000000000"), None,
+     "error: multiply=1000000000: must be a whole number in [1, 1000] (augmented copies per text)", DA_OUT, False),
+    ("eval-shots-1.5", EV, (*EV_ARGS, "shots=1.5"), None,
+     "error: shots=1.5: must be an integer; give e.g. shots=null", EV_OUT, False),
+    ("contrast-nan-dump", CA, ("attn_dump_large={dumps}/large", "attn_dump_small={w}/nan", *CA_ARGS), _nan_dump,
+     ("error: attn_dump_small={w}/nan.safetensors: text 2's scores hold NaN or infinity, which would rank tokens "
+      "arbitrarily; recreate the dump (save_attention.py dtype=float32)"), CA_OUT, False),
+    ("aug-nan-dump", DA, ("augment_type=attention", "attn_weights={w}/nan", *DA_ARGS), _nan_dump,
+     ("error: attn_weights={w}/nan.safetensors: text 2's scores hold NaN or infinity, which would rank tokens "
+      "arbitrarily; recreate the dump (save_attention.py dtype=float32)"), DA_OUT, False),
+    # --- class 3: inputs that would be read wrongly without a word --------------------------------------------
+    ("attention-unquoted-commas", SA, ("dataset={w}/bad.csv", *SA_ARGS), _csv(COMMAS),
+     ("error: dataset={w}/bad.csv: row 1 (line 3) has 3 fields, the header has 1; quote a text that contains commas "
+      "(\"...\", as pandas and Excel write it)"), SA_OUT, False),
+    ("train-unquoted-commas", TR, ("model={small}", "dataset={w}/bad.csv", "model_dir={out}/lora", "device=cpu"),
+     _csv(COMMAS),
+     ("error: dataset={w}/bad.csv: row 1 (line 3) has 3 fields, the header has 1; quote a text that contains commas "
+      "(\"...\", as pandas and Excel write it)"), TR_OUT, False),
+    ("eval-adapter-of-another-base", EV, (*EV_ARGS[:3], "model_dir={w}/lora", "output_dir={out}/eval", "device=cpu"),
+     _adapter_of_large,
+     ("error: model_dir={w}/lora: was trained on base model {large}, and the SHA-256 of its config.json differs from "
+      "model={small}'s; evaluate the adapter with the base model it was trained on"), EV_OUT, True),
+    ("eval-gold-normalises-to-empty", EV, ("model={small}", "eval_data={w}/eval.csv", "output_dir={out}/eval",
+                                           "device=cpu"), _empty_gold,
+     ("error: eval_data={w}/eval.csv: row 1: the company 'The' is empty once lower-cased and stripped of punctuation "
+      "and articles (SQuAD normalisation), so an empty answer would count as correct; give the real answer or drop "
+      "the row"), EV_OUT, False),
+    ("eval-prompt-beyond-positions", EV, (*EV_ARGS, "shots=1", "max_new_tokens=1020"), None,
+     ("error: max_new_tokens=1020: the prompt about 'Ignacio Wright' (date) has 41 tokens, so with the answer it "
+      "needs 1061 positions, more than the model's 1024; lower shots= (or max_new_tokens), or shorten the texts"),
+     EV_OUT, False),
+    ("released-key-name", EV, (*EV_ARGS, "+prompt_data=p.csv"), None,
+     "error: prompt_data=p.csv: unknown key (the released code's name for prompts); use prompts=p.csv", EV_OUT, False),
+    ("key-typo", DA, (*DA_ARGS, "alpah=0.5"), None,
+     "error: alpah=0.5: unknown key; did you mean alpha? --help lists the keys", DA_OUT, False),
+    ("contrast-a-dump-with-itself", CA, ("attn_dump_large={dumps}/small", "attn_dump_small={dumps}/small", *CA_ARGS),
+     None,
+     ("error: attn_dump_large={dumps}/small and attn_dump_small={dumps}/small are the same model's scores: their "
+      "difference is 0 everywhere; give the larger and the smaller model's dumps"), CA_OUT, False),
 ]
 
 
@@ -220,7 +426,7 @@ def ctx(small_model, large_model, word_model, bios, tmp_path_factory) -> dict:
     save_attention(str(word_model), bios, dumps / "word", device="cpu")
     save_attention(str(large_model), other, dumps / "other", device="cpu")
     contrast_attention(dumps / "large", dumps / "small", dumps / "diff")
-    return {"small": small_model, "word": word_model, "bios": bios, "dumps": dumps}
+    return {"small": small_model, "large": large_model, "word": word_model, "bios": bios, "dumps": dumps}
 
 
 def run_in_process(script: str, overrides: list[str], capsys) -> tuple[int, str]:
@@ -253,6 +459,7 @@ def test_bad_input_is_one_error_line_exit_2_and_nothing_written(
     w.mkdir()
     if setup is not None:
         setup(w, ctx)
+    before = _snapshot(w)
     values = {**ctx, "w": w, "out": tmp_path / "missing" / "out"}
     args = [o.format(**values) for o in overrides] + [f"hydra.run.dir={tmp_path / 'hydra'}"]
     expected = expected.format(**values)
@@ -268,11 +475,25 @@ def test_bad_input_is_one_error_line_exit_2_and_nothing_written(
     for output in outputs:
         assert not Path(output.format(**values)).exists()
     assert not (tmp_path / "missing").exists()
+    assert _snapshot(w) == before  # the work folder, with the row's inputs: nothing created, changed or removed
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Every entry under ``folder`` (symlinks not followed) with the SHA-256 of each file's bytes."""
+    seen = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            seen[str(path)] = "-> " + str(path.readlink())
+        elif path.is_file():
+            seen[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            seen[str(path)] = "folder"
+    return seen
 
 
 def test_the_matrix_covers_every_stage_and_twenty_inputs():
     assert len(ROWS) >= 20 and len({r[0] for r in ROWS}) == len(ROWS)
-    assert {r[1] for r in ROWS} == {SA, CA, DA, TR, EV}
+    assert {SA, CA, DA, TR, EV} <= {r[1] for r in ROWS}
     assert sum(r[6] for r in ROWS) >= 2  # some rows also as a real command line
 
 
