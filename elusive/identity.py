@@ -34,12 +34,14 @@ def model_files(model: str) -> tuple[Path | None, list[Path]]:
     if path.is_dir():
         folder = path
     else:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:  # pragma: no cover - installed with transformers
+        from transformers.utils import cached_file
+
+        try:  # the hub cache only: nothing is downloaded to identify a model
+            found = cached_file(model, "config.json", local_files_only=True,
+                                _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False)
+        except (OSError, ValueError):
             return None, []
-        found = try_to_load_from_cache(model, "config.json")
-        if not isinstance(found, str):
+        if not found:
             return None, []
         folder = Path(found).parent
     config = folder / "config.json"
