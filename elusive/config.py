@@ -151,7 +151,8 @@ class TrainSettings:
     max_grad_norm: float = setting(1.0, "gradient clipping norm, 0 = no clipping (the released code: 1.0)",
                                    at_least(0, " (0 = no clipping)"))
     max_length: int = setting(512, "texts longer than this many tokens (EOS included) are truncated, with a warning "
-                              "that counts them (this project's choice)", at_least(2, " (at least one token and EOS)"))
+                              "that counts them (this project's choice); a text still longer than the model's "
+                              "positions is refused", at_least(2, " (at least one token and EOS)"))
     lora_r: int = setting(16, "LoRA rank (the paper: 16)", at_least(1))
     lora_alpha: float = setting(16.0, "LoRA scaling numerator, usually 1-2 × rank (the released code: 16)", above(0))
     lora_dropout: float = setting(0.0, "dropout on the LoRA path (the released code: 0)", within(0, 1, "", open_high=True))
