@@ -151,7 +151,8 @@ def test_two_processes_write_the_single_process_predictions(small_model, bios, t
     predictions = [json.loads(line)["prediction"] for line in (tmp_path / "one" / "predictions.jsonl").open()]
     assert len(predictions) == 30 and len(set(predictions)) > 10  # distinct answers: the order is checked
     assert json.loads((tmp_path / "two" / "eval_meta.json").read_text())["world_size"] == 2
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["eval_meta.json", "predictions.jsonl", "results.json"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [".elusive-evaluate", "eval_meta.json", "predictions.jsonl",
+                                                                 "results.json"]  # the marker: this stage's folder
     assert len(wrote_lines(proc.stdout)) == 1
 
 
