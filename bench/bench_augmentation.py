@@ -76,10 +76,10 @@ def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0, kind: str = "att
 def run_ours(tokenizer, model: str, dataset: Path, dump: Path, out: Path, alpha: float, beta: float, multiply: int,
              seed: int = 0) -> Path:
     """Our stage 3 end to end, with ``load_tokenizer`` answered from the already-loaded tokenizer."""
-    from elusive import augment
+    from elusive import augment, ranking_inputs
 
-    original = augment.load_tokenizer
-    augment.load_tokenizer = functools.partial(lambda tok, *_a, **_k: tok, tokenizer)
+    original = ranking_inputs.load_tokenizer
+    ranking_inputs.load_tokenizer = functools.partial(lambda tok, *_a, **_k: tok, tokenizer)
     try:
         from elusive.config import DataAugmentationConfig
 
@@ -88,7 +88,7 @@ def run_ours(tokenizer, model: str, dataset: Path, dump: Path, out: Path, alpha:
             save_name=str(out), attn_weights=str(dump), seed=seed, keep_original=True,
         ))
     finally:
-        augment.load_tokenizer = original
+        ranking_inputs.load_tokenizer = original
 
 
 def cpu_seconds(run) -> float:
@@ -195,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             for m in sizes))
         notes.append(f"tokenizer {model} (load {load_seconds:.2f} s, excluded); alpha={args.alpha}, beta={args.beta}, "
                      f"multiply={args.multiply}; baseline {fmt_seconds(base_seconds)}")
-        from elusive import augment
+        from elusive import augment, ranking_inputs
         from elusive.artifacts import AttentionDump
 
-        reused = augment.dump_tokens(AttentionDump.load(inputs[n][1]), tokenizer) is not None
+        reused = ranking_inputs.dump_tokens(AttentionDump.load(inputs[n][1]), tokenizer) is not None
         notes.append(f"ours: tokens taken from the dump (tokens_sha256 matches): {'yes' if reused else 'no'}; "
                      f"chunks of {augment._CHUNK_CHARS:,} characters; the baseline tokenises every text, as the "
                      "released script does")

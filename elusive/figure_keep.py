@@ -53,7 +53,8 @@ def _check_rows(rows, n_texts: int, dataset) -> list[int]:
 
 def keep_texts(cfg: PlotKeepProbabilityConfig) -> list[KeepText]:
     """The keep probability of every token of the chosen rows, from stage 3's own inputs and drop plan."""
-    from elusive.augment import DropSettings, batch_slice, drop_plan, ranking_inputs
+    from elusive.augment import DropSettings, batch_slice, drop_plan
+    from elusive.ranking_inputs import ranking_inputs
 
     texts, batch, scores, dump = ranking_inputs(cfg.augment_type, cfg.model, Path(cfg.dataset),
                                                 None if cfg.attn_weights is None else Path(cfg.attn_weights),

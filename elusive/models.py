@@ -226,6 +226,7 @@ def _check_bitsandbytes(quant: str, device: str) -> None:
 def _run_tiny_layer(quant: str, device: str, version: str) -> None:
     """One forward of a 64 × 64 quantised layer on ``device`` (cached: once per process and setting)."""
     import bitsandbytes as bnb
+    import torch
 
     where = f"{platform.system()} {platform.machine()}, torch {torch.__version__}, device={device}"
     try:

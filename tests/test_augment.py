@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from elusive import augment, augment_engine
+from elusive import augment, augment_engine, ranking_inputs
 from elusive.artifacts import AttentionDump, sha256_file, tokenizer_sha256, tokens_sha256, vocab_sha256
 from stages import save_attention
 from elusive.augment import DropSettings, drop_plan, drop_probabilities, ranks_from_scores
@@ -410,7 +410,7 @@ def test_the_dump_tokens_are_reused_when_tokens_sha256_matches_and_give_the_same
                                                                                    tmp_path, monkeypatch):
     tok = load_tokenizer(str(small_model))
     dump = AttentionDump.load(dumps["small"])
-    reused = augment.dump_tokens(dump, tok)
+    reused = ranking_inputs.dump_tokens(dump, tok)
     fresh = encode_many(tok, load_texts(bios))
     assert reused is not None and len(reused) == len(fresh)
     for i, enc in enumerate(fresh):
@@ -420,7 +420,7 @@ def test_the_dump_tokens_are_reused_when_tokens_sha256_matches_and_give_the_same
     del dump.metadata["tokens_sha256"]  # an older dump: stage 3 tokenises the dataset again
     dump.save(tmp_path / "no_hash")
     slow = data_augmentation("attention", 0.7, 0.05, 3, str(small_model), bios, tmp_path / "slow", tmp_path / "no_hash")
-    monkeypatch.setattr(augment, "encode_batch", _no_tokenising)
+    monkeypatch.setattr(ranking_inputs, "encode_batch", _no_tokenising)
     fast = data_augmentation("attention", 0.7, 0.05, 3, str(small_model), bios, tmp_path / "fast", dumps["small"])
     assert fast.read_bytes() == slow.read_bytes()
     with pytest.raises(AssertionError, match="tokenised the dataset"):

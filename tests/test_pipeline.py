@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, run_script
-from hydra import compose, initialize_config_dir
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from elusive.artifacts import AttentionDump
 from elusive.data import load_texts
 from elusive.summary import collect
-
-SCRIPTS = [p.stem for p in sorted((ROOT / "conf").glob("*.yaml"))]
-
-
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_every_config_composes_and_every_key_is_commented(name):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name=name)
-    assert len(cfg) > 0
-    lines = (ROOT / "conf" / f"{name}.yaml").read_text().splitlines()
-    keys = [line for line in lines if re.match(r"^[a-z_]+:", line) and not line.startswith("defaults:")]
-    assert keys and all("#" in line for line in keys), [line for line in keys if "#" not in line]
-    assert lines[0].startswith("#")  # the header comment block with the launch command
-
 
 def test_five_stages_chain_from_the_command_line(small_model, large_model, bios, tmp_path):
     out = tmp_path / "out"

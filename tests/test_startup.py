@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from elusive import augment, cache, tokenizer_records
+from elusive import augment, cache, ranking_inputs, tokenizer_records
 from elusive.artifacts import AttentionDump, tokenizer_sha256
 from stages import data_augmentation, save_attention
 from elusive.errors import InputError
 from elusive.models import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
-LIGHT_MODULES = ["elusive.augment", "elusive.contrast", "elusive.summary", "elusive.analysis", "elusive.data",
-                 "elusive.tags", "elusive.tokens", "elusive.align", "elusive.metrics", "elusive.artifacts",
+LIGHT_MODULES = ["elusive.augment", "elusive.ranking_inputs", "elusive.contrast", "elusive.summary",
+                 "elusive.analysis", "elusive.data", "elusive.tags", "elusive.tokens", "elusive.align", "elusive.metrics", "elusive.artifacts",
                  "elusive.models", "elusive.tokenizer_records", "elusive.cache", "elusive.cli"]
 
 
@@ -115,7 +115,7 @@ def _forbid_transformers(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("loaded the tokenizer with transformers although a record could stand in for it")
 
-    monkeypatch.setattr(augment, "load_tokenizer", refuse)
+    monkeypatch.setattr(ranking_inputs, "load_tokenizer", refuse)
 
 
 # "file": tokenizer.json is what transformers' backend is; "rebuilt": transformers builds another backend from
@@ -175,12 +175,12 @@ def test_a_record_is_only_used_with_a_dump_whose_tokens_it_vouches_for(small_mod
     monkeypatch.setenv(cache.ENV, str(tmp_path / "cache"))
     folder = _folder(small_model, tmp_path / "model")
     dump = AttentionDump.load(save_attention(str(folder), bios, tmp_path / "attn", device="cpu"))
-    assert augment.recorded_tokenizer(dump, str(folder)) is not None
+    assert ranking_inputs.recorded_tokenizer(dump, str(folder)) is not None
     for key in ("tokenizer_sha256", "tokens_sha256"):
         edited = AttentionDump(**{**dump.__dict__, "metadata": {k: v for k, v in dump.metadata.items() if k != key}})
-        assert augment.recorded_tokenizer(edited, str(folder)) is None
+        assert ranking_inputs.recorded_tokenizer(edited, str(folder)) is None
     other = AttentionDump(**{**dump.__dict__, "metadata": {**dump.metadata, "tokenizer_sha256": "0" * 64}})
-    assert augment.recorded_tokenizer(other, str(folder)) is None
+    assert ranking_inputs.recorded_tokenizer(other, str(folder)) is None
     # token arrays edited after the hashes were written: the record matches, tokens_sha256 does not, so stage 3
     # falls back to transformers and refuses the dump naming the text, as before
     dump.input_ids[dump.offsets[1]] += 1
