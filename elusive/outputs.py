@@ -111,7 +111,8 @@ def check_location(shown: str, key: str, path: Path, folder: bool) -> None:
         raise InputError(f"{shown}: {path} is a file, not a folder; give a folder path for {key}")
     if path.is_dir() and not folder:
         raise InputError(f"{shown}: {path} is a folder; give {key} a file path (outputs are files)")
-    existing = path if path.exists() else next(p for p in path.parents if p.exists())
+    # the nearest existing folder the output goes into (an existing output file is replaced: its own folder)
+    existing = path if path.is_dir() else next(p for p in path.parents if p.exists())
     if not existing.is_dir():
         raise InputError(f"{shown}: {existing} is a file, so nothing can be written under it; fix the path")
     if not os.access(existing, os.W_OK | os.X_OK):

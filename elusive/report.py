@@ -7,7 +7,7 @@ runs), or by :func:`study_report` directly:
 * ``summary.md`` / ``summary.csv`` — per method and field, exact match and F1 with their 95 % intervals,
   QA and the completion probe side by side, with each run's final training loss;
 * ``compare/<mode>_<method>_vs_<baseline>.{json,md}`` — :func:`elusive.compare.compare` of every method against
-  each baseline (plain and position) on the same questions, and ``compare/summary.md`` with the mean and the
+  each baseline (plain, random and position) on the same questions, and ``compare/summary.md`` with the mean and the
   far fields of all of them;
 * ``figures/fig1_<mode>.png`` (+ ``.csv``, ``.md``) — accuracy against distance from the name, plain run;
 * ``figures/fig4_<method>.png`` (+ ``.html``, ``.csv``) — keep probability per token of one biography under the
@@ -33,7 +33,7 @@ from elusive.stats import with_interval
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("plain", "position")
+BASELINES = ("plain", "random", "position")  # the question: beats no augmentation, random dropout, position?
 FIGURE4_METHODS = ("attention_diff", "released", "position")
 FIGURE4_ROW = 0
 

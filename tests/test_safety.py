@@ -28,7 +28,7 @@ from elusive.artifacts import AttentionDump, atomic_path, pid_alive, write_json_
 from elusive.data import read_csv
 from elusive.errors import InputError
 from elusive.identity import base_identity
-from elusive.outputs import Output, check_outputs, claim_folder, marker_name
+from elusive.outputs import Output, check_outputs, claim_folder, marker_name, suffixed
 from elusive.questions import check_gold
 from elusive.training import (
     CHECKPOINT_MANIFEST,
@@ -55,6 +55,15 @@ def test_an_output_may_not_be_inside_or_hold_an_input(tmp_path):
         check_outputs("s", [Output("save_name", "v", data / "bio.csv" / "x")], inputs)
     with pytest.raises(InputError, match="contains the input dataset="):
         check_outputs("s", [Output("model_dir", "v", data, fills=True)], inputs)
+
+
+def test_an_earlier_output_file_may_be_replaced_but_nothing_goes_under_a_file(tmp_path):
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "fig1.csv").write_text("bin,em\n")  # a rerun of a figure replaces its own earlier files
+    check_outputs("s", suffixed("output", figures / "fig1", (".csv", ".png")), {})
+    with pytest.raises(InputError, match="fig1.csv is a file, so nothing can be written under it"):
+        check_outputs("s", [Output("output", "v", figures / "fig1.csv" / "x.png")], {})
 
 
 def test_paths_are_compared_after_resolving_relative_parts_and_symlinks(tmp_path, monkeypatch):
