@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole method on real pretrained models (Qwen2.5-Coder 0.5B and 1.5B) on a CPU.
 # Sizes are environment variables: DEMO_PEOPLE, DEMO_MULTIPLY, DEMO_EPOCHS, DEMO_LR, DEMO_OUT (out/demo) and
-# DEMO_METHODS ("plain random attention_diff released shuffled position"). It ends by writing out/demo/summary.md.
+# DEMO_METHODS ("plain random attention_diff released shuffled position"). It ends by writing out/demo/summary.md
+# and copying it with the predictions behind it to DEMO_RECORD (results/demo, committed; empty: no copy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -11,6 +12,7 @@ MULT=${DEMO_MULTIPLY:-3}
 EPOCHS=${DEMO_EPOCHS:-6}
 LR=${DEMO_LR:-1e-3}
 METHODS=${DEMO_METHODS:-plain random attention_diff released shuffled position}
+RECORD=${DEMO_RECORD-results/demo}
 SMALL=models/qwen2.5-coder-0.5b
 LARGE=models/qwen2.5-coder-1.5b
 export TQDM_DISABLE=1
@@ -75,6 +77,6 @@ $PY analyze_attention.py attn_dump="$OUT/attn_large" output="$OUT/analysis/top10
 $PY analyze_attention.py attn_dump="$OUT/attn_small" output="$OUT/analysis/top10_small" "$(h an_small)" > /dev/null
 
 # shellcheck disable=SC2086
-$PY scripts/demo_report.py "$OUT" $METHODS
+$PY scripts/demo_report.py ${RECORD:+--record "$RECORD"} "$OUT" $METHODS
 echo
 echo "demo wall time: $(( $(date +%s) - T0 )) s"

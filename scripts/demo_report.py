@@ -1,7 +1,10 @@
 """Write and print the demo's results: ``out/demo/summary.md`` (EM / F1 per field per method, with the date and the
-machine), then the top-10 analysis and the list of files written.
+machine), then the top-10 analysis and the list of files written. With ``--record DIR`` it also copies what a reader
+needs to check the table (the summary, each method's results, predictions and evaluation record, its loss curve,
+and the biographies) to DIR, which `make demo` sets to ``results/demo`` (committed; the README's table comes from it).
 
     python scripts/demo_report.py out/demo plain random attention_diff released shuffled position
+    python scripts/demo_report.py --record results/demo out/demo plain random attention_diff released shuffled position
 """
 
 import datetime
@@ -44,9 +47,29 @@ def summary(out: Path, methods: list[str]) -> str:
     return "\n".join(head + rows)
 
 
-def main(out: Path, methods: list[str]) -> None:
+RECORD = ["summary.md", "bio.csv", "eval/{m}/results.json", "eval/{m}/predictions.jsonl", "eval/{m}/eval_meta.json",
+          "lora_{m}/loss.csv", "lora_{m}/train_meta.json"]
+
+
+def record(out: Path, methods: list[str], dest: Path) -> None:
+    """Copy the small files behind the summary to ``dest`` (never the adapters or the attention dumps)."""
+    if dest.resolve() == out.resolve() or out.resolve() in dest.resolve().parents:
+        raise SystemExit(f"error: --record {dest}: must not be inside the demo's own folder {out}")
+    names = sorted({pattern.format(m=m) for pattern in RECORD for m in methods})
+    for name in names:
+        source = out / name
+        if source.is_file():
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(target, source.read_text())
+    print(f"\nRecord for the README (scripts/readme_tables.py): {dest}/")
+
+
+def main(out: Path, methods: list[str], dest: Path | None = None) -> None:
     table = summary(out, methods)
     write_text_atomic(out / "summary.md", table + "\n")
+    if dest is not None:
+        record(out, methods, dest)
     print("\n## Closed-book 5-shot QA after LoRA training\n")
     print(table)
     for name in ("top10_diff", "top10_large", "top10_small"):
@@ -60,4 +83,8 @@ def main(out: Path, methods: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:])
+    args = sys.argv[1:]
+    dest = None
+    if args[:1] == ["--record"]:
+        dest, args = Path(args[1]), args[2:]
+    main(Path(args[0]), args[1:], dest)

@@ -1,6 +1,6 @@
 """Copy generated tables into README.md between their markers, so no number in the README is typed by hand.
 
-    python scripts/readme_tables.py            # demo: out/demo/summary.md; cpu_study: results/cpu_study/summary.md
+    python scripts/readme_tables.py            # demo: results/demo/summary.md; cpu_study: results/cpu_study/summary.md
 
 A block is ``<!-- name:begin ... -->`` … ``<!-- name:end -->``; a source that does not exist leaves its block
 as it is.
@@ -10,9 +10,13 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from elusive.artifacts import write_text_atomic  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {
-    "demo": (ROOT / "out" / "demo" / "summary.md", None),
+    "demo": (ROOT / "results" / "demo" / "summary.md", None),  # make demo copies out/demo/summary.md there
     "cpu_study": (ROOT / "results" / "cpu_study" / "summary.md", 1),  # its first table (exact match, headline)
 }
 
@@ -45,7 +49,7 @@ def main() -> int:
             return 1
         readme = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(3), readme)
         print(f"{name}: copied from {source.relative_to(ROOT)}")
-    (ROOT / "README.md").write_text(readme)
+    write_text_atomic(ROOT / "README.md", readme)
     return 0
 
 
