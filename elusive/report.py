@@ -7,8 +7,8 @@ runs), or by :func:`study_report` directly:
 * ``summary.md`` / ``summary.csv`` — per method and field, exact match and F1 with their 95 % intervals,
   QA and the completion probe side by side, with each run's final training loss;
 * ``compare/<mode>_<method>_vs_<baseline>.{json,md}`` — :func:`elusive.compare.compare` of every method against
-  each baseline (plain, random and position) on the same questions, and ``compare/summary.md`` with the mean and the
-  far fields of all of them;
+  each baseline (plain, random, shuffled and position; each pair once) on the same questions, and
+  ``compare/summary.md`` with the mean and the far fields of all of them;
 * ``figures/fig1_<mode>.png`` (+ ``.csv``, ``.md``) — accuracy against distance from the name, plain run;
 * ``figures/fig4_<method>.png`` (+ ``.html``, ``.csv``) — keep probability per token of one biography under the
   ranked methods.
@@ -33,7 +33,8 @@ from elusive.stats import with_interval
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("plain", "random", "position")  # the question: beats no augmentation, random dropout, position?
+# the question: does a method beat no augmentation, random dropout, a random ranking, position?
+BASELINES = ("plain", "random", "shuffled", "position")
 FIGURE4_METHODS = ("attention_diff", "released", "position")
 FIGURE4_ROW = 0
 
@@ -133,14 +134,18 @@ def comparisons(runs: dict[str, Path], modes: list[str], folder: Path, seed: int
     for mode in modes:
         lines += [f"### {mode}", "", "| method | vs | Δ EM mean [95% CI] | p | Δ EM university | p | Δ EM company | p |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
+        done: set[frozenset[str]] = set()  # a pair of baselines is compared once (b − a is −(a − b))
         for baseline in BASELINES:
             if baseline not in runs:
                 continue
             a = runs[baseline] / EVAL_FOLDERS[mode]
             for method, run in runs.items():
                 b = run / EVAL_FOLDERS[mode]
-                if method == baseline or not (a / "predictions.jsonl").is_file() or not (b / "predictions.jsonl").is_file():
+                if method == baseline or frozenset((method, baseline)) in done:
                     continue
+                if not (a / "predictions.jsonl").is_file() or not (b / "predictions.jsonl").is_file():
+                    continue
+                done.add(frozenset((method, baseline)))
                 result = compare(a, b, folder / f"{mode}_{method}_vs_{baseline}", seed)
                 cells = [method, baseline]
                 for key in ("mean", "university", "company"):

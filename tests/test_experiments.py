@@ -162,7 +162,10 @@ def test_the_study_report_collects_compares_and_draws(small_model, large_model, 
         a, b = json.loads(plain.read_text()), json.loads(random.read_text())
         for field in a:
             assert result[field]["diff_exact_match"] == pytest.approx(b[field]["exact_match"] - a[field]["exact_match"])
-        assert (root / "compare" / f"{mode}_random_vs_position.md").is_file()
+        # each pair once, against the baseline listed first (plain, random, shuffled, position)
+        assert (root / "compare" / f"{mode}_position_vs_random.md").is_file()
+        assert not (root / "compare" / f"{mode}_random_vs_position.md").exists()
+        assert not (root / "compare" / f"{mode}_plain_vs_random.md").exists()
         assert (root / "figures" / f"fig1_{mode}.png").read_bytes().startswith(b"\x89PNG")
     assert (root / "figures" / "fig4_position.html").is_file()
     frame = pd.read_csv(root / "summary.csv")
