@@ -56,8 +56,17 @@ e.csv_lines(e.Rows(rc, rs, np.zeros(3, np.int64), np.arange(3)))
 print(time.perf_counter() - start)
 """
 
-# Hydra alone: an app that does nothing, on the same config as data_augmentation.py
-EMPTY_APP = """import hydra
+# Hydra alone: an app that does nothing, on the same config as data_augmentation.py (its typed config, stored
+# under the script's name as elusive.cli does)
+EMPTY_APP = """import sys
+
+import hydra
+from hydra.core.config_store import ConfigStore
+
+sys.path.insert(0, {root!r})
+from elusive.config import DataAugmentationConfig
+
+ConfigStore.instance().store(name="data_augmentation", node=DataAugmentationConfig)
 
 
 @hydra.main(version_base="1.3", config_path={conf!r}, config_name="data_augmentation")
@@ -151,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # what bounds the multirun row: Hydra's own cost per job, with an app that does nothing
         app = folder / "empty_app.py"
-        app.write_text(EMPTY_APP.format(conf=str(ROOT / "conf")))
+        app.write_text(EMPTY_APP.format(conf=str(ROOT / "conf"), root=str(ROOT)))
         hydra_keys = ["model=x", "save_name=y"]
         hydra_one = statistics.median(run([py, str(app), *hydra_keys, f"hydra.run.dir={folder / 'h1'}"], env)
                                       for _ in range(max(1, args.runs)))
