@@ -64,9 +64,9 @@ import hydra
 from hydra.core.config_store import ConfigStore
 
 sys.path.insert(0, {root!r})
-from elusive.config import DataAugmentationConfig
+from elusive.config import SCHEMAS
 
-ConfigStore.instance().store(name="data_augmentation", node=DataAugmentationConfig)
+ConfigStore.instance().store(name="data_augmentation", node=SCHEMAS["data_augmentation"])
 
 
 @hydra.main(version_base="1.3", config_path={conf!r}, config_name="data_augmentation")

@@ -17,6 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from elusive.artifacts import write_text_atomic  # noqa: E402
+from elusive.cli import fail  # noqa: E402
+from elusive.errors import InputError  # noqa: E402
+from elusive.outputs import Output, check_outputs  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -53,8 +56,6 @@ RECORD = ["summary.md", "bio.csv", "eval/{m}/results.json", "eval/{m}/prediction
 
 def record(out: Path, methods: list[str], dest: Path) -> None:
     """Copy the small files behind the summary to ``dest`` (never the adapters or the attention dumps)."""
-    if dest.resolve() == out.resolve() or out.resolve() in dest.resolve().parents:
-        raise SystemExit(f"error: --record {dest}: must not be inside the demo's own folder {out}")
     names = sorted({pattern.format(m=m) for pattern in RECORD for m in methods})
     for name in names:
         source = out / name
@@ -66,6 +67,8 @@ def record(out: Path, methods: list[str], dest: Path) -> None:
 
 
 def main(out: Path, methods: list[str], dest: Path | None = None) -> None:
+    if dest is not None:  # the project's output rule: not the demo's folder, inside it or around it; writable
+        check_outputs("demo_report", [Output("--record", dest, dest, folder=True)], {"demo folder": out})
     table = summary(out, methods)
     write_text_atomic(out / "summary.md", table + "\n")
     if dest is not None:
@@ -87,4 +90,7 @@ if __name__ == "__main__":
     dest = None
     if args[:1] == ["--record"]:
         dest, args = Path(args[1]), args[2:]
-    main(Path(args[0]), args[1:], dest)
+    try:
+        main(Path(args[0]), args[1:], dest)
+    except InputError as err:
+        fail(err)  # one line "error: ..." and exit status 2, as every script

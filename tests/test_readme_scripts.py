@@ -51,11 +51,14 @@ def test_demo_record_copies_the_table_and_its_predictions_but_no_weights(tmp_pat
 
 
 def test_demo_record_refuses_a_folder_inside_the_demo(tmp_path):
+    from elusive.errors import InputError
+
     demo_report = _load("demo_report")
     out = tmp_path / "out"
     _fake_demo(out, ["plain"])
-    with pytest.raises(SystemExit, match="--record"):
+    with pytest.raises(InputError, match="--record"):
         demo_report.main(out, ["plain"], out / "record")
+    assert not (out / "summary.md").exists()  # refused before anything is written
 
 
 def test_readme_blocks_are_replaced_between_their_markers_only(tmp_path, monkeypatch):
