@@ -395,7 +395,8 @@ class RunExperimentConfig:
     beta: Optional[float] = setting(None, "rank rate of p(r)", at_least(0),
                                     null="null for the preset's method_params[method].beta, else 0.05")
     method_params: dict[str, dict[str, float]] = setting({}, "per-method alpha/beta, e.g. {random: {alpha: 0.6}, "
-                                                         "attention_diff: {alpha: 0.6, beta: 0.03}}", METHOD_PARAMS)
+                                                         "attention_diff: {alpha: 0.6, beta: 0.03}}; on the command "
+                                                         "line ++method_params.random.alpha=0.6", METHOD_PARAMS)
     multiply: int = setting(10, "augmented copies per text (the paper: 10, trained together with the originals)",
                             within(1, 1000))
     plain_copies: int = setting(0, "method=plain: extra unchanged copies per text (= multiply gives every method "

@@ -7,6 +7,7 @@ command line as a user types it (one ``error:`` line, exit status 2, nothing wri
 from __future__ import annotations
 
 import dataclasses
+import re
 import runpy
 import sys
 from unittest import mock
@@ -170,7 +171,12 @@ def test_train_command_line(argv, message):
 
 def test_hydra_options_groups_and_nested_keys_pass():
     check_command_line(RunExperimentConfig, ["-m", "experiment=cpu_tiny", "train.learning_rate=1e-3", "seed=0,1",
-                                             "hydra.run.dir=x", "method_params.random.alpha=0.6"])
+                                             "hydra.run.dir=x", "++method_params.random.alpha=0.6",
+                                             "++method_params={position: {beta: 0.01}}"])
+    for line in ("method_params.random.alpha=0.6", "method_params={random: {alpha: 0.6}}"):
+        with pytest.raises(InputError, match=rf"^{re.escape(line)}: method_params is a dict, and Hydra adds to a "
+                                             rf"dict only with \+\+; write \+\+{re.escape(line)}$"):
+            check_command_line(RunExperimentConfig, [line])
     with pytest.raises(InputError, match=r"^train.lr=1e-3: unknown key \(the released code's name for "
                                          r"train.learning_rate\); use train.learning_rate=1e-3"):
         check_command_line(RunExperimentConfig, ["train.lr=1e-3"])
