@@ -1,4 +1,4 @@
-"""quant=8bit / quant=4bit on the CPU (bitsandbytes' CPU kernels): stages 1, 4 and 5 on the tiny models.
+"""quant=8bit / quant=4bit on the CPU (bitsandbytes' CPU kernels): stages 1, 4 and 5 on the tiny models, and all five in one run."""
 
 Measured on the ``small_model`` fixture (2 layers, hidden 32, initializer range 0.4, so its weights are far
 larger than a real model's and quantisation errors are large) over the 12 biographies: per-token attention
@@ -201,3 +201,26 @@ def test_train_script_trains_a_4bit_adapter_on_the_cpu(small_model, bios, tmp_pa
                       "batch_size=4", "quant=4bit", "device=cpu", hydra_dir=tmp_path / "hydra")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (model_dir / "adapter_config.json").is_file() and (model_dir / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("quant", QUANTS)
+def test_one_run_of_the_five_stages_with_quantised_models_on_the_cpu(small_model, large_model, tmp_path, quant):
+    """run_experiment: stages 1 (both models), 2, 3, 4 and 5 in one command, every model loaded in ``quant``."""
+    proc = run_script(
+        "run_experiment.py", "experiment=cpu_tiny", "method=attention_diff", f"model={small_model}",
+        f"small_model={small_model}", f"large_model={large_model}", f"out_root={tmp_path / 'exp'}", "n_texts=4",
+        f"attention.quant={quant}", f"train.quant={quant}", f"evaluate.quant={quant}", hydra_dir=tmp_path / "h")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = tmp_path / "exp" / "cpu_tiny"
+    dumps = sorted(p.name for p in (root / "dumps").glob("*.safetensors"))
+    assert len(dumps) == 3 and sum(name.startswith("diff-") for name in dumps) == 1  # two models and their contrast
+    for name in dumps:
+        if not name.startswith("diff-"):
+            assert AttentionDump.load(root / "dumps" / name).metadata["quant"] == json.dumps(quant)
+    (run,) = (root / "attention_diff").glob("a0.7_b0.05_s0-*")
+    assert json.loads((run / "lora" / "adapter_config.json").read_text())["r"] == 16
+    (results,) = run.glob("eval*/results.json")
+    meta = json.loads((results.parent / "eval_meta.json").read_text())
+    assert meta["quant"] == quant
+    predictions = [json.loads(line) for line in (results.parent / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 4 * 5  # 4 people × 5 fields, each answered
