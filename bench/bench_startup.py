@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                         fmt_seconds(ours), fmt_seconds(multi), multi / ours, MULTIRUN_TARGET, higher_is_better=False))
         rows.append(Row(f"the same multirun with Hydra's basic sweeper (hydra/sweeper=basic) ÷ one run",
                         fmt_seconds(ours), fmt_seconds(basic), basic / ours, None, higher_is_better=False))
-        notes.append(f"spread: baseline {spread(base_times)}, ours {spread(ours_times)}, multirun {spread(multi_times)}, "
-                     f"basic sweeper {spread(basic_times)}")
+        notes.append(f"spread: baseline {spread(base_times)}, ours {spread(ours_times)}, "
+                     f"multirun {spread(multi_times)}, basic sweeper {spread(basic_times)}")
 
         # what bounds the multirun row: Hydra's own cost per job, with an app that does nothing
         app = folder / "empty_app.py"
@@ -184,9 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                             fmt_seconds(hydra_one), fmt_seconds(seconds), seconds / hydra_one, None,
                             higher_is_better=False))
         jobs = settings - 1
-        notes.append(f"each extra multirun job costs {fmt_seconds((multi - ours) / jobs)} "
-                     f"({fmt_seconds((basic - ours) / jobs)} with the basic sweeper), of which Hydra alone "
-                     f"{fmt_seconds((hydra_ours - hydra_one) / jobs)} ({fmt_seconds((hydra_basic - hydra_one) / jobs)}: "
+        per_job = {name: fmt_seconds((seconds - one) / jobs) for name, seconds, one in (
+            ("multi", multi, ours), ("basic", basic, ours), ("hydra", hydra_ours, hydra_one),
+            ("hydra_basic", hydra_basic, hydra_one))}
+        notes.append(f"each extra multirun job costs {per_job['multi']} ({per_job['basic']} with the basic sweeper), "
+                     f"of which Hydra alone {per_job['hydra']} ({per_job['hydra_basic']}: "
                      "the basic sweeper composes every job's config twice, to validate the batch and to launch it; "
                      "the project's composes one job per shape and derives the others)")
 

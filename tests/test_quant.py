@@ -1,4 +1,5 @@
-"""quant=8bit / quant=4bit on the CPU (bitsandbytes' CPU kernels): stages 1, 4 and 5 on the tiny models, and all five in one run."""
+"""quant=8bit / quant=4bit on the CPU (bitsandbytes' CPU kernels): stages 1, 4 and 5 on the tiny models, and
+all five stages in one run_experiment command.
 
 Measured on the ``small_model`` fixture (2 layers, hidden 32, initializer range 0.4, so its weights are far
 larger than a real model's and quantisation errors are large) over the 12 biographies: per-token attention

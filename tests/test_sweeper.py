@@ -71,7 +71,8 @@ def test_every_job_config_is_hydras_own_composed_once_per_shape(script, sweeps, 
         got.hydra.job.num = 99  # the launcher writes into the config it gets: the next copy is clean
         assert ours.load_sweep_config(master, overrides).hydra.job.get("num") != 99
     assert counting.composed == shapes
-    dirname = OmegaConf.to_container(ours.load_sweep_config(master, jobs[-1]), resolve=False)["hydra"]["job"]["override_dirname"]
+    last = OmegaConf.to_container(ours.load_sweep_config(master, jobs[-1]), resolve=False)
+    dirname = last["hydra"]["job"]["override_dirname"]
     assert "seed=" not in dirname and dirname == ",".join(sorted(o for o in jobs[-1] if not o.startswith("seed=")))
 
 
