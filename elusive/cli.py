@@ -190,7 +190,7 @@ def check_command_line(schema: type, argv: list[str]) -> None:
         key = override.key_or_group
         if override.is_hydra_override() or key in groups or override.is_delete():
             continue
-        dict_key = _inside_dict(key, keys) or (key if key in keys and _is_dict(keys[key]) else None)
+        dict_key = _dict_key(key, keys)
         if dict_key and not override.is_force_add():  # Hydra closes dicts: a key it does not hold yet fails there
             raise InputError(f"{override.input_line}: {dict_key} is a dict, and Hydra adds to a dict only with ++; "
                              f"write ++{override.input_line.lstrip('+')}")
@@ -222,13 +222,10 @@ def check_value(base: DictConfig, key: str, f: dataclasses.Field, value: Any, te
     check_field(key, f, converted)
 
 
-def _is_dict(f: dataclasses.Field) -> bool:
-    return str(f.type).startswith("dict")
-
-
-def _inside_dict(key: str, keys: dict) -> str | None:
-    """The dict-typed key that ``key`` lies inside (``method_params`` for ``method_params.random.alpha``)."""
-    return next((k for k, f in keys.items() if key.startswith(k + ".") and _is_dict(f)), None)
+def _dict_key(key: str, keys: dict) -> str | None:
+    """The dict-typed key that ``key`` is or lies inside (``method_params`` for ``method_params.random.alpha``)."""
+    return next((k for k, f in keys.items()
+                 if str(f.type).startswith("dict") and (key == k or key.startswith(k + "."))), None)
 
 
 def _groups(schema: type) -> set[str]:

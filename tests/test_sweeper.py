@@ -100,7 +100,7 @@ def _sweep(sweeper: str, small_model: Path, bios: Path, folder: Path) -> Path:
     proc = run_script("data_augmentation.py", "-m", "augment_type=random", "alpha=0.3,0.6", "seed=1,2",
                       "multiply=2", f"model={small_model}", f"dataset={bios}",
                       f"save_name={folder}/aug_a${{alpha}}_s${{seed}}", f"hydra.sweep.dir={folder}/sweep",
-                      *([f"hydra/sweeper={sweeper}"] if sweeper == "basic" else []))
+                      *([f"hydra/sweeper={sweeper}"] if sweeper == "basic" else []))  # elusive: what -m picks
     assert proc.returncode == 0, proc.stderr[-3000:]
     return folder
 

@@ -17,7 +17,6 @@ No ``from __future__ import annotations``: Hydra's plugin scan executes this mod
 
 import copy
 import dataclasses
-from collections.abc import Sequence
 from typing import Any, Optional
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
@@ -99,5 +98,3 @@ def _is_plain(override: Override, master: DictConfig) -> bool:
     node = OmegaConf.select(master, parent, throw_on_missing=False) if parent else master
     return isinstance(node, DictConfig) and leaf in node.keys() and isinstance(node._get_node(leaf), ValueNode)
 
-
-__all__: Sequence[str] = ("ElusiveSweeper", "ElusiveSweeperConf", "ShapeCachingLoader")
