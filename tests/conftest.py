@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
+import runpy
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 from elusive import cache
 
@@ -100,3 +103,27 @@ def run_script(script: str, *overrides: str, cwd: Path = ROOT, hydra_dir: Path |
         args.append(f"hydra.run.dir={hydra_dir}")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def run_in_process(script: str, overrides: list[str], capsys) -> tuple[int, str]:
+    """Run the script as ``__main__`` with ``sys.argv`` set, as ``python script ...`` would; return status and stderr."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    capsys.readouterr()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # Hydra configures logging for the run: restore it after
+    status = 0
+    with mock.patch.object(sys, "argv", [str(ROOT / script), *overrides]):
+        try:
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+        except SystemExit as exited:
+            status = exited.code
+        finally:
+            GlobalHydra.instance().clear()
+            for handler in root.handlers:
+                if handler not in handlers:
+                    handler.close()
+            root.handlers[:] = handlers
+            root.setLevel(level)
+    return status, capsys.readouterr().err

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import runpy
 import shutil
 import sys
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, run_script
-from hydra.core.global_hydra import GlobalHydra
+from conftest import ROOT, run_in_process, run_script
 
 from elusive.artifacts import AttentionDump, canonical_safetensors
 from elusive.identity import base_identity
@@ -427,28 +423,6 @@ def ctx(small_model, large_model, word_model, bios, tmp_path_factory) -> dict:
     save_attention(str(large_model), other, dumps / "other", device="cpu")
     contrast_attention(dumps / "large", dumps / "small", dumps / "diff")
     return {"small": small_model, "large": large_model, "word": word_model, "bios": bios, "dumps": dumps}
-
-
-def run_in_process(script: str, overrides: list[str], capsys) -> tuple[int, str]:
-    """Run the script as ``__main__`` with ``sys.argv`` set, as ``python script ...`` would; return status and stderr."""
-    GlobalHydra.instance().clear()
-    capsys.readouterr()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level  # Hydra configures logging for the run: restore it after
-    status = 0
-    with mock.patch.object(sys, "argv", [str(ROOT / script), *overrides]):
-        try:
-            runpy.run_path(str(ROOT / script), run_name="__main__")
-        except SystemExit as exited:
-            status = exited.code
-        finally:
-            GlobalHydra.instance().clear()
-            for handler in root.handlers:
-                if handler not in handlers:
-                    handler.close()
-            root.handlers[:] = handlers
-            root.setLevel(level)
-    return status, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rid, script, overrides, setup, expected, outputs, cli", ROWS, ids=[r[0] for r in ROWS])

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import runpy
 import sys
-from unittest import mock
 
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, run_in_process, run_script
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
@@ -183,17 +181,7 @@ def test_hydra_options_groups_and_nested_keys_pass():
 
 
 def _run(script: str, argv: list[str], capsys, tmp_path) -> tuple[int, str]:
-    GlobalHydra.instance().clear()
-    capsys.readouterr()
-    status = 0
-    with mock.patch.object(sys, "argv", [str(ROOT / script), *argv, f"hydra.run.dir={tmp_path / 'h'}"]):
-        try:
-            runpy.run_path(str(ROOT / script), run_name="__main__")
-        except SystemExit as exited:
-            status = exited.code
-        finally:
-            GlobalHydra.instance().clear()
-    return status, capsys.readouterr().err
+    return run_in_process(script, [*argv, f"hydra.run.dir={tmp_path / 'h'}"], capsys)
 
 
 @pytest.mark.parametrize("script, argv, message", [
