@@ -8,7 +8,9 @@ Every stage loads through this module, so device, dtype and quantisation rules l
 * ``quant``: ``8bit`` / ``4bit`` load through bitsandbytes (the pinned 0.50.2 ships CPU kernels), on CUDA or on the CPU
   (``device_map={"": "cpu"}``). 4-bit is NF4 computing in ``dtype`` (float32 on CPU); 8-bit keeps the other
   weights (norms, embeddings, LM head) in ``dtype``. Before loading, a tiny quantised layer is run on the target
-  device, so a missing or unusable bitsandbytes is one clear error instead of a traceback mid-load.
+  device, so a missing or unusable bitsandbytes is one clear error instead of a traceback mid-load. On the CPU,
+  4-bit layers always take bitsandbytes' portable path (:func:`portable_4bit_on_cpu`), so any layer width works
+  and results do not depend on which CPU ran them.
 """
 
 from __future__ import annotations
@@ -189,8 +191,32 @@ def load_model(
         ) from err
     if "device_map" not in kwargs:
         lm.to(target)
+    if quant == "4bit":
+        portable_4bit_on_cpu(lm)
     lm.eval()
     return lm
+
+
+def portable_4bit_on_cpu(module: torch.nn.Module) -> int:
+    """Make every 4-bit layer of ``module`` take bitsandbytes' portable CPU path; return how many it changed.
+
+    bitsandbytes 0.50.2 decides per CPU: where the CPU has AVX-512 BF16, a ``Linear4bit`` in inference mode (not
+    training, no gradient) repacks its weights on first use — it then needs ``out_features % 32 == 0`` and
+    ``in_features >= 64`` (narrower layers fail: "N must be divisible by block_n") and rounds the NF4 block
+    scales to bfloat16 — while other CPUs dequantise with float32 scales. So the same adapter would score
+    differently, or not at all, depending on the machine. Turning the flag off gives every CPU the path an
+    AVX2-only CPU takes (the one training uses everywhere). CUDA layers are unaffected (the flag is only read
+    for inputs on the CPU). Hand-written: bitsandbytes has no public switch for it; the attribute is the pinned
+    version's (``Linear4bit.support_avx512bf16_for_cpu``).
+    """
+    import bitsandbytes as bnb
+
+    changed = 0
+    for layer in module.modules():
+        if isinstance(layer, bnb.nn.Linear4bit) and getattr(layer, "support_avx512bf16_for_cpu", False):
+            layer.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
 
 
 def check_quant(quant: str | None, device: torch.device) -> None:
@@ -234,9 +260,11 @@ def _run_tiny_layer(quant: str, device: str, version: str) -> None:
             if quant == "8bit":  # eval mode: the int8 matmul kernels (fp16 input: no cast warning)
                 layer = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False).to(device).eval()
                 out = layer(torch.randn(2, 64, device=device, dtype=torch.float16))
-            else:
+            else:  # eval mode, as stages 1 and 5 run it, on the path every CPU takes (portable_4bit_on_cpu)
                 layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
-                out = layer.to(device)(torch.randn(2, 64, device=device))
+                layer = layer.to(device).eval()
+                portable_4bit_on_cpu(layer)
+                out = layer(torch.randn(2, 64, device=device))
         if not torch.isfinite(out).all():
             raise RuntimeError("the quantised test layer gave non-finite outputs")
     except Exception as err:  # noqa: BLE001 - any failure of the library here means "cannot run on this platform"

@@ -225,3 +225,51 @@ def test_one_run_of_the_five_stages_with_quantised_models_on_the_cpu(small_model
     assert meta["quant"] == quant
     predictions = [json.loads(line) for line in (results.parent / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 4 * 5  # 4 people × 5 fields, each answered
+
+
+# --- the same 4-bit path on every CPU ------------------------------------------------------------------------
+
+
+def _narrow_4bit_layer() -> bnb.nn.Linear4bit:
+    """A 4-bit layer narrower than bitsandbytes' AVX-512 BF16 repacking allows (out 16 % 32 != 0, in 32 < 64),
+    in inference mode, with the flag bitsandbytes sets on such a CPU forced on: the AVX-512 BF16 machine's
+    decision, reproduced on any CPU (the repacking that fails is plain torch, run before any kernel)."""
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(32, 16, bias=False, compute_dtype=torch.float32, quant_type="nf4").to("cpu").eval()
+    layer.support_avx512bf16_for_cpu = True
+    return layer
+
+
+def test_narrow_4bit_layer_fails_on_the_avx512_bf16_path_without_the_fix():
+    layer = _narrow_4bit_layer()
+    with torch.no_grad(), pytest.raises((AssertionError, RuntimeError)):
+        layer(torch.randn(3, 32))
+
+
+def test_portable_path_serves_a_narrow_4bit_layer_like_the_dequantised_weights():
+    layer = _narrow_4bit_layer()
+    assert models.portable_4bit_on_cpu(layer) == 1
+    assert models.portable_4bit_on_cpu(layer) == 0  # already portable
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        out = layer(x)
+    weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)  # float32 scales
+    torch.testing.assert_close(out, x @ weight.T, rtol=1e-5, atol=1e-5)
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)  # the weights were not repacked
+
+
+def test_load_model_gives_every_4bit_layer_the_portable_path(small_model, monkeypatch):
+    monkeypatch.setattr(bnb.nn.Linear4bit, "__init__", _flagging_init(bnb.nn.Linear4bit.__init__))
+    lm = load_model(str(small_model), device="cpu", quant="4bit")  # as on an AVX-512 BF16 CPU: every flag set
+    layers = [m for m in lm.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 14 and not any(m.support_avx512bf16_for_cpu for m in layers)
+    with torch.no_grad():  # inference mode, hidden size 32: failed on such a CPU before
+        assert torch.isfinite(lm(torch.tensor([[5, 6, 7, 8]])).logits).all()
+
+
+def _flagging_init(init):
+    def flagged(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.support_avx512bf16_for_cpu = True
+
+    return flagged
