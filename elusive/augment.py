@@ -17,7 +17,9 @@ calls it too. ``augment_type``:
   * ``position``        — the same p(r) with rank 0 = the last droppable token: the control for "attention or
                           position?" (a released contrast is nearly reverse position on biographies).
 
-A dump of ``aggregate=released`` is ranked as the released code ranked it (:func:`released_ranks`).
+A dump of ``aggregate=released`` is ranked as the released code ranked it (:func:`released_ranks`), equal
+scores ordered the same way on every machine (``released_ties=position``, the later token first) unless
+``released_ties=numpy`` asks for this machine's own ``numpy.argsort`` order.
 
 A dropped token's characters are removed (tokens may share characters: byte-level BPE splits one character
 over several tokens), then the whitespace is tidied: runs of spaces/tabs become one space, spaces next to a
@@ -48,6 +50,7 @@ from elusive.artifacts import atomic_path, dump_path, sha256_file, write_json_at
 from elusive.augment_engine import CSV_HEADER
 from elusive.config import DataAugmentationConfig, check
 from elusive.outputs import Output, check_outputs
+from elusive.provenance import numpy_simd
 from elusive.ranking_inputs import ranking_inputs
 from elusive.tokens import EncodedBatch, word_chars
 
@@ -74,6 +77,11 @@ def ranks_from_scores(scores: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 _CHUNK_CHARS = 1 << 19  # output characters per chunk (512k: a few MB of arrays at a time, whatever the dataset size)
+RELEASED_RANKING = {
+    "position": "released (numpy.argsort(d)[::-1], ties: the later token first; machine-independent)",
+    "numpy": "released (numpy.argsort(d)[::-1], default kind, ties as this machine's numpy orders them)",
+}
+"""The ranking a released dump's augmentation records, by ``released_ties``."""
 SHUFFLE_STREAM = 0x5E1F  # the shuffled ranking's generator: default_rng([seed, SHUFFLE_STREAM, text index])
 
 
@@ -82,7 +90,8 @@ class DropSettings:
     """What decides each token's drop probability: the method, its schedule, and (``shuffled``) the seed.
 
     ``released=True`` ranks as the released code did (see :func:`released_ranks`); it is set for dumps of
-    ``aggregate=released``.
+    ``aggregate=released``. ``ties`` orders their equal scores: ``position`` (the later token first, on every
+    machine) or ``numpy`` (this machine's ``numpy.argsort``).
     """
 
     augment_type: str
@@ -90,6 +99,7 @@ class DropSettings:
     beta: float
     seed: int = 0
     released: bool = False
+    ties: str = "position"
 
 
 @dataclass(frozen=True)
@@ -147,21 +157,41 @@ def _plan(codes: np.ndarray, text_start: np.ndarray, batch: EncodedBatch, scores
                 for t, n in enumerate(n_cand)]
         ranks = engine.ranks_by_group(np.concatenate(keys) if keys else np.zeros(0), starts)
     elif settings.released:
-        ranks = released_ranks(scores, batch.offsets, cand, starts)
+        ranks = released_ranks(scores, batch.offsets, cand, starts, settings.ties)
     else:
         ranks = engine.ranks_by_group(scores[cand], starts)
     return DropPlan(cand, starts, ranks, drop_probabilities(ranks, settings.alpha, settings.beta))
 
 
-def released_ranks(scores: np.ndarray, offsets: np.ndarray, cand: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def released_ranks(scores: np.ndarray, offsets: np.ndarray, cand: np.ndarray, starts: np.ndarray,
+                   ties: str = "position") -> np.ndarray:
     """The released code's ranking: per text, ``numpy.argsort(scores)[::-1]`` over *all* its tokens.
 
     The float32 scores of the text's tokens (special and prefix tokens included, as the released code tokenised
-    them) are sorted with numpy's default sort kind, whose order of equal scores is part of the released
-    behaviour (a released contrast is exactly 0 almost everywhere); a token's rank is its place in the reversed
-    order, so tokens that are never dropped still take up ranks. Hand-written per text because it must be
-    numpy's own argsort, not a compiled or stable one.
+    them) are sorted ascending and the order reversed; a token's rank is its place in the reversed order, so
+    tokens that are never dropped still take up ranks. A released contrast is exactly 0 almost everywhere, so
+    the order of equal scores decides most ranks:
+
+    * ``ties="position"``: equal scores keep their positions in the ascending sort (a stable sort, ``-0.0`` equal
+      to ``0.0``), so after reversing, the *later* token of two equal scores ranks first. Defined by the scores
+      alone: the same on every machine. It is the order numpy's default sort gives an all-zero array on AVX2 and
+      AVX-512 CPUs (not on its baseline path), the released ranking's nearly-reverse-position shape.
+    * ``ties="numpy"``: numpy's default sort kind (quicksort, not stable), the released code's own call. Its
+      order of equal scores depends on numpy's version and the SIMD level it dispatches to on this CPU
+      (:func:`elusive.provenance.numpy_simd`, recorded beside the result): another machine may rank otherwise.
+      Hand-written per text because it must be numpy's own argsort, not a compiled or stable one.
     """
+    if ties == "position":
+        n = int(offsets[-1])
+        text_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        keys = np.asarray(scores[:n], dtype=np.float32) + np.float32(0.0)  # -0.0 + 0.0 = +0.0: one zero
+        # by text, then score descending, then position descending (the reversed stable ascending sort)
+        order = np.lexsort((-np.arange(n), -keys, text_of))
+        rank_of = np.empty(n, dtype=np.int64)
+        rank_of[order] = np.arange(n) - offsets[text_of[order]]
+        return rank_of[cand]
+    if ties != "numpy":
+        raise ValueError(f"ties={ties!r}: use position or numpy")
     ranks = np.empty(len(cand), dtype=np.int64)
     for t in range(len(starts) - 1):
         a, b = int(offsets[t]), int(offsets[t + 1])
@@ -245,7 +275,10 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
     rng = np.random.default_rng(seed)
     digest = hashlib.sha256()  # of the bytes as written: the file is not read back
     released = dump is not None and dump.metadata.get("aggregate") == "released"
-    settings = DropSettings(augment_type, alpha, beta, seed, released)
+    if cfg.released_ties != "position" and not released:
+        log.warning("released_ties=%s: only a dump of aggregate=released is ranked by ties; unused here",
+                    cfg.released_ties)
+    settings = DropSettings(augment_type, alpha, beta, seed, released, cfg.released_ties)
     chunks = _augment_chunks(texts, batch, scores, settings, multiply, keep_original, rng)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle, ThreadPoolExecutor(1) as writer:
 
@@ -267,8 +300,10 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
             previous.result()
     record = {
         "augment_type": augment_type,
-        "ranking": "released (numpy.argsort, default kind)" if released else "scores" if dump is not None else augment_type,
+        "ranking": RELEASED_RANKING[cfg.released_ties] if released else "scores" if dump is not None else augment_type,
+        "released_ties": cfg.released_ties if released else None,
         "numpy": np.__version__,
+        "numpy_simd": numpy_simd(),  # what numpy dispatched to here (decides released_ties=numpy's order)
         "alpha": alpha,
         "beta": None if augment_type == "random" else beta,
         "multiply": multiply,

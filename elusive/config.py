@@ -31,6 +31,7 @@ AUGMENT_TYPES = ("random", "attention", "attention_diff", "shuffled", "position"
 AGGREGATES = ("received", "sum", "released")
 METHODS = ("plain", "random", "attention", "attention_diff", "shuffled", "position", "released")
 MODES = ("qa", "completion")
+RELEASED_TIES = ("position", "numpy")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,6 +262,12 @@ class DataAugmentationConfig:
     keep_original: bool = setting(True, "also write each original text (copy 0), trained on beside its copies "
                                   "(the paper)")
     text_prefix: str = setting("", "prefix used for tokenising when no dump is given (a dump's own prefix wins)")
+    released_ties: str = setting("position", "a dump of aggregate=released only (its difference is 0 almost "
+                                 "everywhere): how equal scores are ordered. position = the later token first, the "
+                                 "same on every machine (this project's choice: numpy's order of an all-zero array on "
+                                 "AVX2 and AVX-512 CPUs); numpy = this machine's numpy.argsort, as the released code "
+                                 "called it (its tie order depends on numpy's version and the CPU's SIMD level)",
+                                 one_of(*RELEASED_TIES))
     seed: int = setting(0, "dropout generator seed: same inputs and seed give a byte-identical CSV", SEED)
 
 
@@ -350,6 +357,8 @@ class PlotKeepProbabilityConfig:
     output: str = path_setting(MISSING, "output path without suffix: writes {output}.html, .png and .csv")
     seed: int = setting(0, "shuffled only: the data_augmentation seed whose random ranking is shown", SEED)
     text_prefix: str = setting("", "prefix used for tokenising when no dump is given (a dump's own prefix wins)")
+    released_ties: str = setting("position", "as data_augmentation.py (a dump of aggregate=released only)",
+                                 one_of(*RELEASED_TIES))
 
 
 @dataclass

@@ -60,7 +60,7 @@ def keep_texts(cfg: PlotKeepProbabilityConfig) -> list[KeepText]:
                                                 None if cfg.attn_weights is None else Path(cfg.attn_weights),
                                                 cfg.text_prefix)
     released = dump is not None and dump.metadata.get("aggregate") == "released"
-    settings = DropSettings(cfg.augment_type, cfg.alpha, cfg.beta, cfg.seed, released)
+    settings = DropSettings(cfg.augment_type, cfg.alpha, cfg.beta, cfg.seed, released, cfg.released_ties)
     out = []
     for i in _check_rows(cfg.rows, len(texts), cfg.dataset):
         tokens = slice(int(batch.offsets[i]), int(batch.offsets[i + 1]))

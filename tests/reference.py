@@ -48,7 +48,9 @@ def reference_ranks(text: str, enc: Encoded, scores, settings: DropSettings, ind
     if kind == "shuffled":
         return cand, ranks_from_scores(np.random.default_rng([settings.seed, SHUFFLE_STREAM, index]).random(len(cand)))
     if settings.released:
-        order = np.argsort(np.asarray(scores, dtype=np.float32))[::-1]
+        keys = np.asarray(scores, dtype=np.float32)
+        # position: a stable ascending sort (equal scores keep their order), reversed; numpy: its default kind
+        order = np.argsort(keys, kind="stable" if settings.ties == "position" else None)[::-1]
         rank_of = np.empty(len(scores), dtype=np.int64)
         rank_of[order] = np.arange(len(scores))
         return cand, rank_of[cand]

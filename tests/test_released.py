@@ -58,24 +58,83 @@ def test_released_scores_and_ranking_equal_the_transcription(small_model, large_
         d = want_large[i] - want_small[i]
         np.testing.assert_array_equal(diff.scores[diff.text_slice(i)], d)  # bit for bit
         zeros, total = zeros + int((d == 0).sum()), total + len(d)
-        # stage 3's ranks of the droppable tokens are their places in argsort(d)[::-1] over all tokens
-        order = np.argsort(d)[::-1]
-        released_rank = {int(pos): rank for rank, pos in enumerate(order)}
+        # stage 3's ranks of the droppable tokens are their places in argsort(d)[::-1] over all tokens: with
+        # released_ties=numpy this machine's numpy.argsort itself, by default a stable sort's (ties: later first)
         enc = encode(tok, text)
-        plan = drop_plan([text], EncodedBatch.of([enc]), d, DropSettings("attention_diff", 0.7, 0.05, released=True))
-        assert plan.candidates.tolist() == droppable_tokens(text, enc).tolist()
-        assert plan.ranks.tolist() == [released_rank[int(c)] for c in plan.candidates]
+        for ties, kind in (("numpy", None), ("position", "stable")):
+            order = np.argsort(d, kind=kind)[::-1]
+            released_rank = {int(pos): rank for rank, pos in enumerate(order)}
+            plan = drop_plan([text], EncodedBatch.of([enc]), d,
+                             DropSettings("attention_diff", 0.7, 0.05, released=True, ties=ties))
+            assert plan.candidates.tolist() == droppable_tokens(text, enc).tolist()
+            assert plan.ranks.tolist() == [released_rank[int(c)] for c in plan.candidates]
     assert zeros / total > 0.9  # as measured on real models (99.4 %): the released contrast is exactly 0 mostly
 
 
 def test_an_all_zero_released_contrast_ranks_in_reverse_position():
-    """numpy's default sort of equal keys keeps their order for short arrays; reversed, the last token gets
-    rank 0. Hand-computed: 5 tokens, 3 candidates (tokens 1, 2, 4)."""
+    """Equal scores keep their order in the ascending sort; reversed, the last token gets rank 0 (numpy's default
+    sort does the same for arrays this short). Hand-computed: 5 tokens, 3 candidates (tokens 1, 2, 4)."""
     scores = np.zeros(5, dtype=np.float32)
-    ranks = released_ranks(scores, np.array([0, 5]), np.array([1, 2, 4]), np.array([0, 3]))
-    assert ranks.tolist() == [3, 2, 0]
+    for ties in ("position", "numpy"):
+        ranks = released_ranks(scores, np.array([0, 5]), np.array([1, 2, 4]), np.array([0, 3]), ties)
+        assert ranks.tolist() == [3, 2, 0]
     scores[2] = 1e-3  # ascending order 0 1 3 4 2, reversed 2 4 3 1 0: token 2 rank 0, token 4 rank 1, token 1 rank 3
     assert released_ranks(scores, np.array([0, 5]), np.array([1, 2, 4]), np.array([0, 3])).tolist() == [3, 0, 1]
+
+
+def test_released_ties_by_position_by_hand_over_two_texts():
+    """Two texts (tokens 0-3 and 4-8), every token a candidate; -0.0 is the same score as 0.0."""
+    scores = np.array([0, 2, -0.0, 0, 0, -1, 0, 3, 0], dtype=np.float32)
+    ranks = released_ranks(scores, np.array([0, 4, 9]), np.arange(9), np.array([0, 4, 9]))
+    # text 0: 2 first (token 1), then the zeros 3, 2, 0 (later first); text 1: 3 (token 7), zeros 8, 6, 4, then -1
+    assert ranks.tolist() == [3, 0, 2, 1, 3, 4, 2, 0, 1]
+
+
+SIMD_SCRIPT = """
+import hashlib, sys
+from pathlib import Path
+from elusive.config import DataAugmentationConfig
+from elusive.augment import data_augmentation
+from elusive.provenance import numpy_simd
+model, bios, diff, out = sys.argv[1:5]
+sums = []
+for ties in ("position", "numpy"):
+    cfg = DataAugmentationConfig(model=model, dataset=bios, attn_weights=diff, save_name=f"{out}-{ties}", alpha=0.9,
+                                 beta=0.05, multiply=5, released_ties=ties)
+    sums.append(hashlib.sha256(data_augmentation(cfg).read_bytes()).hexdigest())
+print(numpy_simd(), *sums)
+"""
+
+
+def test_the_released_replay_gives_the_same_bytes_at_every_numpy_simd_level(small_model, large_model, bios, tmp_path):
+    """Stage 3 on a released contrast (exactly 0 almost everywhere) in subprocesses with numpy forced down to each
+    SIMD level this CPU has (NPY_DISABLE_CPU_FEATURES): the default ties give one CSV at every level; numpy's own
+    order (released_ties=numpy) is what differed between levels (docs/differences.md)."""
+    import os
+    import subprocess
+    import sys
+
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    small = save_attention(small_model, bios, tmp_path / "small", aggregate="released", device="cpu")
+    large = save_attention(large_model, bios, tmp_path / "large", aggregate="released", device="cpu")
+    diff = contrast_attention(large, small, tmp_path / "diff")
+    usable = [t for t in __cpu_dispatch__ if __cpu_features__.get(t)]
+    seen = {}
+    for k in range(len(usable) + 1):  # the best level, then one fewer at a time, down to numpy's baseline
+        env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__[len(usable) - k:] if k else ())}
+        out = subprocess.run([sys.executable, "-c", SIMD_SCRIPT, str(small_model), str(bios), str(diff),
+                              str(tmp_path / f"aug{k}")], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        level, position, numpy_order = out.stdout.split()
+        seen[level] = (position, numpy_order)
+        record = json.loads((tmp_path / f"aug{k}-position.json").read_text())
+        assert record["numpy_simd"] == level and record["released_ties"] == "position"
+        assert json.loads((tmp_path / f"aug{k}-numpy.json").read_text())["ranking"].startswith("released (numpy")
+    assert len(seen) == len(usable) + 1  # every forced level really was a different one
+    assert len({position for position, _ in seen.values()}) == 1  # identical bytes at every level
+    if len(seen) > 1 and "baseline" in seen:  # numpy 2.4's baseline sort orders the ties otherwise: the test bites
+        assert len({numpy_order for _, numpy_order in seen.values()}) > 1
 
 
 def test_released_augmentation_records_the_ranking_and_numpy(small_model, large_model, bios, tmp_path):
@@ -164,7 +223,7 @@ def test_the_released_contrast_of_the_qwen_pair_is_zero_almost_everywhere(tmp_pa
     for i, text in enumerate(load_texts(data)):
         d = diff.scores[diff.text_slice(i)]
         rank_of = np.empty(len(d), dtype=np.int64)
-        rank_of[np.argsort(d)[::-1]] = np.arange(len(d))
+        rank_of[np.argsort(d, kind="stable")[::-1]] = np.arange(len(d))  # released_ties=position
         enc = encode(tok, text)
         plan = drop_plan([text], EncodedBatch.of([enc]), d, DropSettings("attention_diff", 0.7, 0.05, released=True))
         assert plan.ranks.tolist() == rank_of[plan.candidates].tolist()
