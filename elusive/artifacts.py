@@ -69,25 +69,35 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     killed run is deleted by the next write to the same path once its pid is no longer running (here).
 
     Args:
-        path: The final destination. Its parent folder is created if needed.
+        path: The final destination. Its parent folder is created if needed (and removed again, with every
+            folder created for it, if the block fails and they are still empty: a failed run leaves no trace).
 
     Yields:
         A temporary file path in the same folder (so the final rename is atomic).
     """
     path = Path(path)
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{_HOST}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    done = False
     try:
         yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_path, path)
+        done = True
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        if not done:
+            for folder in created:  # innermost first; one another writer has filled stays
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 _HOST = hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:6]

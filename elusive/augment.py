@@ -49,6 +49,7 @@ from elusive import augment_engine as engine
 from elusive.artifacts import atomic_path, dump_path, sha256_file, write_json_atomic
 from elusive.augment_engine import CSV_HEADER
 from elusive.config import DataAugmentationConfig, check
+from elusive.errors import InputError
 from elusive.outputs import Output, check_outputs
 from elusive.provenance import numpy_simd
 from elusive.ranking_inputs import ranking_inputs
@@ -247,6 +248,34 @@ def batch_slice(batch: EncodedBatch, a: int, b: int) -> EncodedBatch:
                         batch.offsets[a : b + 1] - batch.offsets[a])
 
 
+def check_schedule(augment_type: str, alpha: float) -> None:
+    """Refuse ``augment_type=random`` with ``alpha=1``: it drops every word of every copy.
+
+    (A ranked type keeps its rank-0 token whatever alpha: p(0) = 0.)
+
+    Raises:
+        InputError: Naming alpha and the fix.
+    """
+    if augment_type == "random" and alpha >= 1.0:
+        raise InputError(f"alpha={alpha}: augment_type=random drops every droppable token with probability alpha, so "
+                         "each copy would keep no word (punctuation only, or an empty row train.py refuses); use "
+                         "alpha < 1 (the paper: 0.6-0.7)")
+
+
+def check_rows(rows: engine.Rows, alpha: float) -> None:
+    """Refuse an empty row (a copy that dropped every token of a text without punctuation): train.py could not
+    train on it. Raised before the CSV is complete, so nothing is written.
+
+    Raises:
+        InputError: Naming the first such copy and alpha.
+    """
+    empty = np.flatnonzero(np.diff(rows.starts) == 0)
+    if len(empty):
+        r = int(empty[0])
+        raise InputError(f"alpha={alpha}: copy {int(rows.copy[r])} of text {int(rows.source_row[r])} drops every token, "
+                         "an empty row train.py cannot train on; lower alpha (or beta)")
+
+
 def data_augmentation(cfg: DataAugmentationConfig) -> Path:
     """Run stage 3: write ``{cfg.save_name}.csv`` with the originals and their augmented copies.
 
@@ -260,6 +289,7 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
         InputError: A setting, the dataset, the tokenizer or the dump is unusable (before anything is written).
     """
     check(cfg)
+    check_schedule(cfg.augment_type, cfg.alpha)
     augment_type, alpha, beta, multiply, seed = cfg.augment_type, cfg.alpha, cfg.beta, cfg.multiply, cfg.seed
     model, dataset, save_name, keep_original, text_prefix = (
         cfg.model, Path(cfg.dataset), Path(cfg.save_name), cfg.keep_original, cfg.text_prefix
@@ -293,6 +323,7 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
         digest.update(CSV_HEADER.encode("utf-8"))
         previous = None
         for rows in chunks:
+            check_rows(rows, alpha)
             if previous is not None:
                 previous.result()
             previous = writer.submit(write, rows)

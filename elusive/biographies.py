@@ -636,11 +636,17 @@ def biography_texts(
     return texts
 
 
+def _csv_bytes(texts: list[str]) -> bytes:
+    """The bytes of a one-column ``text`` CSV of ``texts`` (UTF-8, ``\\n`` line ends)."""
+    return pd.DataFrame({"text": texts}).to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
 def _write_text_csv(texts: list[str], output: Path) -> int:
     """Write a one-column ``text`` CSV atomically; return its size in bytes."""
+    data = _csv_bytes(texts)
     with atomic_path(output) as tmp:
-        pd.DataFrame({"text": texts}).to_csv(tmp, index=False, lineterminator="\n", encoding="utf-8")
-        return tmp.stat().st_size
+        tmp.write_bytes(data)
+    return len(data)
 
 
 def _check_output(output: object) -> Path:
@@ -656,7 +662,8 @@ def _check_output(output: object) -> Path:
 
 
 def make_biographies(
-    n_people: int, seed: int, field_order: str | Sequence[str], output: Path, template: str = "paper"
+    n_people: int, seed: int, field_order: str | Sequence[str], output: Path, template: str = "paper",
+    overwrite: bool = False,
 ) -> Path:
     """Generate ``n_people`` tagged biographies and write them to a one-column (``text``) CSV.
 
@@ -670,15 +677,24 @@ def make_biographies(
             in", "received mentorship and guidance from faculty members at", "completed his education with
             a focus on", "had a professional role at") or ``"varied"`` (one of five frames per field, drawn
             with the seed).
+        overwrite: Replace ``output`` if it exists (else refused, unless it holds exactly what would be written:
+            then it is left as it is).
 
     Returns:
         ``output``.
 
     Raises:
-        InputError: An argument is invalid; nothing is written.
+        InputError: An argument is invalid, or ``output`` exists with other contents and ``overwrite`` is
+            false; nothing is written.
     """
     path = _check_output(output)
     texts = biography_texts(n_people, seed, field_order, template)
+    if path.exists() and not overwrite:
+        if path.is_file() and path.read_bytes() == _csv_bytes(texts):
+            log.info("%s already holds these %d biographies; left as it is", path, len(texts))
+            return path
+        raise InputError(f"output={output}: the file exists (a dataset someone made or committed); give a new "
+                         "output= path, or add overwrite=true to replace it")
     size = _write_text_csv(texts, path)
     log.info("wrote %d biographies (template=%s, %d bytes) to %s", len(texts), template, size, path)
     return path

@@ -43,6 +43,9 @@ def fail(err: InputError | str) -> None:
     """Print ``error: <message>`` on stderr and exit with status 2 (and log it, when logging is set up)."""
     if logging.getLogger().handlers:  # else Python's last-resort handler would print it a second time
         log.error("%s", err)
+    tqdm = getattr(sys.modules.get("tqdm.std"), "tqdm", None)
+    if tqdm is not None and getattr(tqdm, "_instances", None):  # a progress bar cut short: start a new line
+        print(file=sys.stderr)
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
 
@@ -77,12 +80,21 @@ def script(name: str) -> Callable[[Callable[[Any], T]], Callable[[], None]]:
     def decorate(task: Callable[[Any], T]) -> Callable[[], None]:
         @functools.wraps(task)  # Hydra finds conf/ and the job name through __wrapped__: the script's file
         def hydra_task(cfg: DictConfig) -> None:
+            settings = None
             try:
                 settings = to_settings(cfg, schema)
                 log.info("config:\n%s", OmegaConf.to_yaml(OmegaConf.structured(settings)))
                 task(settings)
             except InputError as err:
                 fail(err)
+            except Exception as err:  # a full disk is not a bug: one line naming the output, as for bad input
+                message = disk_full(err, settings)
+                if message is None:
+                    raise
+                fail(message)
+
+        # the project's sweeper (hydra_plugins/elusive_sweeper) calls it with every job before the first one runs
+        hydra_task.check_sweep = functools.partial(check_sweep, schema, task)
 
         def main() -> None:
             import hydra  # ~0.2 s: after --help
@@ -106,6 +118,103 @@ def script(name: str) -> Callable[[Callable[[Any], T]], Callable[[], None]]:
         return main
 
     return decorate
+
+
+def check_sweep(schema: type, task: Callable[[Any], Any], jobs: list[list[str]],
+                load: Callable[[int], DictConfig]) -> None:
+    """Check every job of a ``-m`` sweep before the first one runs (called by the project's sweeper).
+
+    Each job's config is composed (``load(i)``, interpolations such as ``${alpha}`` or
+    ``${hydra:runtime.output_dir}`` resolved as in the job), checked against every rule, and its stage is run up
+    to its output checks (:func:`elusive.outputs.paths_only`: inputs against outputs, writable locations, and
+    whatever the stage reads before that). Then no two jobs may write the same file or fill the same folder:
+    the last job's would silently replace the others'.
+
+    Raises:
+        SystemExit: Status 2 after one ``error:`` line naming the key, the job(s) and the fix.
+    """
+    from elusive.outputs import PathsChecked, paths_only
+
+    writers: dict[Path, tuple[int, str]] = {}  # each file or filled folder → the first job writing it, its key=value
+    swept = {line.split("=", 1)[0] for job in jobs for line in job if any(line not in other for other in jobs)}
+
+    def shown(i: int) -> str:  # the job's swept values: what tells it from the others
+        return f"{i} ({' '.join(o for o in jobs[i] if o.split('=', 1)[0] in swept) or 'the only job'})"
+
+    for i, overrides in enumerate(jobs):
+        job = f"sweep job {shown(i)}"
+        try:
+            settings = to_settings(load(i), schema)
+            if not any(getattr(settings, f.name) is not None for f in settings_fields(schema)
+                       if f.metadata.get("output")):
+                continue  # writes nothing (summarize without output): nothing to check
+            with paths_only() as planned:
+                try:
+                    task(settings)
+                except PathsChecked:
+                    pass
+        except InputError as err:
+            fail(f"{err} [{job}]")
+        for out, path in planned:
+            if out.folder and not out.fills:
+                continue  # a root many runs share (run_experiment's out_root: each run in its own keyed folder)
+            if path in writers:
+                first, setting = writers[path]
+                key = _swept_key(jobs[first], overrides)
+                hint = f"; make it differ per job, e.g. {out.key}={out.value}_${{{key}}}" if key else ""
+                fail(f"{setting}: sweep jobs {shown(first)} and {shown(i)} would both write {path}, and only the "
+                     f"last would remain{hint}")
+            writers[path] = (i, f"{out.key}={out.value}")
+
+
+def _swept_key(a: list[str], b: list[str]) -> str | None:
+    """A key whose value differs between two jobs' overrides (the first such), to put into an output path."""
+    for x, y in zip(a, b):
+        if x != y:
+            return x.split("=", 1)[0].lstrip("+~")
+    return None
+
+
+DISK_FULL = ("No space left on device", "StorageFull", "Disk quota exceeded", "file write failed")
+"""What the libraries say when a write fails for want of space (torch's C++ writer says only the last)."""
+
+
+def disk_full(err: BaseException, settings: Any) -> str | None:
+    """The one-line error for a write that failed because the disk (or quota) is full, else None.
+
+    Python raises ``OSError(ENOSPC)``; safetensors (Rust) and torch.save (C++) raise their own types whose text
+    says so; the cause may be chained. The output key is the one whose path holds the file (or the script's
+    only output).
+    """
+    import errno
+
+    chain, seen = [], err
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    full = [e for e in chain if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
+            or any(text in str(e) for text in DISK_FULL)]
+    if not full:
+        return None
+    file = next((e.filename for e in full if isinstance(e, OSError) and e.filename), None)
+    outputs = [] if settings is None else [(f.name, getattr(settings, f.name)) for f in settings_fields(type(settings))
+                                           if f.metadata.get("output") and getattr(settings, f.name) is not None]
+    key = None
+    if file is not None:
+        target = os.path.abspath(file)
+        key = next(((k, v) for k, v in outputs if target == v or target.startswith(v.rstrip("/") + "/")
+                    or (os.path.dirname(target) == os.path.dirname(v) and os.path.basename(v) in os.path.basename(target))),
+                   None)
+    if key is None and len(outputs) == 1:
+        key = outputs[0]
+    where = f" writing {file}" if file else ""
+    sure = any(not (e.__class__.__name__ == "RuntimeError" and "file write failed" in str(e)) for e in full)
+    what = "no space left on the device" if sure else "a write failed (torch: file write failed; is the disk full?)"
+    shown, fix = (f"{key[0]}={key[1]}", f"free space or give {key[0]} a folder on another disk") if key else \
+        ("output", "free space or write to another disk")
+    resume = " (resume=true continues from the last complete checkpoint)" if settings is not None and \
+        hasattr(settings, "resume") else ""
+    return f"{shown}: {what}{where}; {fix}, then run again{resume}"
 
 
 def with_project_sweeper(argv: list[str]) -> list[str]:
@@ -141,7 +250,13 @@ def to_settings(cfg: DictConfig, schema: type) -> Any:
     if missing:
         hint = " ".join(f"{key}=<...>" for key in missing)
         raise InputError(f"missing required key(s) {', '.join(missing)}; add {hint} to the command line")
-    settings = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    try:
+        settings = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    except OmegaConfBaseException as err:  # e.g. save_name=${oops}: an interpolation that cannot be resolved
+        key = getattr(err, "full_key", None) or "?"
+        raw = _raw(cfg, key)
+        raise InputError(f"{key}={raw}: cannot be resolved ({str(err).splitlines()[0]}); fix or quote the ${{...}} "
+                         "in it") from None
     settings = resolve_paths(settings)
     check(settings)
     return settings
@@ -179,9 +294,15 @@ def check_command_line(schema: type, argv: list[str]) -> None:
     from hydra.errors import HydraException
 
     args, _ = get_args_parser().parse_known_args(argv)
+    parser = OverridesParser.create()
     try:
-        overrides = OverridesParser.create().parse_overrides(args.overrides or [])
+        overrides = parser.parse_overrides(args.overrides or [])
     except HydraException as err:
+        for line in args.overrides:  # name the one Hydra cannot read
+            try:
+                parser.parse_overrides([line])
+            except HydraException as one:
+                raise InputError(_unreadable(line, one)) from None
         raise InputError(f"{' '.join(args.overrides)}: not a valid override ({str(err).splitlines()[0]}); write key=value") from err
     keys = known_keys(schema)
     groups = _groups(schema)
@@ -200,6 +321,12 @@ def check_command_line(schema: type, argv: list[str]) -> None:
             raise InputError(_unknown(key, override.input_line, keys))
         if override.is_add() and not override.is_force_add():
             raise InputError(f"{override.input_line}: {key} is already a key; write {override.input_line[1:]} without +")
+        if override.is_sweep_override() and not args.multirun:  # Hydra would stop with a multi-line message
+            value = override.input_line.split("=", 1)[1]
+            keep = f"quote the value to keep it whole ({_quoted(key, value)}), or " if key in keys and \
+                keys[key].metadata.get("path") else ""
+            raise InputError(f"{override.input_line}: Hydra reads the commas as several values to sweep over; {keep}add "
+                             "-m to run one job per value")
         if override.is_sweep_override():
             values = zip(override.sweep_iterator(), override.sweep_string_iterator())
         else:
@@ -216,10 +343,39 @@ def check_value(base: DictConfig, key: str, f: dataclasses.Field, value: Any, te
     except OmegaConfBaseException as err:
         example = OmegaConf.select(base, key)
         raise InputError(f"{key}={text}: {_type_words(f)}; give e.g. {key}={_shown(example)}") from err
+    if isinstance(value, str) and "${" in value:  # ${alpha}, ${hydra:runtime.output_dir}: checked once composed
+        return
     converted = OmegaConf.select(trial, key)
     if OmegaConf.is_config(converted):
         converted = OmegaConf.to_container(converted)
     check_field(key, f, converted)
+
+
+def _unreadable(line: str, err: Exception) -> str:
+    """The error for an override Hydra's grammar cannot read, e.g. a path holding ``=`` or ``[``."""
+    key, sep, value = line.partition("=")
+    reason = str(err).splitlines()[0]
+    if not sep:
+        return f"{line}: not a valid override ({reason}); write key=value"
+    return (f"{line}: Hydra cannot read this value ({reason}); quote a value that holds = [ ] {{ }} ( ) , or spaces: "
+            f"{_quoted(key, value)}")
+
+
+def _quoted(key: str, value: str) -> str:
+    """``key='value'`` as typed in a shell (the quotes must reach Hydra): ``"key='value'"``."""
+    quote = '"' if "'" in value else "'"
+    return f"\"{key}={quote}{value}{quote}\"" if quote == "'" else f"'{key}={quote}{value}{quote}'"
+
+
+def _raw(cfg: Any, key: str) -> str:
+    """The value of ``key`` in ``cfg`` as written (interpolations unresolved), or ``?``."""
+    try:
+        node: Any = OmegaConf.to_container(cfg, resolve=False)
+        for part in key.split("."):
+            node = node[part]
+        return str(node)
+    except (KeyError, TypeError, ValueError, OmegaConfBaseException):
+        return "?"
 
 
 def _dict_key(key: str, keys: dict) -> str | None:

@@ -94,7 +94,8 @@ METHOD_PARAMS = Rule(_method_params_ok, f"must map methods ({', '.join(METHODS)}
                      "b >= 0}}, finite numbers, e.g. {random: {alpha: 0.6}}")
 
 
-def setting(default: Any, help: str, rule: Rule | None = None, null: str | None = None, path: bool = False) -> Any:
+def setting(default: Any, help: str, rule: Rule | None = None, null: str | None = None, path: bool = False,
+            output: bool = False) -> Any:
     """A dataclass field with its help text and rule.
 
     Args:
@@ -103,16 +104,22 @@ def setting(default: Any, help: str, rule: Rule | None = None, null: str | None 
         rule: What a (non-null) value must satisfy.
         null: What ``null`` means, when the key may be null (appended to the rule's error text).
         path: The value is a file or folder path (resolved against the launch directory by the scripts).
+        output: The path names what the script writes (a sweep checks every job's outputs before the first job).
     """
-    metadata = {"help": help, "rule": rule, "null": null, "path": path}
+    metadata = {"help": help, "rule": rule, "null": null, "path": path, "output": output}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
-def path_setting(default: Any, help: str, null: str | None = None) -> Any:
+def path_setting(default: Any, help: str, null: str | None = None, output: bool = False) -> Any:
     """A :func:`setting` whose value is a path (typed ``str`` so Hydra can save it as plain YAML)."""
-    return setting(default, help, null=null, path=True)
+    return setting(default, help, null=null, path=True, output=output)
+
+
+def output_path(default: Any, help: str, null: str | None = None) -> Any:
+    """A :func:`path_setting` naming what the script writes."""
+    return path_setting(default, help, null=null, output=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,7 +215,7 @@ class SaveAttentionConfig(AttentionSettings):
     model: str = setting(MISSING, "hub id, local model folder, or a .gguf file (de-quantised on load, slow)")
     dataset: str = path_setting("data/biography.csv", "CSV with a text column (tags are stripped before "
                             "tokenising), or a Wikipedia .json/.jsonl")
-    save_name: str = path_setting(MISSING, "output path without suffix: writes {save_name}.safetensors")
+    save_name: str = output_path(MISSING, "output path without suffix: writes {save_name}.safetensors")
     aggregate: str = setting("received", "received = mean attention a token receives from the queries at or after "
                              "it (this project's reading: the paper does not define the normalisation); sum = the "
                              "total it receives; released = the released code's arithmetic (bf16, rows summed, "
@@ -232,7 +239,7 @@ class ContrastAttentionConfig:
 
     attn_dump_large: str = path_setting(MISSING, "save_name of the larger model's dump (with or without .safetensors)")
     attn_dump_small: str = path_setting(MISSING, "save_name of the smaller model's dump (same family and tokenizer)")
-    attn_diff: str = path_setting(MISSING, "output path without suffix: writes {attn_diff}.safetensors")
+    attn_diff: str = output_path(MISSING, "output path without suffix: writes {attn_diff}.safetensors")
     cross_tokenizer: bool = setting(False, "allow two different tokenizers: the scores are projected onto words "
                                     "and contrasted word by word")
 
@@ -258,7 +265,7 @@ class DataAugmentationConfig:
     model: str = setting(MISSING, "tokenizer source (hub id, folder or .gguf): the trained model's, which must be "
                          "the dump's")
     dataset: str = path_setting("data/biography.csv", "the CSV the dump was computed on (checked by SHA-256)")
-    save_name: str = path_setting(MISSING, "output path without suffix: writes {save_name}.csv and {save_name}.json")
+    save_name: str = output_path(MISSING, "output path without suffix: writes {save_name}.csv and {save_name}.json")
     keep_original: bool = setting(True, "also write each original text (copy 0), trained on beside its copies "
                                   "(the paper)")
     text_prefix: str = setting("", "prefix used for tokenising when no dump is given (a dump's own prefix wins)")
@@ -278,8 +285,8 @@ class TrainConfig(TrainSettings):
     model: str = setting(MISSING, "base model: hub id, local folder or .gguf")
     dataset: str = path_setting(MISSING, "CSV with a text column (stage 3's output, or a tagged CSV: tags are "
                             "stripped), or a Wikipedia .json/.jsonl (its paragraphs)")
-    model_dir: str = path_setting(MISSING, "output folder: checkpoint-N per epoch, logs in runs/, the final adapter in "
-                              "the folder itself")
+    model_dir: str = output_path(MISSING, "output folder: checkpoint-N per epoch, logs in runs/, the final adapter in "
+                             "the folder itself")
     device: str = setting("auto", "auto (CUDA if available; under accelerate launch this process's GPU), cpu, "
                           "cuda, or multi")
     seed: int = setting(0, "LoRA initialisation and data order", SEED)
@@ -296,7 +303,7 @@ class EvaluateConfig(EvaluateSettings):
                                         null="null for the base model")
     eval_data: str = path_setting("data/biography.csv", "tagged CSV of the people asked about, or a Wikipedia "
                               ".json/.jsonl")
-    output_dir: str = path_setting(MISSING, "writes results.json, predictions.jsonl and eval_meta.json here")
+    output_dir: str = output_path(MISSING, "writes results.json, predictions.jsonl and eval_meta.json here")
     mode: str = setting("qa", "qa = k-shot questions per field (the paper); completion = the person's name and "
                         "the words of their biography's own sentence up to the field (\"Liam Thompson had a "
                         "professional role at\"): what the model memorised", one_of(*MODES))
@@ -315,7 +322,10 @@ class MakeBiographiesConfig:
                             "field, picked at random", one_of("paper", "varied"))
     field_order: Any = setting("fixed", "fixed (date, city, university, major, company), permuted (random per "
                                "person) or a list, e.g. [company, major, university, city, date]")
-    output: str = path_setting("data/biography.csv", "the CSV to write (one column text)")
+    output: str = output_path("data/biography.csv", "the CSV to write (one column text); an existing file is "
+                              "replaced only with overwrite=true (one with the very bytes it would get is left as "
+                              "it is)")
+    overwrite: bool = setting(False, "replace an existing output file (the default output is the committed dataset)")
 
 
 @dataclass
@@ -323,7 +333,7 @@ class AnalyzeAttentionConfig:
     """``analyze_attention.py``: top-k tokens by attention (or difference) before each field (Figures 2-3)."""
 
     attn_dump: str = path_setting(MISSING, "a focus dump (save_attention focus=true) or the contrast of two")
-    output: str = path_setting(MISSING, "output path without suffix: writes {output}.csv, .md and .png")
+    output: str = output_path(MISSING, "output path without suffix: writes {output}.csv, .md and .png")
     model: Optional[str] = setting(None, "tokenizer for printing tokens", null="null for the dump's own tokenizer")
     k: int = setting(10, "how many top keys to rank (the paper: 10)", at_least(1))
     include_punctuation: bool = setting(False, "also rank punctuation, whitespace and special tokens (the paper's "
@@ -338,7 +348,7 @@ class PlotAccuracyDistanceConfig:
                                "pool runs")
     eval_data: str = path_setting("data/biography.csv", "the tagged CSV the predictions were made on")
     model: str = setting(MISSING, "tokenizer that counts the tokens: the model evaluated")
-    output: str = path_setting(MISSING, "output path without suffix: writes {output}.csv, .png and .md")
+    output: str = output_path(MISSING, "output path without suffix: writes {output}.csv, .png and .md")
     bin_size: int = setting(10, "width of a distance bin in tokens", at_least(1))
 
 
@@ -354,7 +364,7 @@ class PlotKeepProbabilityConfig:
     model: str = setting(MISSING, "tokenizer source: the dump's tokenizer")
     dataset: str = path_setting("data/biography.csv", "the CSV the dump was computed on")
     rows: Any = setting([0, 1, 2], "rows of the dataset to show (0-based), e.g. [0,1,2] or 5")
-    output: str = path_setting(MISSING, "output path without suffix: writes {output}.html, .png and .csv")
+    output: str = output_path(MISSING, "output path without suffix: writes {output}.html, .png and .csv")
     seed: int = setting(0, "shuffled only: the data_augmentation seed whose random ranking is shown", SEED)
     text_prefix: str = setting("", "prefix used for tokenising when no dump is given (a dump's own prefix wins)")
     released_ties: str = setting("position", "as data_augmentation.py (a dump of aggregate=released only)",
@@ -366,8 +376,8 @@ class SummarizeConfig:
     """``summarize.py``: results.json files into one table."""
 
     runs: Any = setting(MISSING, "list of folders (searched for results.json) or results.json files")
-    output: Optional[str] = path_setting(None, "output path without suffix: writes {output}.md, .csv and _runs.csv",
-                                     null="null to print only")
+    output: Optional[str] = output_path(None, "output path without suffix: writes {output}.md, .csv and _runs.csv",
+                                    null="null to print only")
 
 
 @dataclass
@@ -376,7 +386,7 @@ class CompareRunsConfig:
 
     a: str = path_setting(MISSING, "evaluation folder (or predictions.jsonl) of the reference run")
     b: str = path_setting(MISSING, "evaluation folder (or predictions.jsonl) compared with a: differences are b − a")
-    output: str = path_setting(MISSING, "output path without suffix: writes {output}.json and {output}.md")
+    output: str = output_path(MISSING, "output path without suffix: writes {output}.json and {output}.md")
     seed: int = setting(0, "seed of the paired bootstrap", SEED)
     resamples: int = setting(2000, "bootstrap resamples", at_least(100))
 
@@ -387,7 +397,7 @@ class RunExperimentConfig:
 
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"experiment": None}])
     name: str = setting("default", "experiment name: everything goes under {out_root}/{name}/")
-    out_root: str = path_setting("out/experiments", "root folder of all experiments")
+    out_root: str = output_path("out/experiments", "root folder of all experiments")
     method: str = setting("attention_diff", "plain | random | attention (the trained model's own attention) | "
                           "attention_diff | shuffled (control: random ranking) | position (control: rank by "
                           "position) | released (attention_diff ranked as the released code ranks)", one_of(*METHODS))

@@ -38,9 +38,6 @@ def check_compatible(
             and large.metadata.get("data_sha256") == small.metadata.get("data_sha256")):
         raise InputError(f"{both} are the same model's scores: their difference is 0 everywhere; give the larger "
                          "and the smaller model's dumps")
-    if large.metadata.get("data_sha256") and large.metadata.get("data_sha256") == small.metadata.get("data_sha256"):
-        log.warning("%s hold identical scores: the difference is 0 everywhere, so stage 3's ranking is decided by ties "
-                    "(expected for aggregate=released in bf16, not otherwise)", both)
     for key, what in (("aggregate", "aggregate"), ("layers_requested", "layers"), ("dtype", "dtype"),
                       ("text_prefix", "text_prefix"), ("quant", "quant")):
         a, b = large.metadata.get(key), small.metadata.get(key)
@@ -68,6 +65,88 @@ def check_compatible(
         raise InputError(f"{both} hold different token ids; extract both with the same tokenizer and text_prefix")
 
 
+def check_order(large: AttentionDump, small: AttentionDump, large_name: str, small_name: str) -> None:
+    """Refuse a "large" dump whose model is the smaller one (the two dumps swapped); warn when it cannot be told.
+
+    Larger means more parameters, counted from the safetensors headers of the models' folders the dumps name
+    (when both are still on this machine); else more layers, which a dump records when it averaged all of them
+    (``layers=null``). Equal sizes, or neither known, give a warning: nothing here can tell which is larger.
+
+    Raises:
+        InputError: ``attn_dump_large`` names the smaller model; the message says to swap the two.
+    """
+    both = f"attn_dump_large={large_name} and attn_dump_small={small_name}"
+    swap = f"swap them: attn_dump_large={small_name} attn_dump_small={large_name}"
+    sizes = [parameter_count(dump.metadata.get("model", "")) for dump in (large, small)]
+    what = "parameters"
+    if None in sizes:
+        sizes, what = [layer_count(dump) for dump in (large, small)], "layers"
+    if None in sizes:
+        log.warning("%s: cannot tell which model is larger (the models are not on this machine and the dumps did not "
+                    "average every layer); make sure attn_dump_large is the larger model's", both)
+        return
+    if sizes[0] < sizes[1]:
+        raise InputError(f"{both}: the \"large\" model has fewer {what} than the small one ({sizes[0]:,} vs "
+                         f"{sizes[1]:,}), so large − small would be reversed; {swap}")
+    if sizes[0] == sizes[1]:
+        log.warning("%s: both models have %s %s; the contrast is meant to be larger − smaller", both, f"{sizes[0]:,}", what)
+
+
+def layer_count(dump: AttentionDump) -> int | None:
+    """The number of layers of the dump's model when it averaged all of them (``layers=null``), else None."""
+    try:
+        if json.loads(dump.metadata.get("layers_requested", "null")) is not None:
+            return None
+        layers = json.loads(dump.metadata.get("layers", "null"))
+    except ValueError:
+        return None
+    return len(layers) if isinstance(layers, list) and layers else None
+
+
+def parameter_count(model: str) -> int | None:
+    """The number of parameters in ``model``'s safetensors files (read from their headers only), or None when the
+    model is not on this machine or not in safetensors."""
+    from safetensors import safe_open
+
+    from elusive.identity import model_files
+
+    if not model:
+        return None
+    try:
+        _, weights = model_files(model)
+        files = [w for w in weights if w.suffix == ".safetensors"]
+        if not files:
+            return None
+        total = 0
+        for path in files:
+            with safe_open(str(path), framework="numpy") as handle:
+                for name in handle.keys():
+                    total += int(np.prod(handle.get_slice(name).get_shape(), dtype=np.int64))
+        return total
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+def check_not_constant(scores: np.ndarray, offsets: np.ndarray, both: str) -> None:
+    """Refuse a difference that is constant within every text (0 everywhere for two dumps of one model, even
+    stored under two paths): stage 3 would rank every token by ties, i.e. by position, under the name of a
+    contrast.
+
+    Raises:
+        InputError: Naming both dumps and ``augment_type=position`` (the honest name for that ranking).
+    """
+    lengths = np.diff(offsets)
+    starts = offsets[:-1][lengths > 0]
+    if len(scores) == 0:
+        return
+    spread = np.maximum.reduceat(scores, starts) - np.minimum.reduceat(scores, starts)
+    if not spread.any():
+        what = "constant within every text" if scores.any() else "0 everywhere: the two dumps hold the same scores"
+        raise InputError(f"{both}: their difference is {what} (one model under two paths?), so stage 3 would rank "
+                         "tokens by position alone; give the larger and the smaller model's dumps (a ranking by "
+                         "position is augment_type=position)")
+
+
 def contrast_attention(cfg: ContrastAttentionConfig) -> Path:
     """Run stage 2: write ``{cfg.attn_diff}.safetensors`` with ``large − small`` per text and token.
 
@@ -90,6 +169,7 @@ def contrast_attention(cfg: ContrastAttentionConfig) -> Path:
     large = AttentionDump.load(attn_dump_large, "attn_dump_large")
     small = AttentionDump.load(attn_dump_small, "attn_dump_small")
     check_compatible(large, small, str(attn_dump_large), str(attn_dump_small), cross_tokenizer)
+    check_order(large, small, str(attn_dump_large), str(attn_dump_small))
     if not same_tokenizer(large, small):
         log.info("the two dumps use different tokenizers: contrasting them word by word through character offsets")
         return save_word_diff(large, small, attn_dump_large, attn_dump_small, attn_diff)
@@ -111,8 +191,10 @@ def contrast_attention(cfg: ContrastAttentionConfig) -> Path:
         if all(np.array_equal(large.extra[k], small.extra[k]) for k in focus_keys):
             extra.update({k: large.extra[k] for k in focus_keys})
             extra["focus_rows"] = (large.extra["focus_rows"] - small.extra["focus_rows"]).astype(np.float32)
+    scores = (large.scores - small.scores).astype(np.float32)
+    check_not_constant(scores, large.offsets, f"attn_dump_large={attn_dump_large} and attn_dump_small={attn_dump_small}")
     diff = AttentionDump(
-        scores=(large.scores - small.scores).astype(np.float32),
+        scores=scores,
         offsets=large.offsets,
         input_ids=large.input_ids,
         char_spans=large.char_spans,
@@ -145,6 +227,9 @@ def save_word_diff(large: AttentionDump, small: AttentionDump, large_name: Path,
         spans.append(words)
         offsets.append(offsets[-1] + len(words))
     n = offsets[-1]
+    if n:
+        check_not_constant(np.concatenate(scores).astype(np.float32), np.asarray(offsets, dtype=np.int64),
+                           f"attn_dump_large={large_name} and attn_dump_small={small_name}")
     metadata = {
         "kind": "attention_diff",
         "unit": "word",

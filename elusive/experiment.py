@@ -267,7 +267,16 @@ def run_experiment(cfg: RunExperimentConfig) -> dict[str, dict] | None:
     validate(cfg)
     root = Path(cfg.out_root) / cfg.name
     if cfg.dry_run:
-        log.info("dry run: every input and setting is usable; nothing was written")
+        from elusive.identity import locate
+
+        unresolved = []
+        for key in ("model", "small_model", "large_model"):  # where each model comes from (hub ids too)
+            if getattr(cfg, key) is not None and (key == "model" or cfg.method in RANKED):
+                found, where = locate(getattr(cfg, key), key)
+                (log.info if found else log.warning)("%s", where)
+                unresolved += [] if found else [key]
+        but = f" except {', '.join(unresolved)} (not found here)" if unresolved else ""
+        log.info("dry run: every input and setting is usable%s; nothing was written", but)
         return None
     data = training_data(cfg, root)
     settings = run_settings(cfg, data)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from elusive.artifacts import atomic_path, write_text_atomic
+from elusive.artifacts import atomic_path, sha256_file, write_text_atomic
 from elusive.config import PlotAccuracyDistanceConfig, check
 from elusive.data import read_csv
 from elusive.errors import InputError
@@ -75,6 +75,31 @@ def read_predictions(predictions) -> list[dict]:
     if not records:
         raise InputError(f"predictions={', '.join(map(str, paths))}: no predictions in the file(s); run evaluate.py first")
     return records
+
+
+def check_made_on(predictions, eval_data: Path) -> None:
+    """Refuse predictions whose ``eval_meta.json`` (beside them) records another eval_data than ``eval_data``.
+
+    evaluate.py records the SHA-256 of the file it asked about; a dataset with the same people but other facts
+    or another field order (``make_biographies.py`` gives the same people for one seed whatever
+    ``field_order``) would otherwise give every prediction a wrong distance without a word.
+
+    Raises:
+        InputError: Naming the predictions file, the recorded file and the given one.
+    """
+    wanted = sha256_file(eval_data) if eval_data.is_file() else None
+    for path in _as_paths(predictions):
+        meta = (path if path.is_dir() else path.parent) / "eval_meta.json"
+        try:
+            recorded = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # no record (predictions copied on their own): the golds are still compared, row by row
+        sha = recorded.get("eval_data_sha256") if isinstance(recorded, dict) else None
+        if sha and wanted and sha != wanted:
+            raise InputError(
+                f"eval_data={eval_data}: predictions={path} were made on {recorded.get('eval_data')}, whose SHA-256 "
+                "differs (other people, facts or field order); give the eval_data the predictions were made on"
+            )
 
 
 def distances_from_name(text: str, spans: list[Span], enc: Encoded) -> dict[str, int]:
@@ -178,6 +203,13 @@ def question_distances(records: list[dict], eval_data: Path, tokenizer, predicti
                 f"eval_data={eval_data}: row {row} ({person}) has no <{field}>...</{field}> tag, asked about in {predictions_key}; "
                 "tag the field or use the eval_data the predictions were made on"
             )
+        tagged = next(s.value.strip() for s in parsed[row][1] if s.field == field)
+        gold = record.get("gold")
+        if isinstance(gold, str) and gold.strip() != tagged:
+            raise InputError(
+                f"eval_data={eval_data}: row {row} gives {person} the {field} {tagged!r}, but {predictions_key} has the "
+                f"gold {gold.strip()!r}; give the eval_data the predictions were made on"
+            )
         out.append(
             {
                 "person": person,
@@ -264,6 +296,7 @@ def accuracy_distance(cfg: PlotAccuracyDistanceConfig) -> str:
     check_outputs("plot_accuracy_distance", suffixed("output", output, (".csv", ".md", ".png")),
                   {"predictions": [str(p) for p in _as_paths(predictions)], "eval_data": eval_data, "model": model})
     records = read_predictions(predictions)
+    check_made_on(predictions, Path(eval_data))
     key = "predictions=" + ",".join(map(str, _as_paths(predictions)))
     tokenizer = load_tokenizer(model)
     questions = question_distances(records, Path(eval_data), tokenizer, key)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from elusive import cache
 from elusive.artifacts import sha256_file, write_json_atomic
+from elusive.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,41 @@ def model_files(model: str) -> tuple[Path | None, list[Path]]:
     config = folder / "config.json"
     weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     return (config if config.is_file() else None), weights
+
+
+def locate(model: str, key: str = "model") -> tuple[bool, str]:
+    """Where ``model`` would be loaded from, found without downloading anything: ``(found, what to say)``.
+
+    A local folder or file; else a hub id in the local Hugging Face cache (its ``config.json``); else the
+    hub is asked whether the id exists (metadata only, 10 s at most). ``found`` is False when the hub could
+    not be reached (offline, no network): the run will then need to download the model.
+
+    Raises:
+        InputError: The hub answers that there is no such model (or it is private).
+    """
+    path = Path(model).expanduser()
+    if path.exists():
+        return True, f"{key}={model}: the local {'file' if path.is_file() else 'folder'} {path.resolve()}"
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "config.json")
+    if isinstance(cached, str):
+        return True, f"{key}={model}: in the local Hugging Face cache ({Path(cached).parent})"
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        info = HfApi().model_info(model, timeout=10)
+    except GatedRepoError:
+        return True, f"{key}={model}: on the hub, gated: accept its licence there and log in (hf auth login) to download it"
+    except RepositoryNotFoundError as err:
+        raise InputError(f"{key}={model}: no such model on the Hugging Face hub (or a private one) and no such local "
+                         "path; fix the id or the path") from err
+    except Exception as err:  # offline mode, no network, a proxy: the hub's client raises many types
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return False, (f"{key}={model}: could not be resolved: not a local path, not in the local Hugging Face cache, "
+                       f"and the hub could not be reached ({reason}); the run will have to download it")
+    return True, f"{key}={model}: on the hub (revision {info.sha}), not downloaded yet"
 
 
 def base_identity(model: str) -> dict[str, str | None]:

@@ -14,6 +14,11 @@
 
 Each failure is one :class:`~elusive.errors.InputError` naming the key, the path and, for an overlap, the
 input. :func:`check_outputs` only looks: nothing is created, so a refused run leaves no trace.
+
+* **A sweep checks every job first.** Every stage calls :func:`check_outputs` before it loads a model or
+  writes a byte. Under :func:`paths_only` it stops right there (:class:`PathsChecked`) and reports the outputs it
+  would write, so ``-m`` sweeps run every job's checks, and compare their outputs, before the first job runs
+  (:mod:`elusive.cli`, ``check_sweep``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ OWN_FILES = {
     "evaluate": ("results.json", "eval_meta.json", "predictions.jsonl"),
 }
 """Files by which a folder a stage wrote before markers existed is still recognised as its own."""
+
+
+MODEL_KEYS = ("model", "small_model", "large_model")
+"""Inputs that may be hub ids rather than paths (the others must exist)."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,31 @@ def marker_name(stage: str) -> str:
 
 
 def resolved(path: str | os.PathLike[str]) -> Path:
-    """``path`` absolute, with ``~`` expanded and every symlink of its existing part resolved."""
+    """``path`` absolute, with ``~`` expanded and every symlink of its existing part resolved.
+
+    Raises:
+        RuntimeError, OSError: A symlink on the way points back to itself (a loop).
+    """
     return Path(path).expanduser().resolve(strict=False)
+
+
+class PathsChecked(Exception):
+    """Raised by :func:`check_outputs` under :func:`paths_only`, once the stage's outputs passed every check."""
+
+
+_PLANNED: list[tuple[Output, Path]] | None = None  # under paths_only: the outputs checked, with their resolved paths
+
+
+@contextlib.contextmanager
+def paths_only() -> Iterator[list[tuple[Output, Path]]]:
+    """Run a stage only up to its :func:`check_outputs` (which then raises :class:`PathsChecked`); yields the list
+    that receives each output it would write, with its resolved path."""
+    global _PLANNED
+    outer, _PLANNED = _PLANNED, []
+    try:
+        yield _PLANNED
+    finally:
+        _PLANNED = outer
 
 
 def local_input(value: str | os.PathLike[str] | None) -> Path | None:
@@ -88,9 +120,15 @@ def check_outputs(stage: str, outputs: Iterable[Output], inputs: Mapping[str, ob
             path = local_input(item) if isinstance(item, (str, os.PathLike)) else None
             if path is not None:
                 known.append((key, path))
+    planned = []
     for out in outputs:
-        path = resolved(out.path)
         shown = f"{out.key}={out.value}"
+        try:
+            path = resolved(out.path)
+        except (RuntimeError, OSError) as err:  # Python 3.11: RuntimeError("Symlink loop from ..."), later OSError
+            raise InputError(f"{shown}: {out.path} goes through a symlink that leads back to itself (a loop); fix "
+                             f"the link or choose another {out.key}") from err
+        planned.append((out, path))
         for key, source in known:
             if path == source:
                 raise InputError(f"{shown}: would write {path}, which is the input {key}={source}; choose another "
@@ -103,6 +141,14 @@ def check_outputs(stage: str, outputs: Iterable[Output], inputs: Mapping[str, ob
         check_location(shown, out.key, path, out.folder or out.fills)
         if out.fills:
             check_folder(shown, out.key, path, stage)
+    if _PLANNED is not None:  # a sweep's check: the stage stops here, so its inputs are not read; they must exist
+        for key, value in inputs.items():
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if key not in MODEL_KEYS and isinstance(item, (str, os.PathLike)) and str(item) and \
+                        not Path(item).expanduser().exists():
+                    raise InputError(f"{key}={item}: no such file or folder; fix the path")
+        _PLANNED.extend(planned)
+        raise PathsChecked(stage)
 
 
 def check_location(shown: str, key: str, path: Path, folder: bool) -> None:

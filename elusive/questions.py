@@ -97,7 +97,26 @@ def load_people(path: Path, key: str, fields: list[str]) -> list[dict[str, str]]
                     "(or drop that field from the prompts file)"
                 )
         people.append(values)
+    check_names([person["name"] for person in people], path, key)
     return people
+
+
+def check_names(names: list[str], path: Path, key: str) -> None:
+    """Refuse an empty name and a name on two rows: a question names only the person, so two rows about one
+    name would ask one question twice (with two golds, at most one of which the model can give).
+
+    Raises:
+        InputError: Naming the row(s).
+    """
+    first: dict[str, int] = {}
+    for row, name in enumerate(names):
+        shown = " ".join(name.split())
+        if not shown:
+            raise InputError(f"{key}={path}: row {row}: the <name> tag is empty; write the person's name in it")
+        if shown in first:
+            raise InputError(f"{key}={path}: rows {first[shown]} and {row} are both about {shown!r}, and a question "
+                             "names only the person; give each person once (drop or rename the other row)")
+        first[shown] = row
 
 
 def render(template: str, name: str) -> str:
@@ -233,16 +252,51 @@ def completion_prompt(text: str, spans: list[Span], target: Span) -> str:
     else:
         sentence = between
     person = name.value.strip()
-    replaced, count = _PRONOUN.subn(person, sentence, count=1)
+    # a function, not a string, as the replacement: a name is text, never a template (r"\g<1>" stays as typed)
+    replaced, count = _PRONOUN.subn(lambda _: person, sentence, count=1)
     if not count:
-        replaced, count = _POSSESSIVE.subn(f"{person}'s", sentence.lstrip(), count=1)
+        replaced, count = _POSSESSIVE.subn(lambda _: f"{person}'s", sentence.lstrip(), count=1)
     return (replaced if count else f"{person}: {sentence}").strip()
 
 
+ABBREVIATIONS = frozenset(
+    "st mt ft dr mr mrs ms prof sr jr inc co corp ltd llc plc bros no nos gen col lt sgt capt rev hon gov sen rep "
+    "ave blvd rd univ dept assn intl natl vs etc approx est ca".split()
+)
+"""Words whose period (``St. Petersburg``, ``Acme Inc.``) is not a sentence end by itself (lower case, no period)."""
+OPENERS = frozenset("He She They His Her Their It Its I We This These".split())
+"""Words that start a new sentence after an abbreviation (``... Acme Inc. He was ...``)."""
+_PERIOD = re.compile(r"\.(?=\s|$)")
+
+
 def completion_answer(generated: str) -> str:
-    """The answer in a completion: cut at the first newline or sentence-final period, stripped."""
-    first_line = generated.split("\n", 1)[0]
-    return re.split(r"\.(?:\s|$)", first_line, maxsplit=1)[0].strip()
+    """The answer in a completion: the first line up to the first sentence end, stripped, final period removed.
+
+    A period followed by whitespace ends the sentence unless it belongs to an abbreviation that a gold answer
+    may hold inside (``St. Petersburg, Russia``, ``J. P. Morgan``, ``U.S. Steel``, ``Washington, D.C.``): a
+    single letter, a word with a period inside, or one of :data:`ABBREVIATIONS` — and even then it does when
+    the next word opens a sentence (:data:`OPENERS`: ``Acme Inc. He was ...``). A period followed by a
+    lower-case word never ends one (``approx. three``). A period between characters (``Amazon.com``, ``3.5``)
+    is never a sentence end. Not told apart: a sentence that starts with a name right after an abbreviation
+    (``Acme Co. Liam Thompson was ...``; in a biography every sentence after the first opens with a pronoun).
+    Hand-written: a sentence splitter (nltk's punkt) would be a dependency for
+    this one cut, and it still needs the same abbreviation list to keep ``St. Petersburg`` whole.
+    """
+    line = generated.split("\n", 1)[0]
+    for period in _PERIOD.finditer(line):
+        end = period.start()
+        rest = line[period.end() :].lstrip()
+        if not rest:
+            return line[:end].strip()
+        word_before = line[:end].split()[-1] if line[:end].split() else ""
+        next_word = rest.split()[0]
+        if next_word[0].islower():
+            continue
+        bare = word_before.strip("\"'([{").lower()
+        abbreviation = (len(bare) == 1 and bare.isalpha()) or "." in bare or bare in ABBREVIATIONS
+        if not abbreviation or next_word.strip("\"'([{") in OPENERS:
+            return line[:end].strip()
+    return line.strip()
 
 
 def build_completions(people_texts: list[tuple[str, list[Span]]], fewshot: list[tuple[str, list[Span]]],
@@ -292,6 +346,7 @@ def load_tagged_people(path: Path, key: str, fields: list[str]) -> list[tuple[st
                     f"{key}={path}: row {row} has no <{needed}>...</{needed}> tag; tag every field asked about"
                 )
         rows.append((text, spans))
+    check_names([next(s.value.strip() for s in spans if s.field == "name") for _, spans in rows], path, key)
     return rows
 
 

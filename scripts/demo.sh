@@ -21,7 +21,7 @@ step() { echo; echo "== [$(date +%T)] $*"; }
 T0=$(date +%s)
 
 step "0. $N synthetic biographies"
-$PY make_biographies.py n_people="$N" seed=1 output="$OUT/bio.csv" "$(h bio)"
+$PY make_biographies.py n_people="$N" seed=1 output="$OUT/bio.csv" overwrite=true "$(h bio)"
 
 step "1. attention each token receives (text_prefix 'Text: ' as in the paper; focus rows for the analysis)"
 for size in small large; do

@@ -164,6 +164,50 @@ def _empty_gold(w: Path, ctx: dict) -> None:
     frame.to_csv(w / "eval.csv", index=False)
 
 
+def _model_copy_dump(w: Path, ctx: dict) -> None:
+    """The small model copied to another folder, and its attention dump: one model under two paths."""
+    shutil.copytree(ctx["small"], w / "copy")
+    save_attention(str(w / "copy"), ctx["bios"], w / "copy_attn", device="cpu")
+
+
+def _eval_rows(edit):
+    def setup(w: Path, ctx: dict) -> None:
+        frame = pd.read_csv(ctx["bios"])
+        edit(frame)
+        frame.to_csv(w / "eval.csv", index=False)
+    return setup
+
+
+def _duplicate_person(frame: pd.DataFrame) -> None:
+    frame.loc[5, "text"] = frame.loc[2, "text"]
+
+
+def _empty_name(frame: pd.DataFrame) -> None:
+    text = frame.loc[3, "text"]
+    frame.loc[3, "text"] = text[: text.index("<name>") + 6] + text[text.index("</name>") :]
+
+
+def _predictions(gold: str | None = None, meta_sha: str | None = None):
+    """predictions.jsonl about row 0's city, with ``gold`` (else the right one) and an eval_meta.json."""
+    def setup(w: Path, ctx: dict) -> None:
+        from elusive.tags import parse_tagged
+
+        _, spans = parse_tagged(pd.read_csv(ctx["bios"])["text"][0])
+        values = {s.field: s.value for s in spans}
+        record = {"person": values["name"], "field": "city", "prompt": "p", "gold": gold or values["city"],
+                  "prediction": "x", "exact_match": 0.0, "f1": 0.0}
+        (w / "eval").mkdir()
+        (w / "eval" / "predictions.jsonl").write_text(json.dumps(record) + "\n")
+        if meta_sha is not None:
+            (w / "eval" / "eval_meta.json").write_text(json.dumps({"eval_data": "elsewhere.csv",
+                                                                   "eval_data_sha256": meta_sha}))
+    return setup
+
+
+def _loop(w: Path, ctx: dict) -> None:
+    (w / "loop").symlink_to(w / "loop")
+
+
 BIO = "<name>Ann Lee</name> was born on <date>May 1, 1990</date>. She lived in <city>Oslo</city>."
 COMMAS = 'text\n"Ann Lee, a chemist, lived in Oslo."\nBo Li, a cook, lived in Rome.\n'  # row 1 is not quoted
 NON_UTF8 = b"text\n<name>Ann Lee</name> lived in Malm\xf6.\n"  # Latin-1, not UTF-8
@@ -176,6 +220,7 @@ TR = "train.py"
 EV = "evaluate.py"
 MB = "make_biographies.py"
 CR = "compare_runs.py"
+PD = "plot_accuracy_distance.py"
 SA_ARGS = ("model={small}", "save_name={out}/attn", "device=cpu")
 CA_ARGS = ("attn_diff={out}/diff",)
 DA_ARGS = ("model={small}", "dataset={bios}", "save_name={out}/aug", "multiply=2")
@@ -408,6 +453,84 @@ ROWS = [
      None,
      ("error: attn_dump_large={dumps}/small and attn_dump_small={dumps}/small are the same model's scores: their "
       "difference is 0 everywhere; give the larger and the smaller model's dumps"), CA_OUT, False),
+    # --- issue 25, round 3: overwriting what the user made; sweeps checked before their first job --------------
+    ("biographies-over-a-dataset", MB, ("output={w}/bio.csv", "n_people=3"), _copy("bio.csv", "bios"),
+     ("error: output={w}/bio.csv: the file exists (a dataset someone made or committed); give a new output= path, or "
+      "add overwrite=true to replace it"), (), True),
+    ("sweep-jobs-share-an-output", DA, ("-m", "alpha=0.2,0.9", "augment_type=random", "model={small}", "dataset={bios}",
+                                        "save_name={out}/aug", "hydra.sweep.dir={out}/sweep"), None,
+     ("error: save_name={out}/aug: sweep jobs 0 (alpha=0.2) and 1 (alpha=0.9) would both write {out}/aug.csv, and "
+      "only the last would remain; make it differ per job, e.g. save_name={out}/aug_${{alpha}}"), (), True),
+    ("sweep-jobs-share-a-model-dir", TR, ("-m", *TR_ARGS, "learning_rate=1e-3,2e-3", "hydra.sweep.dir={out}/sweep"),
+     None,
+     ("error: model_dir={out}/lora: sweep jobs 0 (learning_rate=0.001) and 1 (learning_rate=0.002) would both write "
+      "{out}/lora, and only the last would remain; make it differ per job, e.g. model_dir={out}/lora_${{learning_rate}}"),
+     (), False),
+    ("sweep-second-job-missing-dataset", DA, ("-m", "augment_type=random", "model={small}", "dataset={bios},{w}/absent.csv",
+                                              "save_name={out}/aug${{hydra:job.num}}", "hydra.sweep.dir={out}/sweep"),
+     None, "error: dataset={w}/absent.csv: no such file or folder; fix the path [sweep job 1 (dataset={w}/absent.csv)]",
+     (), False),
+    ("sweep-second-job-into-a-file", EV, ("-m", *EV_ARGS[:2], "output_dir={out}/eval,{w}/f.txt", "device=cpu",
+                                          "hydra.sweep.dir={out}/sweep"), _a_file,
+     ("error: output_dir={w}/f.txt: {w}/f.txt is a file, not a folder; give a folder path for output_dir [sweep job 1 "
+      "(output_dir={w}/f.txt)]"), (), False),
+    # --- accepted but meaningless -------------------------------------------------------------------------------
+    ("contrast-one-model-at-two-paths", CA, ("attn_dump_large={w}/copy_attn", "attn_dump_small={dumps}/small", *CA_ARGS),
+     _model_copy_dump,
+     ("error: attn_dump_large={w}/copy_attn and attn_dump_small={dumps}/small: their difference is 0 everywhere: the "
+      "two dumps hold the same scores (one model under two paths?), so stage 3 would rank tokens by position alone; "
+      "give the larger and the smaller model's dumps (a ranking by position is augment_type=position)"), CA_OUT, False),
+    ("contrast-large-and-small-swapped", CA, ("attn_dump_large={dumps}/small", "attn_dump_small={dumps}/large", *CA_ARGS),
+     None,
+     ("error: attn_dump_large={dumps}/small and attn_dump_small={dumps}/large: the \"large\" model has fewer parameters "
+      "than the small one (82,592 vs 158,544), so large − small would be reversed; swap them: "
+      "attn_dump_large={dumps}/large attn_dump_small={dumps}/small"), CA_OUT, True),
+    ("eval-person-twice", EV, ("model={small}", "eval_data={w}/eval.csv", "output_dir={out}/eval", "device=cpu"),
+     _eval_rows(_duplicate_person),
+     ("error: eval_data={w}/eval.csv: rows 2 and 5 are both about 'Harper Sanchez', and a question names only the "
+      "person; give each person once (drop or rename the other row)"), EV_OUT, False),
+    ("eval-empty-name", EV, ("model={small}", "eval_data={w}/eval.csv", "output_dir={out}/eval", "device=cpu",
+                             "mode=completion"), _eval_rows(_empty_name),
+     "error: eval_data={w}/eval.csv: row 3: the <name> tag is empty; write the person's name in it", EV_OUT, False),
+    ("distance-golds-of-other-data", PD, ("predictions={w}/eval", "eval_data={bios}", "model={small}",
+                                          "output={out}/fig"), _predictions(gold="Atlantis, Nowhere"),
+     ("error: eval_data={bios}: row 0 gives Ignacio Wright the city 'Buenos Aires, Argentina', but predictions={w}/eval "
+      "has the gold 'Atlantis, Nowhere'; give the eval_data the predictions were made on"), ("{out}",), False),
+    ("distance-recorded-other-data", PD, ("predictions={w}/eval", "eval_data={bios}", "model={small}",
+                                          "output={out}/fig"), _predictions(meta_sha="0" * 64),
+     ("error: eval_data={bios}: predictions={w}/eval were made on elsewhere.csv, whose SHA-256 differs (other "
+      "people, facts or field order); give the eval_data the predictions were made on"), ("{out}",), False),
+    ("aug-random-alpha-1", DA, ("augment_type=random", "alpha=1", *DA_ARGS), None,
+     ("error: alpha=1.0: augment_type=random drops every droppable token with probability alpha, so each copy would "
+      "keep no word (punctuation only, or an empty row train.py refuses); use alpha < 1 (the paper: 0.6-0.7)"),
+     DA_OUT, False),
+    ("aug-a-copy-with-no-token-left", DA, ("model={small}", "dataset={w}/bad.csv", "save_name={out}/aug",
+                                           "augment_type=random", "alpha=0.99", "multiply=20"),
+     _csv("text\nAnn Lee lived in Oslo\nBo Li worked at Acme\n"),
+     ("error: alpha=0.99: copy 1 of text 0 drops every token, an empty row train.py cannot train on; lower alpha "
+      "(or beta)"), DA_OUT, False),
+    # --- tracebacks before: loops, interpolations, characters Hydra's grammar reads --------------------------------
+    ("output-through-a-symlink-loop", MB, ("output={w}/loop/bio.csv", "n_people=3"), _loop,
+     ("error: output={w}/loop/bio.csv: {w}/loop/bio.csv goes through a symlink that leads back to itself (a loop); fix "
+      "the link or choose another output"), (), True),
+    ("dump-name-a-symlink-loop", SA, ("model={small}", "dataset={bios}", "save_name={w}/loop/attn", "device=cpu"), _loop,
+     ("error: save_name={w}/loop/attn: {w}/loop/attn.safetensors goes through a symlink that leads back to itself (a "
+      "loop); fix the link or choose another save_name"), (), False),
+    ("unresolvable-interpolation", SA, ("model={small}", "dataset={bios}", "save_name=${{oops}}/attn", "device=cpu"),
+     None, "error: save_name=${{oops}}/attn: cannot be resolved (Interpolation key 'oops' not found); fix or quote the "
+     "${{...}} in it", (), True),
+    ("path-with-a-comma", MB, ("output={out}/a,b.csv", "n_people=3"), None,
+     ("error: output={out}/a,b.csv: Hydra reads the commas as several values to sweep over; quote the value to keep it "
+      "whole (\"output='{out}/a,b.csv'\"), or add -m to run one job per value"), (), True),
+    ("sweep-without-m", DA, (*DA_ARGS, "augment_type=random", "alpha=0.5,0.7"), None,
+     "error: alpha=0.5,0.7: Hydra reads the commas as several values to sweep over; add -m to run one job per value",
+     DA_OUT, False),
+    ("path-with-equals", MB, ("output={out}/a=b.csv", "n_people=3"), None,
+     ("error: output={out}/a=b.csv: Hydra cannot read this value (mismatched input '=' expecting <EOF>); quote a value "
+      "that holds = [ ] {{ }} ( ) , or spaces: \"output='{out}/a=b.csv'\""), (), False),
+    ("path-with-a-bracket", TR, ("model={small}", "dataset={bios}", "model_dir={out}/lora[1]", "device=cpu"), None,
+     ("error: model_dir={out}/lora[1]: Hydra cannot read this value (mismatched input '[' expecting <EOF>); quote a "
+      "value that holds = [ ] {{ }} ( ) , or spaces: \"model_dir='{out}/lora[1]'\""), (), False),
 ]
 
 

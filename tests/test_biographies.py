@@ -363,3 +363,17 @@ def test_script_bad_argument_exits_2(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: n_people=0: must be >= 1"]
     assert not out.exists()
+
+
+def test_an_existing_file_is_replaced_only_with_overwrite(tmp_path):
+    out = tmp_path / "bio.csv"
+    first = make_biographies(5, 0, "fixed", out).read_bytes()
+    before = out.stat().st_mtime_ns
+    assert make_biographies(5, 0, "fixed", out) == out and out.stat().st_mtime_ns == before  # same bytes: untouched
+    with pytest.raises(InputError, match=r"^output=.*bio.csv: the file exists .* add overwrite=true to replace it$"):
+        make_biographies(6, 0, "fixed", out)
+    assert out.read_bytes() == first
+    make_biographies(6, 0, "fixed", out, overwrite=True)
+    assert len(pd.read_csv(out)) == 6
+    result = _run_script(tmp_path, "n_people=4", f"output={out}", "overwrite=true")
+    assert result.returncode == 0 and len(pd.read_csv(out)) == 4

@@ -45,9 +45,49 @@ def test_completion_prompts_by_hand():
 def test_completion_answers_are_cut_at_a_newline_or_a_sentence_end():
     assert completion_answer(" the British Museum. She later") == "the British Museum"
     assert completion_answer(" Melbourne, Australia\nText: more") == "Melbourne, Australia"
-    assert completion_answer(" St. Mary's Hospital. She") == "St"  # a sentence-final period is ". " or the end
+    assert completion_answer(" St. Mary's Hospital. She") == "St. Mary's Hospital"  # "St." is an abbreviation
     assert completion_answer(" January 5, 1990.") == "January 5, 1990"
     assert completion_answer("Google") == "Google"
+    assert completion_answer(" Acme Inc. He was born") == "Acme Inc"  # an abbreviation, then a sentence opener
+    assert completion_answer(" approx. three weeks. Then") == "approx. three weeks"  # lower case: no sentence end
+    assert completion_answer(" Amazon.com. Their") == "Amazon.com"
+
+
+GOLDS_WITH_PERIODS = ["St. Petersburg, Russia", "Washington, D.C.", "J. P. Morgan", "J.P. Morgan Chase", "U.S. Steel",
+                      "Amazon.com, Inc.", "Dr. Reddy's Laboratories", "Mt. Sinai Hospital", "3.5 million",
+                      "Acme Co.", "Texas A&M University", "McDonald's"]
+AFTER = ["", ".", ". He spent his early years in", ". She had", ". They", ". Their", ". His", "\nText: more",
+         ". Liam Thompson was born"]
+
+
+def test_no_gold_of_the_pools_wikipedia_or_with_periods_is_ever_cut_short():
+    """Every gold the generator draws (elusive/biographies.py's pools), every answer of the Wikipedia sample
+    and golds with abbreviations, followed by what a model trained on the biographies writes next, come back
+    whole (SQuAD normalisation, as scored)."""
+    from elusive import biographies
+    from elusive.metrics import normalize_answer
+    from elusive.wiki import load_wiki
+
+    pools = [biographies.CITIES, biographies.UNIVERSITIES, biographies.MAJORS, biographies.COMPANIES,
+             [p.date for p in biographies.generate_people(50, 0)], [getattr(p, f) for p in biographies.FEWSHOT_PEOPLE
+                                                                     for f in ("city", "university", "company")]]
+    wiki = [a for q in load_wiki(ROOT / "data" / "wiki_sample.json", "eval_data")[1] for a in q.answers]
+    golds = [g for pool in pools for g in pool] + wiki + GOLDS_WITH_PERIODS
+    assert len(golds) > 700
+    for gold in golds:
+        for after in AFTER:
+            if gold.endswith(".") and "Liam" in after:  # a name after an abbreviation: not told apart (docstring)
+                continue
+            assert normalize_answer(completion_answer(" " + gold + after)) == normalize_answer(gold), (gold, after)
+
+
+def test_a_name_is_put_into_a_prompt_as_text_not_as_a_regex_template():
+    for name in [r"Ann \g<1> Lee", r"Bo \1 Li", r"Cy \\ Xu", "Di $1 Wu"]:
+        text = f"<name>{name}</name> was born on <date>May 1, 1990</date>. He lived in <city>Oslo</city>. " \
+               "His employer was <company>Acme</company>."
+        prompts = _prompts(text)
+        assert prompts["city"] == f"{name} lived in"  # the pronoun replaced by the name, character for character
+        assert prompts["company"] == f"{name}'s employer was"
 
 
 def test_questions_follow_the_prompts_fields_and_refuse_wikipedia(tmp_path):

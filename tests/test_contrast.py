@@ -106,3 +106,37 @@ def test_figure_4_of_a_word_level_contrast_uses_the_projected_scores(small_model
     scores = [word_score[int(spans[i, 0])] for i in by_rank["token_index"]]
     assert scores == sorted(scores, reverse=True)  # rank 0 = the largest word difference
     assert by_rank["keep_probability"].iloc[0] == 1.0
+
+
+def test_which_model_is_larger_is_told_by_parameters_then_layers_or_warned(small_model, large_model, bios, tmp_path,
+                                                                          caplog):
+    """Parameters from the models' safetensors headers; when the models are gone, layers from dumps that averaged
+    them all; when neither is known (models gone, layers chosen), a warning names both dumps."""
+    import json
+    import logging
+
+    from elusive.contrast import check_order, layer_count, parameter_count
+
+    small = AttentionDump.load(save_attention(str(small_model), bios, tmp_path / "small", device="cpu"))
+    large = AttentionDump.load(save_attention(str(large_model), bios, tmp_path / "large", device="cpu"))
+    # hand-counted: embeddings + layers (4 attention projections, 3 MLP matrices, 2 norms) + final norm + LM head
+    vocab = json.loads((small_model / "config.json").read_text())["vocab_size"]
+    for model, hidden, layers in ((small_model, 32, 2), (large_model, 48, 3)):
+        config = json.loads((model / "config.json").read_text())
+        inter, kv = config["intermediate_size"], config["num_key_value_heads"] * hidden // config["num_attention_heads"]
+        per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inter + 2 * hidden
+        tied = config.get("tie_word_embeddings", False)
+        assert parameter_count(str(model)) == vocab * hidden * (1 if tied else 2) + layers * per_layer + hidden
+    assert (layer_count(small), layer_count(large)) == (2, 3)
+    check_order(large, small, "l", "s")  # the right way round: nothing to say
+    gone = {"model": str(tmp_path / "moved")}
+    with pytest.raises(InputError, match=r"the \"large\" model has fewer layers than the small one \(2 vs 3\)"):
+        check_order(AttentionDump(**{**vars(small), "metadata": {**small.metadata, **gone}}),
+                    AttentionDump(**{**vars(large), "metadata": {**large.metadata, **gone}}), "s", "l")
+    chosen = {**gone, "layers_requested": "[-1]", "layers": "[1]"}
+    with caplog.at_level(logging.WARNING):
+        check_order(AttentionDump(**{**vars(large), "metadata": {**large.metadata, **chosen}}),
+                    AttentionDump(**{**vars(small), "metadata": {**small.metadata, **chosen}}), "l", "s")
+    assert caplog.messages == ["attn_dump_large=l and attn_dump_small=s: cannot tell which model is larger (the "
+                               "models are not on this machine and the dumps did not average every layer); make "
+                               "sure attn_dump_large is the larger model's"]

@@ -41,9 +41,14 @@ def _bios(path, texts=BIOS):
     return path
 
 
-def _predictions(path, rows):
+GOLDS = {("Ann Lee", "city"): "Oslo", ("Ann Lee", "company"): "the British Museum", ("Bob Smith", "company"): "Google",
+         ("Bob Smith", "city"): "Lyon"}
+
+
+def _predictions(path, rows, golds=GOLDS):
     lines = [
-        json.dumps({"person": p, "field": f, "prompt": "?", "gold": "g", "prediction": "x", "exact_match": em, "f1": f1})
+        json.dumps({"person": p, "field": f, "prompt": "?", "gold": golds.get((p, f), "g"), "prediction": "x",
+                    "exact_match": em, "f1": f1})
         for p, f, em, f1 in rows
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -107,7 +112,8 @@ def test_permuted_field_order_spreads_each_field_over_distances(small_model, tmp
         order = [s.field for s in spans if s.field != "name"]
         d = q[q["person"] == name].set_index("field")["distance"]
         assert list(d[order]) == sorted(d)
-    markdown = accuracy_distance(_predictions(tmp_path / "p.jsonl", rows), data, str(small_model), tmp_path / "fig", bin_size=10)
+    golds = {(n, s.field): s.value for (_plain, spans), n in zip(tagged, names) for s in spans}
+    markdown = accuracy_distance(_predictions(tmp_path / "p.jsonl", rows, golds), data, str(small_model), tmp_path / "fig", bin_size=10)
     table = pd.read_csv(tmp_path / "fig.csv")
     assert table[table["field"] == "all"]["n"].sum() == 40 and table[table["field"] != "all"]["n"].sum() == 40
     assert "| company | 8 |" in markdown

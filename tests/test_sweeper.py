@@ -117,3 +117,13 @@ def test_a_sweep_writes_what_hydras_basic_sweeper_writes(small_model, bios, tmp_
             mine = (ours / "sweep" / str(job) / ".hydra" / record).read_text()
             assert mine == (basic / "sweep" / str(job) / ".hydra" / record).read_text().replace(str(basic), str(ours))
     assert "hydra/sweeper=elusive" in (ours / "sweep" / "multirun.yaml").read_text()
+
+
+def test_runtime_folders_resolve_per_job_in_the_check_and_in_the_jobs(small_model, bios, tmp_path):
+    """``${hydra:runtime.output_dir}`` differs per job, so the check before the first job sees no shared output
+    (the refusals are rows of test_bad_inputs.py), and each job writes into its own folder."""
+    proc = run_script("data_augmentation.py", "-m", "augment_type=random", "alpha=0.3,0.6", "multiply=1",
+                      f"model={small_model}", f"dataset={bios}", "save_name=${hydra:runtime.output_dir}/aug",
+                      f"hydra.sweep.dir={tmp_path}/sweep")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [len((tmp_path / "sweep" / str(job) / "aug.csv").read_text().splitlines()) for job in (0, 1)] == [25, 25]

@@ -11,21 +11,28 @@ config groups (``+experiment=...``), ``hydra.*`` keys, ``+key``/``~key``, dict o
 the shape, so a job that changes it is composed from scratch. Validation, batching, launching and outputs
 are the basic sweeper's; tests/test_sweeper.py checks every job's config against Hydra's own composition.
 
+Before the first job runs, every job is composed as the launcher will compose it (its number, id and
+``hydra.runtime.output_dir`` set, so ``${hydra:runtime.output_dir}`` resolves as in the job) and handed to the
+script's ``check_sweep`` (:func:`elusive.cli.check_sweep`): a job with a bad value or path, or two jobs writing
+one file, stop the sweep before anything is written.
+
 No ``from __future__ import annotations``: Hydra's plugin scan executes this module before registering it in
 ``sys.modules``, where ``dataclasses`` would look string annotations up.
 """
 
 import copy
 import dataclasses
+import os
 from typing import Any, Optional
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, ValueNode, open_dict
+from omegaconf import DictConfig, OmegaConf, ValueNode, open_dict, read_write
 
 
 @dataclasses.dataclass
@@ -43,8 +50,35 @@ class ElusiveSweeper(BasicSweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         loader = ShapeCachingLoader(hydra_context.config_loader)
+        self.task_function = task_function
         super().setup(hydra_context=dataclasses.replace(hydra_context, config_loader=loader),
                       task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        check = getattr(self.task_function, "check_sweep", None)
+        if check is not None:
+            parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+            overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+            jobs = [list(job) for batch in self.split_arguments(overrides, None) for job in batch]
+            check(jobs, lambda i: self.job_config(i, jobs[i]))
+        return super().sweep(arguments)
+
+    def job_config(self, idx: int, overrides: list[str]) -> DictConfig:
+        """Job ``idx``'s task config as the basic launcher and ``run_job`` make it (HydraConfig set to the job's)."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id = f"{cfg.hydra.job.name}_{idx}"
+            cfg.hydra.job.num = idx
+        HydraConfig.instance().set_config(cfg)
+        output_dir = os.path.join(str(OmegaConf.select(cfg, "hydra.sweep.dir")),
+                                  str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
+        with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+            cfg.hydra.runtime.output_dir = os.path.abspath(output_dir)
+        HydraConfig.instance().set_config(cfg)
+        task_cfg = copy.deepcopy(cfg)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
+        return task_cfg
 
 
 class ShapeCachingLoader:
