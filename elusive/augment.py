@@ -49,6 +49,7 @@ from elusive.artifacts import atomic_path, dump_path, sha256_file, write_json_at
 from elusive.augment_engine import CSV_HEADER
 from elusive.config import DataAugmentationConfig, check
 from elusive.outputs import Output, check_outputs
+from elusive.provenance import numpy_simd, record_path
 from elusive.ranking_inputs import ranking_inputs
 from elusive.tokens import EncodedBatch, word_chars
 
@@ -325,8 +326,9 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
         "multiply": multiply,
         "seed": seed,
         "keep_original": keep_original,
-        "attn_weights": None if dump is None else str(dump_path(attn_weights).absolute()),
-        "dataset": str(Path(dataset).absolute()),
+        "attn_weights": None if dump is None else record_path(dump_path(attn_weights)),
+        "dataset": record_path(dataset),
+        "numpy_simd": numpy_simd(),
         "dataset_sha256": dataset_sha256,
         "csv_sha256": digest.hexdigest(),
         # what the copies kept: the share of droppable tokens dropped (and the mean p(r) it realises), and per
