@@ -154,8 +154,23 @@ class TrainSettings:
     gradient_accumulation_steps: int = setting(1, "steps per optimizer update", at_least(1))
     learning_rate: float = setting(5e-4, "peak AdamW learning rate (the released code: 5e-4; the paper searched "
                                    "5e-5 to 1e-3)", above(0))
-    warmup_ratio: float = setting(0.1, "fraction of steps with linear warm-up, then linear decay to 0 (the released "
-                                  "code: 0.1)", within(0, 1, "", open_high=True))
+    warmup_ratio: float = setting(0.1, "fraction of all steps with linear warm-up (the released code: 0.1); unused "
+                                  "when warmup_passes is set", within(0, 1, "", open_high=True))
+    warmup_passes: Optional[float] = setting(None, "warm-up length in passes over the training data (epochs), e.g. "
+                                             "1; unlike warmup_ratio it does not depend on how long the run is, so "
+                                             "with lr_schedule=constant the adapter kept after E passes is the one "
+                                             "an E-pass run gives", at_least(0), null="null for warmup_ratio")
+    lr_schedule: str = setting("linear", "after warm-up: linear (decay to 0 at the last step; the released code) or "
+                               "constant (the peak rate to the end, so any kept pass stands for a run of that "
+                               "length: the epoch search of save_at_passes)", one_of("linear", "constant"))
+    save_at_passes: list[int] = setting([], "keep the adapter after these passes over the training data (epochs; "
+                                        "each original is in every pass once, beside its copies), e.g. [4,8,12], in "
+                                        "model_dir/pass-<E>/ with its own train_meta.json (loss on the originals, "
+                                        "drop statistics); run_experiment evaluates each; [] keeps only the final "
+                                        "adapter", Rule(lambda v: all(isinstance(e, int) and not isinstance(e, bool)
+                                                                      and e >= 1 for e in v)
+                                                        and list(v) == sorted(set(v)),
+                                                        "must be increasing whole numbers >= 1, e.g. [4,8,12]"))
     max_grad_norm: float = setting(1.0, "gradient clipping norm, 0 = no clipping (the released code: 1.0)",
                                    at_least(0, " (0 = no clipping)"))
     max_length: int = setting(512, "texts longer than this many tokens (EOS included) are truncated, with a warning "
