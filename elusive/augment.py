@@ -264,22 +264,15 @@ def check_schedule(augment_type: str, alpha: float) -> None:
     """
     if augment_type == "random" and alpha >= 1.0:
         raise InputError(f"alpha={alpha}: augment_type=random drops every droppable token with probability alpha, so "
-                         "each copy would keep no word (punctuation only, or an empty row train.py refuses); use "
+                         "each copy would keep no word (punctuation only, or nothing); use "
                          "alpha < 1 (the paper: 0.6-0.7)")
 
 
-def check_rows(rows: engine.Rows, alpha: float) -> None:
-    """Refuse an empty row (a copy that dropped every token of a text without punctuation): train.py could not
-    train on it. Raised before the CSV is complete, so nothing is written.
-
-    Raises:
-        InputError: Naming the first such copy and alpha.
-    """
-    empty = np.flatnonzero(np.diff(rows.starts) == 0)
-    if len(empty):
-        r = int(empty[0])
-        raise InputError(f"alpha={alpha}: copy {int(rows.copy[r])} of text {int(rows.source_row[r])} drops every token, "
-                         "an empty row train.py cannot train on; lower alpha (or beta)")
+def empty_rows(rows: engine.Rows) -> int:
+    """How many of ``rows`` are empty: copies that dropped every token of a text without punctuation (a short
+    text under a high alpha). They are written as they are (the copy's draw); train.py leaves them out, with
+    a warning (:func:`elusive.data.training_texts`), and ``{save_name}.json`` counts them."""
+    return int(np.count_nonzero(np.diff(rows.starts) == 0))
 
 
 class Survival:
@@ -373,8 +366,9 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
         handle.write(CSV_HEADER.encode("utf-8"))
         digest.update(CSV_HEADER.encode("utf-8"))
         previous = None
+        empty = 0
         for rows in chunks:
-            check_rows(rows, alpha)
+            empty += empty_rows(rows)
             if previous is not None:
                 previous.result()
             previous = writer.submit(write, rows)
@@ -400,8 +394,12 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
         "drop_rate": survival.dropped / survival.draws if survival.draws else None,
         "expected_drop_rate": expected_drop_rate(texts, batch, scores, settings),
         "survival": survival.shares(),
+        "empty_copies": empty,  # copies that dropped every token: train.py leaves them out
     }
     write_json_atomic(path.with_suffix(".json"), record)  # provenance
+    if empty:
+        log.warning("%d of the %d copies dropped every token (empty rows; train.py leaves them out): alpha=%g is high "
+                    "for texts this short", empty, len(texts) * multiply, alpha)
     log.info("wrote %s: %d rows (%d texts × %d copies%s)", path, len(texts) * (multiply + keep_original),
              len(texts), multiply, " + originals" if keep_original else "")
     return path

@@ -93,8 +93,13 @@ def script(name: str) -> Callable[[Callable[[Any], T]], Callable[[], None]]:
                     raise
                 fail(message)
 
+        def check_sweep(jobs: list[list[str]], load: Callable[[int], DictConfig]) -> None:
+            from elusive.sweeps import check_sweep as check  # only a -m sweep needs it
+
+            check(schema, task, jobs, load)
+
         # the project's sweeper (hydra_plugins/elusive_sweeper) calls it with every job before the first one runs
-        hydra_task.check_sweep = functools.partial(check_sweep, schema, task)
+        hydra_task.check_sweep = check_sweep
 
         def main() -> None:
             import hydra  # ~0.2 s: after --help
@@ -118,61 +123,6 @@ def script(name: str) -> Callable[[Callable[[Any], T]], Callable[[], None]]:
         return main
 
     return decorate
-
-
-def check_sweep(schema: type, task: Callable[[Any], Any], jobs: list[list[str]],
-                load: Callable[[int], DictConfig]) -> None:
-    """Check every job of a ``-m`` sweep before the first one runs (called by the project's sweeper).
-
-    Each job's config is composed (``load(i)``, interpolations such as ``${alpha}`` or
-    ``${hydra:runtime.output_dir}`` resolved as in the job), checked against every rule, and its stage is run up
-    to its output checks (:func:`elusive.outputs.paths_only`: inputs against outputs, writable locations, and
-    whatever the stage reads before that). Then no two jobs may write the same file or fill the same folder:
-    the last job's would silently replace the others'.
-
-    Raises:
-        SystemExit: Status 2 after one ``error:`` line naming the key, the job(s) and the fix.
-    """
-    from elusive.outputs import PathsChecked, paths_only
-
-    writers: dict[Path, tuple[int, str]] = {}  # each file or filled folder → the first job writing it, its key=value
-    swept = {line.split("=", 1)[0] for job in jobs for line in job if any(line not in other for other in jobs)}
-
-    def shown(i: int) -> str:  # the job's swept values: what tells it from the others
-        return f"{i} ({' '.join(o for o in jobs[i] if o.split('=', 1)[0] in swept) or 'the only job'})"
-
-    for i, overrides in enumerate(jobs):
-        job = f"sweep job {shown(i)}"
-        try:
-            settings = to_settings(load(i), schema)
-            if not any(getattr(settings, f.name) is not None for f in settings_fields(schema)
-                       if f.metadata.get("output")):
-                continue  # writes nothing (summarize without output): nothing to check
-            with paths_only() as planned:
-                try:
-                    task(settings)
-                except PathsChecked:
-                    pass
-        except InputError as err:
-            fail(f"{err} [{job}]")
-        for out, path in planned:
-            if out.folder and not out.fills:
-                continue  # a root many runs share (run_experiment's out_root: each run in its own keyed folder)
-            if path in writers:
-                first, setting = writers[path]
-                key = _swept_key(jobs[first], overrides)
-                hint = f"; make it differ per job, e.g. {out.key}={out.value}_${{{key}}}" if key else ""
-                fail(f"{setting}: sweep jobs {shown(first)} and {shown(i)} would both write {path}, and only the "
-                     f"last would remain{hint}")
-            writers[path] = (i, f"{out.key}={out.value}")
-
-
-def _swept_key(a: list[str], b: list[str]) -> str | None:
-    """A key whose value differs between two jobs' overrides (the first such), to put into an output path."""
-    for x, y in zip(a, b):
-        if x != y:
-            return x.split("=", 1)[0].lstrip("+~")
-    return None
 
 
 DISK_FULL = ("No space left on device", "StorageFull", "Disk quota exceeded", "file write failed")
@@ -202,9 +152,11 @@ def disk_full(err: BaseException, settings: Any) -> str | None:
     key = None
     if file is not None:
         target = os.path.abspath(file)
-        key = next(((k, v) for k, v in outputs if target == v or target.startswith(v.rstrip("/") + "/")
-                    or (os.path.dirname(target) == os.path.dirname(v) and os.path.basename(v) in os.path.basename(target))),
-                   None)
+        def holds(v: str) -> bool:  # the output itself, a file in its folder, or a file named after it
+            return target == v or target.startswith(v.rstrip("/") + "/") or (
+                os.path.dirname(target) == os.path.dirname(v) and os.path.basename(v) in os.path.basename(target))
+
+        key = next(((k, v) for k, v in outputs if holds(v)), None)
     if key is None and len(outputs) == 1:
         key = outputs[0]
     where = f" writing {file}" if file else ""
@@ -325,8 +277,8 @@ def check_command_line(schema: type, argv: list[str]) -> None:
             value = override.input_line.split("=", 1)[1]
             keep = f"quote the value to keep it whole ({_quoted(key, value)}), or " if key in keys and \
                 keys[key].metadata.get("path") else ""
-            raise InputError(f"{override.input_line}: Hydra reads the commas as several values to sweep over; {keep}add "
-                             "-m to run one job per value")
+            raise InputError(f"{override.input_line}: Hydra reads the commas as several values to sweep over; "
+                             f"{keep}add -m to run one job per value")
         if override.is_sweep_override():
             values = zip(override.sweep_iterator(), override.sweep_string_iterator())
         else:

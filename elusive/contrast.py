@@ -90,7 +90,8 @@ def check_order(large: AttentionDump, small: AttentionDump, large_name: str, sma
         raise InputError(f"{both}: the \"large\" model has fewer {what} than the small one ({sizes[0]:,} vs "
                          f"{sizes[1]:,}), so large − small would be reversed; {swap}")
     if sizes[0] == sizes[1]:
-        log.warning("%s: both models have %s %s; the contrast is meant to be larger − smaller", both, f"{sizes[0]:,}", what)
+        log.warning("%s: both models have %s %s; the contrast is meant to be larger − smaller", both,
+                    f"{sizes[0]:,}", what)
 
 
 def layer_count(dump: AttentionDump) -> int | None:
@@ -193,7 +194,8 @@ def contrast_attention(cfg: ContrastAttentionConfig) -> Path:
             extra.update({k: large.extra[k] for k in focus_keys})
             extra["focus_rows"] = (large.extra["focus_rows"] - small.extra["focus_rows"]).astype(np.float32)
     scores = (large.scores - small.scores).astype(np.float32)
-    check_not_constant(scores, large.offsets, f"attn_dump_large={attn_dump_large} and attn_dump_small={attn_dump_small}")
+    check_not_constant(scores, large.offsets,
+                       f"attn_dump_large={attn_dump_large} and attn_dump_small={attn_dump_small}")
     diff = AttentionDump(
         scores=scores,
         offsets=large.offsets,

@@ -8,6 +8,7 @@ The paper's released CSVs have the same ``text`` column and tags; extra columns 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pandas as pd
 from elusive.errors import InputError
 from elusive.tags import Span, parse_tagged, strip_tags, tag_problem
 from elusive.wiki import is_wiki, load_contexts
+
+log = logging.getLogger(__name__)
 
 
 def read_csv(path: str | os.PathLike[str], key: str, columns: tuple[str, ...] = ("text",)) -> pd.DataFrame:
@@ -126,6 +129,38 @@ def original_rows(path: str | os.PathLike[str], key: str = "dataset") -> list[in
     if not all(c.isdigit() for c in copies):
         raise InputError(f"{key}={path}: the copy column must hold whole numbers (0 = the original text); fix the file")
     return [i for i, c in enumerate(copies) if int(c) == 0]
+
+
+def training_texts(path: str | os.PathLike[str], key: str = "dataset") -> tuple[list[str], list[int] | None]:
+    """The texts train.py learns from (tag-free, in file order) and the indices of the originals among them.
+
+    Stage 3 writes a copy that dropped every token (a short text under a high alpha) as an empty row: it teaches
+    nothing, so it is left out here, with a warning that counts them. Any other empty row — an original
+    (``copy`` 0), or a row of a CSV without a ``copy`` column — is refused as in :func:`load_texts`.
+
+    Returns:
+        The texts, and (stage 3's output) the indices in them of the originals, else None (every text is one).
+
+    Raises:
+        InputError: See :func:`load_texts` and :func:`original_rows`.
+    """
+    if is_wiki(path):
+        return load_contexts(path, key), None
+    raw = read_csv(path, key)["text"].tolist()
+    check_tags(raw, path, key)
+    texts = [strip_tags(t) for t in raw]
+    originals = original_rows(path, key)
+    if originals is None:
+        check_not_empty(texts, path, key)
+        return texts, None
+    is_original = set(originals)
+    check_not_empty([t if i in is_original else "x" for i, t in enumerate(texts)], path, key)
+    keep = [i for i, t in enumerate(texts) if t.strip() or i in is_original]
+    if len(keep) < len(texts):
+        log.warning("%s=%s: %d of its %d copies dropped every token (empty rows); trained on without them", key, path,
+                    len(texts) - len(keep), len(texts) - len(originals))
+    position = {old: new for new, old in enumerate(keep)}
+    return [texts[i] for i in keep], [position[i] for i in originals]
 
 
 def check_tags(texts: list[str], path: str | os.PathLike[str], key: str) -> None:

@@ -10,6 +10,7 @@ settings, library versions and code, and the adapter's training record).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from elusive import distributed
-from elusive.artifacts import sha256_file, strict_json, write_json_atomic, write_text_atomic
+from elusive.artifacts import atomic_path, sha256_file, strict_json
 from elusive.config import EvaluateConfig, check
 from elusive.distributed import Share
 from elusive.errors import InputError
@@ -97,12 +98,29 @@ def _run(cfg: EvaluateConfig, questions: list[Question], lm, tokenizer, part: Sh
         q.f1 = f1_score(q.prediction, q.gold)
     results = score_fields(questions, cfg.seed, cfg.bootstrap_resamples)
     lines = [strict_json(asdict(q), indent=None, ensure_ascii=False) for q in questions]
-    write_text_atomic(output_dir / "predictions.jsonl", "\n".join(lines) + "\n")
+    predictions = ("\n".join(lines) + "\n").encode("utf-8")
     meta = eval_record(cfg, len(questions), part.world_size, time.time() - started)
-    write_json_atomic(output_dir / "eval_meta.json", meta)
-    write_json_atomic(output_dir / "results.json", results)
+    meta["predictions_sha256"] = hashlib.sha256(predictions).hexdigest()  # ties the record to its predictions
+    write_folder(output_dir, [("predictions.jsonl", predictions), ("eval_meta.json", strict_json(meta) + "\n"),
+                              ("results.json", strict_json(results) + "\n")])
     log.info("wrote %s and %s", output_dir / "results.json", output_dir / "predictions.jsonl")
     return results
+
+
+def write_folder(folder: Path, files: list[tuple[str, bytes | str]]) -> None:
+    """Write an evaluation's files so that a reader never sees one run's file beside another's.
+
+    ``results.json`` is the evaluation's commit: an earlier one goes first (with the ``eval_meta.json`` that
+    describes it), then every file is written atomically in order, ``results.json`` last. A kill at any point
+    leaves the earlier evaluation whole, or files of this one without ``results.json`` (an unfinished
+    evaluation: run_experiment evaluates again, summarize skips the folder), never new predictions under old
+    results. ``eval_meta.json`` holds the SHA-256 of the predictions it describes.
+    """
+    for name in ("results.json", "eval_meta.json"):
+        (folder / name).unlink(missing_ok=True)
+    for name, data in files:
+        with atomic_path(folder / name) as tmp:
+            tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def check_adapter_folder(model_dir: str | Path | None) -> None:
@@ -175,16 +193,45 @@ def eval_record(cfg: EvaluateConfig, n_questions: int, world_size: int, seconds:
 
 
 def training_meta(model_dir: Path | None) -> dict | None:
-    """train.py's ``train_meta.json`` for an adapter folder (or a checkpoint-N inside one), if any."""
+    """What the evaluated adapter is: train.py's ``train_meta.json`` of an adapter folder (the final adapter, or a
+    kept ``pass-<E>``), or for a ``checkpoint-N`` the checkpoint's own state.
+
+    A checkpoint has no ``train_meta.json``; the one beside it describes the final adapter (other epochs and
+    step, or, in a folder a later run trained into, another run). Its record is made from what it holds
+    itself: the Trainer's ``trainer_state.json`` (epoch, step, the run's planned epochs and the last logged
+    loss and learning rate) and the run settings in its ``checkpoint_complete.json`` (base model and dataset
+    by content, seed, hyper-parameters), plus its adapter's SHA-256.
+    """
     if model_dir is None:
         return None
-    for folder in (Path(model_dir), Path(model_dir).parent):
-        if (folder / "train_meta.json").is_file():
-            try:
-                return json.loads((folder / "train_meta.json").read_text())
-            except ValueError:
-                return None
-    return None
+    folder = Path(model_dir)
+    if (folder / "train_meta.json").is_file():
+        try:
+            return json.loads((folder / "train_meta.json").read_text())
+        except ValueError:
+            return None
+    if not folder.name.startswith("checkpoint-"):
+        return None
+    from elusive.training import CHECKPOINT_MANIFEST, checkpoint_state
+
+    state = checkpoint_state(folder)
+    try:
+        run = json.loads((folder / CHECKPOINT_MANIFEST).read_text()).get("run") or {}
+    except (OSError, ValueError, AttributeError):
+        run = {}
+    logged = [h for h in state.get("log_history", []) if "loss" in h]
+    adapter = folder / "adapter_model.safetensors"
+    return {
+        "checkpoint": folder.name,
+        **run,  # base_model, base_config_sha256, base_weights_sha256, dataset_sha256, seed, learning_rate, ...
+        "epochs": state.get("epoch"),  # what this checkpoint was trained for
+        "passes": state.get("epoch"),
+        "global_step": state.get("global_step"),
+        "run_epochs": state.get("num_train_epochs"),  # what its run was planned for
+        "final_train_loss": logged[-1]["loss"] if logged else None,
+        "last_learning_rate": logged[-1].get("learning_rate") if logged else None,
+        "adapter_sha256": sha256_file(adapter) if adapter.is_file() else None,
+    }
 
 
 def score_fields(questions: list[Question], seed: int = 0, resamples: int = 2000) -> dict[str, dict]:

@@ -2,7 +2,9 @@
 
 Folder layout under ``{out_root}/{name}/``::
 
-    data.csv                              the training texts (the first ``n_texts`` of a CSV dataset)
+    data-<hash>.csv                       the training texts (the first ``n_texts`` of a CSV dataset), named by
+                                          the SHA-256 of their bytes: never rewritten, so runs of one name with
+                                          other texts, at the same time, each train on their own
     dumps/<model>-<aggregate>-<key>.safetensors       one dump per model and extraction settings, shared
     dumps/diff-<large>-<small>-<aggregate>-<key>.safetensors   by every method, alpha, beta and seed
     <method>/<label>-<key>/run.json       every setting that decides the run's results (its key hashes them)
@@ -78,12 +80,18 @@ def resolve_params(cfg: RunExperimentConfig) -> tuple[float, float]:
 
 
 def model_identity(model: str | None) -> str | None:
-    """``model`` as given, plus the SHA-256 of its config.json when it is a local folder (a changed model
-    under the same path then gives another key)."""
+    """What a run or dump key names a model by: its content, the SHA-256 of its ``config.json`` and of its weight
+    files (:func:`elusive.identity.base_identity`, the identity train.py records and evaluate.py checks), so new
+    weights under the same path never reuse old dumps, adapters or scores; ``model`` as given (a hub id) when
+    neither can be found on this machine."""
     if model is None:
         return None
-    config = Path(model) / "config.json"
-    return f"{model}#{sha256_file(config)[:16]}" if config.is_file() else model
+    from elusive.identity import base_identity
+
+    found = base_identity(model)
+    if found["config_sha256"] is None and found["weights_sha256"] is None:
+        return model
+    return f"config:{(found['config_sha256'] or '-')[:16]},weights:{(found['weights_sha256'] or '-')[:16]}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,16 +120,13 @@ def validate(cfg: RunExperimentConfig) -> None:
             f"n_texts={cfg.n_texts}: only cuts CSV datasets; dataset={cfg.dataset} (Wikipedia .json/.jsonl) is used "
             "whole, so set n_texts=null (or give a smaller file)"
         )
+    from elusive.augment import check_schedule
     from elusive.evaluation import check_inputs  # the stage's own readers (no model)
     from elusive.models import check_model_path
-
     from elusive.outputs import Output, check_outputs
 
-    root = Path(cfg.out_root) / cfg.name
-    check_outputs("run_experiment", [Output("out_root", cfg.out_root, root, folder=True)],
-                  {"dataset": cfg.dataset, "eval_data": cfg.eval_data, "fewshot_data": cfg.evaluate.fewshot_data,
-                   "prompts": cfg.evaluate.prompts, "model": cfg.model, "small_model": cfg.small_model,
-                   "large_model": cfg.large_model})
+    if cfg.method != "plain":
+        check_schedule(RANKED.get(cfg.method, cfg.method), resolve_params(cfg)[0])
     load_texts(cfg.dataset, "dataset")
     eval_data = cfg.eval_data or cfg.dataset
     for mode in cfg.modes:
@@ -129,6 +134,12 @@ def validate(cfg: RunExperimentConfig) -> None:
     for key in ("model", "small_model", "large_model"):
         if getattr(cfg, key) is not None and (key == "model" or cfg.method in RANKED):
             check_model_path(getattr(cfg, key), key)
+    root = Path(cfg.out_root) / cfg.name
+    # last: a sweep's check before its first job stops here (elusive.outputs.paths_only), after every other check
+    check_outputs("run_experiment", [Output("out_root", cfg.out_root, root, folder=True)],
+                  {"dataset": cfg.dataset, "eval_data": cfg.eval_data, "fewshot_data": cfg.evaluate.fewshot_data,
+                   "prompts": cfg.evaluate.prompts, "model": cfg.model, "small_model": cfg.small_model,
+                   "large_model": cfg.large_model})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,8 +150,10 @@ def validate(cfg: RunExperimentConfig) -> None:
 def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
     """Every setting that changes the run's results (the run folder's key hashes them; run.json records them).
 
-    Left out: the output folders, ``device`` and the batch sizes of extraction and evaluation (documented not
-    to change results), ``modes`` (each mode is its own evaluation folder) and ``dry_run``.
+    Left out: the output folders, ``device``, evaluation's batch size (documented not to change predictions),
+    ``modes`` (each mode is its own evaluation folder) and ``dry_run``. Extraction's batch size stays in: it
+    moves the scores by ~1e-8 (another padding, other float sums), which can swap two close ranks. Models are
+    named by content (:func:`model_identity`).
     """
     alpha, beta = resolve_params(cfg)
     ranked = cfg.method in RANKED
@@ -151,7 +164,6 @@ def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
         evaluate[key + "_sha256"] = sha256_file(path) if path.is_file() else None
         evaluate[key] = path.name
     attention = dataclasses.asdict(cfg.attention)
-    attention.pop("batch_size")
     eval_data = Path(cfg.eval_data) if cfg.eval_data is not None else data
     return {
         "method": cfg.method,
@@ -193,15 +205,17 @@ def run_folder(root: Path, settings: dict) -> Path:
 
 
 def training_data(cfg: RunExperimentConfig, root: Path) -> Path:
-    """The first ``n_texts`` rows of ``dataset`` as ``root/data.csv`` (rewritten only when it changes).
+    """The first ``n_texts`` rows of ``dataset`` as ``root/data-<hash>.csv`` (named by content, written once).
 
     A Wikipedia ``.json``/``.jsonl`` dataset is returned as it is (``n_texts`` must be null).
     """
     if cfg.n_texts is None:
         return Path(cfg.dataset)
     frame = read_csv(cfg.dataset, "dataset").head(cfg.n_texts)
-    path = root / "data.csv"
     text = frame.to_csv(index=False, lineterminator="\n")
+    # named by its content and never rewritten: two runs of one name at once, on other texts, cannot swap each
+    # other's data between their augmentation and their training
+    path = root / f"data-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:10]}.csv"
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         write_text_atomic(path, text)
     return path
@@ -215,12 +229,12 @@ def dump_prefix(cfg: RunExperimentConfig) -> str:
 def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, aggregate: str) -> Path:
     """``model``'s attention dump of ``data``, extracted unless one with the same settings exists.
 
-    The file name carries the hash of everything that decides the scores (model, dataset, aggregate,
-    layers, dtype, quantisation, text_prefix, length limit), so a dump is reused only when all of them match.
+    The file name carries the hash of everything that decides the scores (the model by content, dataset,
+    aggregate, layers, dtype, quantisation, text_prefix, length limit, batch size), so a dump is reused only
+    when all of them match.
     """
     settings = {"model": model_identity(model), "dataset_sha256": sha256_file(data), "aggregate": aggregate,
-                "layers": cfg.layers, "text_prefix": dump_prefix(cfg),
-                **{k: v for k, v in dataclasses.asdict(cfg.attention).items() if k != "batch_size"}}
+                "layers": cfg.layers, "text_prefix": dump_prefix(cfg), **dataclasses.asdict(cfg.attention)}
     out = root / "dumps" / f"{slug(model)}-{aggregate}-{short_hash(settings)}"
     if dump_path(out).is_file():
         log.info("reusing %s", dump_path(out))

@@ -78,28 +78,52 @@ def read_predictions(predictions) -> list[dict]:
 
 
 def check_made_on(predictions, eval_data: Path) -> None:
-    """Refuse predictions whose ``eval_meta.json`` (beside them) records another eval_data than ``eval_data``.
+    """Refuse an ``eval_data`` whose biographies are not those the predictions were made on.
 
-    evaluate.py records the SHA-256 of the file it asked about; a dataset with the same people but other facts
-    or another field order (``make_biographies.py`` gives the same people for one seed whatever
-    ``field_order``) would otherwise give every prediction a wrong distance without a word.
+    evaluate.py records the file it asked about and its SHA-256 (``eval_meta.json`` beside the predictions).
+    Another file is fine if every person asked about has the very same tagged text in it (a superset, such as
+    the full dataset a run took its first ``n_texts`` from); one with the same people but other facts or another
+    field order (``make_biographies.py`` gives the same people for one seed whatever ``field_order``) would give
+    every prediction a wrong distance without a word. When the recorded file is gone, the golds are still
+    compared row by row (:func:`question_distances`).
 
     Raises:
-        InputError: Naming the predictions file, the recorded file and the given one.
+        InputError: Naming the person whose text differs, the predictions and both files.
     """
     wanted = sha256_file(eval_data) if eval_data.is_file() else None
+    given = None
     for path in _as_paths(predictions):
         meta = (path if path.is_dir() else path.parent) / "eval_meta.json"
         try:
             recorded = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # no record (predictions copied on their own): the golds are still compared, row by row
-        sha = recorded.get("eval_data_sha256") if isinstance(recorded, dict) else None
-        if sha and wanted and sha != wanted:
-            raise InputError(
-                f"eval_data={eval_data}: predictions={path} were made on {recorded.get('eval_data')}, whose SHA-256 "
-                "differs (other people, facts or field order); give the eval_data the predictions were made on"
-            )
+            sha, source = recorded["eval_data_sha256"], Path(recorded["eval_data"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # no record (predictions copied on their own): the golds are compared, row by row
+        if not sha or not wanted or sha == wanted:
+            continue
+        if not source.is_file() or sha256_file(source) != sha:
+            log.warning("predictions=%s were made on %s, which is gone or changed: only the golds are compared with "
+                        "eval_data=%s", path, source, eval_data)
+            continue
+        given = given if given is not None else _texts_by_name(eval_data)
+        theirs = _texts_by_name(source)
+        people = {str(r["person"]).strip() for r in read_predictions(path)}
+        for person in sorted(people):
+            if person in theirs and person in given and theirs[person] != given[person]:
+                raise InputError(
+                    f"eval_data={eval_data}: {person}'s biography differs from the one predictions={path} were made on "
+                    f"({source}: other facts or field order); give the eval_data the predictions were made on"
+                )
+
+
+def _texts_by_name(path: Path) -> dict[str, str]:
+    """Each row's tagged text by the value of its (first) ``<name>`` tag."""
+    out: dict[str, str] = {}
+    for text in read_csv(path, "eval_data")["text"].tolist():
+        names = [s.value.strip() for s in parse_tagged(text)[1] if s.field == "name"]
+        if names:
+            out.setdefault(names[0], text)
+    return out
 
 
 def distances_from_name(text: str, spans: list[Span], enc: Encoded) -> dict[str, int]:

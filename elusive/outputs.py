@@ -18,7 +18,7 @@ input. :func:`check_outputs` only looks: nothing is created, so a refused run le
 * **A sweep checks every job first.** Every stage calls :func:`check_outputs` before it loads a model or
   writes a byte. Under :func:`paths_only` it stops right there (:class:`PathsChecked`) and reports the outputs it
   would write, so ``-m`` sweeps run every job's checks, and compare their outputs, before the first job runs
-  (:mod:`elusive.cli`, ``check_sweep``).
+  (:func:`elusive.sweeps.check_sweep`).
 """
 
 from __future__ import annotations

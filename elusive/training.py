@@ -30,7 +30,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from elusive import distributed
 from elusive.artifacts import sha256_file, write_json_atomic, write_text_atomic
 from elusive.config import TrainConfig, check
-from elusive.data import load_texts, original_rows
+from elusive.data import training_texts
 from elusive.errors import InputError
 from elusive.identity import base_identity
 from elusive.models import (check_quant, describe, load_model, load_tokenizer, max_positions, model_device,
@@ -196,18 +196,58 @@ def checkpoint_state(checkpoint: Path) -> dict:
         return {}
 
 
-def check_resume_epochs(checkpoint: Path, epochs: float) -> None:
-    """Refuse to resume with fewer epochs than ``checkpoint`` has already trained (epochs may only grow).
+def check_resume_epochs(checkpoint: Path, epochs: float, cfg: TrainConfig | None = None) -> None:
+    """Refuse to resume with fewer epochs than ``checkpoint`` has already trained, and with more epochs than its
+    run was started for when the learning rate's schedule depends on the run's length.
+
+    A linear decay (``lr_schedule=linear``) ends at the run's last step, and a ``warmup_ratio`` is a share of
+    all steps: resumed with more epochs, the Trainer would continue the first run's steps on the longer run's
+    schedule (a jump in the learning rate), and the adapter would follow neither. Epochs may grow with a
+    schedule that does not depend on the length: ``lr_schedule=constant`` with ``warmup_passes`` (or no warmup).
 
     Raises:
-        InputError: The adapter would be the checkpoint's, not one trained for ``epochs``.
+        InputError: The adapter would be the checkpoint's, not one trained for ``epochs``, or would mix two
+            schedules.
     """
-    done = checkpoint_state(checkpoint).get("epoch")
+    state = checkpoint_state(checkpoint)
+    done, planned = state.get("epoch"), state.get("num_train_epochs")
     if isinstance(done, (int, float)) and epochs < done - 1e-6:
         raise InputError(
             f"resume=true epochs={epochs:g}: {checkpoint.name} has already trained {done:g} epochs; give epochs>="
             f"{done:g} to continue, or train into a new model_dir"
         )
+    if cfg is None or not isinstance(planned, (int, float)) or abs(epochs - planned) < 1e-6:
+        return
+    fixed = cfg.lr_schedule == "constant" and (cfg.warmup_passes is not None or cfg.warmup_ratio == 0)
+    if not fixed:
+        raise InputError(
+            f"resume=true epochs={epochs:g}: {checkpoint.name} belongs to a run of {planned:g} epochs whose learning "
+            f"rate schedule (lr_schedule={cfg.lr_schedule}, warmup as a share of all steps) depends on its length, so "
+            f"continuing to {epochs:g} would mix two schedules in one adapter; resume with epochs={planned:g}, train "
+            "into a new model_dir, or use lr_schedule=constant with warmup_passes (a schedule that does not depend "
+            "on the length)"
+        )
+
+
+def check_fresh_folder(model_dir: Path) -> None:
+    """A run without ``resume`` starts in a folder without an earlier run's adapter or checkpoints: refused if
+    it holds a complete ``checkpoint-N``, a kept ``pass-<E>`` or a final adapter (they would sit beside the new
+    record, and evaluating them would record the new run's settings). Checkpoints a kill cut short (no
+    :data:`CHECKPOINT_MANIFEST`) do not count: :func:`_fit` removes them, as ``resume=true`` does. Nothing
+    complete is deleted.
+
+    Raises:
+        InputError: Naming what the folder holds and the two ways on.
+    """
+    if not Path(model_dir).is_dir():
+        return
+    done = [c.name for c in checkpoints(model_dir) if is_complete_checkpoint(c)]
+    done += [p.name for p in Path(model_dir).glob(f"{PASS_PREFIX}*") if p.is_dir()]
+    done += [n for n in ("adapter_config.json", "train_meta.json") if (Path(model_dir) / n).is_file()]
+    if done:
+        shown = ", ".join(sorted(done)[:4]) + (", ..." if len(done) > 4 else "")
+        raise InputError(f"model_dir={model_dir}: holds an earlier run ({shown}); add resume=true to continue it, or "
+                         "give a new or empty model_dir (nothing is deleted)")
 
 
 PASS_PREFIX = "pass-"
@@ -375,7 +415,7 @@ def train(cfg: TrainConfig) -> Path | None:
         raise InputError(
             f"resume=true: no complete checkpoint-* folder in model_dir={model_dir}; train without resume first"
         )
-    texts = load_texts(dataset, "dataset")
+    texts, originals = training_texts(dataset, "dataset")  # without the copies stage 3 emptied
     base_hashes = base_identity(model)
     run = {  # what a resumed run must share with its checkpoint (see check_same_run); epochs may grow
         "base_model": describe(model),
@@ -387,14 +427,15 @@ def train(cfg: TrainConfig) -> Path | None:
     }
     if resume:
         check_same_run(last, run)
-        check_resume_epochs(last, cfg.epochs)
+        check_resume_epochs(last, cfg.epochs, cfg)
+    else:
+        check_fresh_folder(model_dir)
     if cfg.save_at_passes and max(cfg.save_at_passes) > cfg.epochs:
         raise InputError(
             f"save_at_passes={list(cfg.save_at_passes)}: pass {max(cfg.save_at_passes)} lies beyond epochs={cfg.epochs:g}; "
             f"keep passes <= epochs, or set epochs={max(cfg.save_at_passes)}"
         )
     augmentation = augmentation_settings(dataset, run["dataset_sha256"])
-    originals = original_rows(dataset, "dataset")
     tokenizer = load_tokenizer(model, padding_side="right")
     examples = tokenize_for_training(tokenizer, texts, cfg.max_length, max_positions(model), dataset)
     original_examples = examples if originals is None else [examples[i] for i in originals]
@@ -470,9 +511,12 @@ def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], ori
         data_collator=collator,
         callbacks=[StopOnNonFinite(cfg.learning_rate), NoPickleArgs(), MarkCheckpointComplete(run), keep],
     )
-    if resume and trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():
         for partial in checkpoints(model_dir):  # cut short by a kill: saved again when training reaches that step
-            if checkpoint_step(partial) > checkpoint_step(last):
+            if not resume:  # a fresh run: only unfinished ones can be here (check_fresh_folder)
+                log.warning("removing %s: an earlier run did not finish saving it", partial)
+                shutil.rmtree(partial)
+            elif checkpoint_step(partial) > checkpoint_step(last):
                 log.warning("removing %s: it was not saved completely; resuming from %s", partial, last.name)
                 shutil.rmtree(partial)
     trainer.train(resume_from_checkpoint=str(last) if resume else None)

@@ -86,17 +86,35 @@ def test_output_layout_and_originals(small_model, bios, dumps, tmp_path):
     assert len(no_orig) == 2 * len(texts) and (no_orig["copy"] > 0).all()
 
 
-def test_alpha_zero_changes_nothing_and_random_alpha_one_drops_every_word(small_model, bios, tmp_path, caplog):
+def test_alpha_zero_changes_nothing_and_random_alpha_one_is_refused(small_model, bios, tmp_path, caplog):
     texts = load_texts(bios)
     with caplog.at_level("WARNING", logger="elusive.augment"):
         frame = _copies(data_augmentation("random", 0.0, 0.05, 2, str(small_model), bios, tmp_path / "a0",
                                           attn_weights=tmp_path / "unused"))
     assert (frame["text"] == [texts[i] for i in frame["source_row"]]).all()
     assert any("not used by augment_type=random" in r.getMessage() for r in caplog.records)  # said, not silent
-    frame = _copies(data_augmentation("random", 1.0, 0.05, 1, str(small_model), bios, tmp_path / "a1"))
-    for text in frame[frame["copy"] == 1]["text"]:
-        assert not any(ch.isalnum() for ch in text)  # only punctuation survives
-        assert text.count(".") >= 5  # ... and all of it does
+    with pytest.raises(InputError, match=r"^alpha=1.0: augment_type=random drops every droppable token"):
+        data_augmentation("random", 1.0, 0.05, 1, str(small_model), bios, tmp_path / "a1")  # only punctuation left
+    assert not list(tmp_path.glob("a1*"))
+
+
+def test_copies_that_dropped_every_token_are_counted_and_left_out_of_training(small_model, tmp_path, caplog):
+    """Short texts without punctuation under a high alpha: some copies are empty. Stage 3 writes them (its draws
+    stay as documented) and counts them; train.py's reader leaves them out and keeps the originals' places."""
+    from elusive.data import training_texts
+
+    data = tmp_path / "short.csv"
+    pd.DataFrame({"text": ["Ann Lee lived in Oslo", "Bo Li worked at Acme"]}).to_csv(data, index=False)
+    with caplog.at_level("WARNING"):
+        out = data_augmentation("random", 0.9, 0.05, 20, str(small_model), data, tmp_path / "aug")
+    frame = pd.read_csv(out, keep_default_na=False)
+    empty = int((frame["text"] == "").sum())
+    assert empty > 0 and (frame[frame["text"] == ""]["copy"] > 0).all()
+    assert json.loads(out.with_suffix(".json").read_text())["empty_copies"] == empty
+    texts, originals = training_texts(out)
+    assert len(texts) == len(frame) - empty and all(t for t in texts)
+    assert [texts[i] for i in originals] == ["Ann Lee lived in Oslo", "Bo Li worked at Acme"]
+    assert any(f"{empty} of its 40 copies dropped every token" in m for m in caplog.messages)
 
 
 def test_top_ranked_token_is_never_dropped_and_drop_rates_follow_p(small_model, bios, tmp_path):

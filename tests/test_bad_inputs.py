@@ -187,20 +187,25 @@ def _empty_name(frame: pd.DataFrame) -> None:
     frame.loc[3, "text"] = text[: text.index("<name>") + 6] + text[text.index("</name>") :]
 
 
-def _predictions(gold: str | None = None, meta_sha: str | None = None):
-    """predictions.jsonl about row 0's city, with ``gold`` (else the right one) and an eval_meta.json."""
+def _predictions(gold: str | None = None, made_on_other: bool = False):
+    """predictions.jsonl about row 0's city, with ``gold`` (else the right one); ``made_on_other``: its
+    eval_meta.json names other.csv, where row 0's sentences come in another order (same people, same facts)."""
     def setup(w: Path, ctx: dict) -> None:
         from elusive.tags import parse_tagged
 
-        _, spans = parse_tagged(pd.read_csv(ctx["bios"])["text"][0])
+        frame = pd.read_csv(ctx["bios"])
+        _, spans = parse_tagged(frame["text"][0])
         values = {s.field: s.value for s in spans}
         record = {"person": values["name"], "field": "city", "prompt": "p", "gold": gold or values["city"],
                   "prediction": "x", "exact_match": 0.0, "f1": 0.0}
         (w / "eval").mkdir()
         (w / "eval" / "predictions.jsonl").write_text(json.dumps(record) + "\n")
-        if meta_sha is not None:
-            (w / "eval" / "eval_meta.json").write_text(json.dumps({"eval_data": "elsewhere.csv",
-                                                                   "eval_data_sha256": meta_sha}))
+        if made_on_other:
+            first, rest = frame.loc[0, "text"].split(". ", 1)
+            frame.loc[0, "text"] = rest.rstrip(".") + ". " + first + "."
+            frame.to_csv(w / "other.csv", index=False)
+            (w / "eval" / "eval_meta.json").write_text(json.dumps({
+                "eval_data": str(w / "other.csv"), "eval_data_sha256": hashlib.sha256((w / "other.csv").read_bytes()).hexdigest()}))
     return setup
 
 
@@ -497,18 +502,17 @@ ROWS = [
      ("error: eval_data={bios}: row 0 gives Ignacio Wright the city 'Buenos Aires, Argentina', but predictions={w}/eval "
       "has the gold 'Atlantis, Nowhere'; give the eval_data the predictions were made on"), ("{out}",), False),
     ("distance-recorded-other-data", PD, ("predictions={w}/eval", "eval_data={bios}", "model={small}",
-                                          "output={out}/fig"), _predictions(meta_sha="0" * 64),
-     ("error: eval_data={bios}: predictions={w}/eval were made on elsewhere.csv, whose SHA-256 differs (other "
-      "people, facts or field order); give the eval_data the predictions were made on"), ("{out}",), False),
+                                          "output={out}/fig"), _predictions(made_on_other=True),
+     ("error: eval_data={bios}: Ignacio Wright's biography differs from the one predictions={w}/eval were made on "
+      "({w}/other.csv: other facts or field order); give the eval_data the predictions were made on"), ("{out}",),
+     False),
     ("aug-random-alpha-1", DA, ("augment_type=random", "alpha=1", *DA_ARGS), None,
      ("error: alpha=1.0: augment_type=random drops every droppable token with probability alpha, so each copy would "
-      "keep no word (punctuation only, or an empty row train.py refuses); use alpha < 1 (the paper: 0.6-0.7)"),
+      "keep no word (punctuation only, or nothing); use alpha < 1 (the paper: 0.6-0.7)"),
      DA_OUT, False),
-    ("aug-a-copy-with-no-token-left", DA, ("model={small}", "dataset={w}/bad.csv", "save_name={out}/aug",
-                                           "augment_type=random", "alpha=0.99", "multiply=20"),
-     _csv("text\nAnn Lee lived in Oslo\nBo Li worked at Acme\n"),
-     ("error: alpha=0.99: copy 1 of text 0 drops every token, an empty row train.py cannot train on; lower alpha "
-      "(or beta)"), DA_OUT, False),
+    ("train-an-empty-original", TR, ("model={small}", "dataset={w}/aug.csv", "model_dir={out}/lora", "device=cpu"),
+     _csv('text,source_row,copy\nAnn Lee lived in Oslo,0,0\n,0,1\n" ",1,0\n'),  # an empty copy is left out
+     "error: dataset={w}/aug.csv: row 2 has an empty text; remove it or fill it in", TR_OUT, False),
     # --- tracebacks before: loops, interpolations, characters Hydra's grammar reads --------------------------------
     ("output-through-a-symlink-loop", MB, ("output={w}/loop/bio.csv", "n_people=3"), _loop,
      ("error: output={w}/loop/bio.csv: {w}/loop/bio.csv goes through a symlink that leads back to itself (a loop); fix "

@@ -256,3 +256,16 @@ def test_distance_script_pools_runs_and_refuses_unknown_people(word_model, tmp_p
     assert len(errors) == 1 and errors[0].startswith(f"error: predictions={bad}: person 'Nobody'"), proc.stderr
     assert "eval_data=" in errors[0] and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("out_bad*"))
+
+
+def test_distance_takes_a_superset_of_the_data_the_predictions_were_made_on(word_model, tmp_path):
+    """eval_meta.json names the file evaluated; another file holding the same people with the same texts (the
+    full dataset a run took its first rows from) gives the same distances and is accepted."""
+    made_on = _bios(tmp_path / "two.csv")
+    (tmp_path / "eval").mkdir()
+    _predictions(tmp_path / "eval" / "predictions.jsonl", PREDS)
+    (tmp_path / "eval" / "eval_meta.json").write_text(json.dumps({"eval_data": str(made_on),
+                                                                  "eval_data_sha256": sha256_file(made_on)}))
+    more = _bios(tmp_path / "more.csv", [*BIOS, "<name>Cy Xu</name> lived in <city>Rome</city>."])
+    accuracy_distance(tmp_path / "eval", more, str(word_model), tmp_path / "fig", bin_size=5)
+    assert pd.read_csv(tmp_path / "fig.csv")["n"].sum() == 2 * len(PREDS)  # per field and "all"

@@ -188,12 +188,20 @@ def test_same_seed_gives_identical_adapter(trained, small_model, bios, tmp_path)
 
 
 def test_resume_continues_to_the_requested_epochs(small_model, bios, tmp_path):
+    """Epochs grow on resume only with a schedule that does not depend on the run's length (a linear decay to
+    the last step would be the first run's, then the longer run's)."""
+    linear = tmp_path / "linear"
+    assert _train(small_model, bios, linear, "epochs=1").returncode == 0
+    proc = _train(small_model, bios, linear, "epochs=2", "resume=true")
+    assert proc.returncode == 2 and _error_lines(proc.stderr)[0].startswith(
+        f"error: resume=true epochs=2: checkpoint-{STEPS_PER_EPOCH} belongs to a run of 1 epochs")
     model_dir = tmp_path / "lora"
-    proc = _train(small_model, bios, model_dir, "epochs=1")
+    fixed = ("lr_schedule=constant", "warmup_passes=0")
+    proc = _train(small_model, bios, model_dir, "epochs=1", *fixed)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first_ckpt = model_dir / f"checkpoint-{STEPS_PER_EPOCH}"
     before = _sha(first_ckpt / "adapter_model.safetensors")
-    proc = _train(small_model, bios, model_dir, "epochs=2", "resume=true")
+    proc = _train(small_model, bios, model_dir, "epochs=2", "resume=true", *fixed)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _sha(first_ckpt / "adapter_model.safetensors") == before  # continued, not restarted
     state = json.loads((model_dir / f"checkpoint-{2 * STEPS_PER_EPOCH}" / "trainer_state.json").read_text())

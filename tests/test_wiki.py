@@ -22,6 +22,7 @@ from elusive.experiment import training_data
 from stages import run_experiment
 from elusive.metrics import exact_match, f1_score
 from stages import train
+from elusive.provenance import record_path
 from elusive.wiki import WikiQuestion, load_contexts, load_questions, load_wiki
 
 NESTED = ROOT / "data" / "wiki_sample.json"
@@ -248,7 +249,7 @@ def test_run_experiment_on_the_json(small_model, large_model, tmp_path):
     root = tmp_path / "exp" / "cpu_tiny"
     (run,) = (root / "attention_diff").glob("a0.7_b0.05_s0-*")
     info = json.loads((run / "run.json").read_text())
-    assert info["n_texts"] == len(load_contexts(NESTED)) == 10 and info["dataset"] == str(NESTED)
+    assert info["n_texts"] == len(load_contexts(NESTED)) == 10 and info["dataset"] == record_path(NESTED)
     assert not (root / "data.csv").exists()
     results = json.loads((run / "eval" / "results.json").read_text())
     assert list(results) == ["qa"] and results["qa"]["n"] == len(load_questions(NESTED))
