@@ -511,7 +511,7 @@ ROWS = [
       "keep no word (punctuation only, or nothing); use alpha < 1 (the paper: 0.6-0.7)"),
      DA_OUT, False),
     ("train-an-empty-original", TR, ("model={small}", "dataset={w}/aug.csv", "model_dir={out}/lora", "device=cpu"),
-     _csv('text,source_row,copy\nAnn Lee lived in Oslo,0,0\n,0,1\n" ",1,0\n'),  # an empty copy is left out
+     _csv('text,source_row,copy\nAnn Lee lived in Oslo,0,0\n,0,1\n" ",1,0\n', "aug.csv"),  # an empty copy: left out
      "error: dataset={w}/aug.csv: row 2 has an empty text; remove it or fill it in", TR_OUT, False),
     # --- tracebacks before: loops, interpolations, characters Hydra's grammar reads --------------------------------
     ("output-through-a-symlink-loop", MB, ("output={w}/loop/bio.csv", "n_people=3"), _loop,
