@@ -191,8 +191,8 @@ class EvaluateSettings:
     shared_shots: bool = setting(False, "the same shots for every question of a field, so their KV cache is "
                                  "computed once per field (faster); false = fresh shots per question, as the "
                                  "released code")
-    bootstrap_resamples: int = setting(2000, "resamples of the percentile bootstrap behind the 95 % intervals in "
-                                       "results.json", at_least(100))
+    bootstrap_resamples: int = setting(2000, "resamples of the percentile bootstrap behind the F1 intervals in "
+                                       "results.json (exact match: Wilson)", at_least(100))
 
 
 # --------------------------------------------------------------------------------------------------
