@@ -214,8 +214,8 @@ class EvaluateSettings:
     shared_shots: bool = setting(False, "the same shots for every question of a field, so their KV cache is "
                                  "computed once per field (faster); false = fresh shots per question, as the "
                                  "released code")
-    bootstrap_resamples: int = setting(2000, "resamples of the percentile bootstrap behind the 95 % intervals in "
-                                       "results.json", at_least(100))
+    bootstrap_resamples: int = setting(2000, "resamples of the percentile bootstrap behind the F1 intervals in "
+                                       "results.json (exact match: Wilson)", at_least(100))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,15 +395,31 @@ class SummarizeConfig:
                                     null="null to print only")
 
 
+def _runs_ok(value: Any) -> bool:
+    """One path, or a non-empty list of paths (``a=``/``b=`` of compare_runs)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return bool(items) and all(isinstance(item, str) and item for item in items)
+
+
+RUNS = Rule(_runs_ok, "must be an evaluation folder or a list of them, one per training seed, e.g. [s0/eval,s1/eval]")
+FIELD_SET = Rule(lambda v: len(v) >= 2 and len(set(v)) == len(v),
+                 "must list two or more different fields, e.g. [university,company]")
+
+
 @dataclass
 class CompareRunsConfig:
-    """``compare_runs.py``: two evaluations of the same questions, paired."""
+    """``compare_runs.py``: two arms on the same questions, paired by person and by training seed."""
 
-    a: str = path_setting(MISSING, "evaluation folder (or predictions.jsonl) of the reference run")
-    b: str = path_setting(MISSING, "evaluation folder (or predictions.jsonl) compared with a: differences are b − a")
+    a: Any = setting(MISSING, "reference arm: an evaluation folder (or its predictions.jsonl), or a list of them, "
+                     "one per training seed, e.g. [s0/eval,s1/eval]", RUNS)
+    b: Any = setting(MISSING, "compared arm, as a, paired with a by position (same seeds, same order): differences "
+                     "are b − a", RUNS)
     output: str = output_path(MISSING, "output path without suffix: writes {output}.json and {output}.md")
-    seed: int = setting(0, "seed of the paired bootstrap", SEED)
-    resamples: int = setting(2000, "bootstrap resamples", at_least(100))
+    fields: Optional[list[str]] = setting(None, "one more row pooling these fields, e.g. [university,company] (the "
+                                          "far fields; row university+company)", FIELD_SET, null="null for none")
+    seed: int = setting(0, "seed of the person bootstrap (and of Monte Carlo sign flips)", SEED)
+    resamples: int = setting(2000, "bootstrap resamples (and sign patterns when too many people for the exact "
+                             "sign-flip test)", at_least(100))
 
 
 @dataclass

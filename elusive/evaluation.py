@@ -2,7 +2,7 @@
 
 The questions come from :mod:`elusive.questions` (biography QA, completion probe, Wikipedia QA), the answers
 from :mod:`elusive.generation`. This module runs them and reports: ``results.json`` (per field: exact match,
-F1, their 95 % bootstrap intervals and n), ``predictions.jsonl`` (one line per question: person, field,
+F1, their 95 % intervals — Wilson for exact match, bootstrap for F1 — and n), ``predictions.jsonl`` (one line per question: person, field,
 prompt, gold, prediction, exact_match, f1) and ``eval_meta.json`` (what was evaluated, with which data,
 settings, library versions and code, and the adapter's training record).
 """
@@ -235,8 +235,8 @@ def training_meta(model_dir: Path | None) -> dict | None:
 
 
 def score_fields(questions: list[Question], seed: int = 0, resamples: int = 2000) -> dict[str, dict]:
-    """Mean exact match and F1 per field, as fractions in [0, 1], with their 95 % intervals: a seeded percentile
-    bootstrap over the field's questions (:func:`elusive.stats.add_intervals`)."""
+    """Mean exact match and F1 per field, as fractions in [0, 1], with their 95 % intervals: Wilson for exact match,
+    a seeded percentile bootstrap over the field's questions for F1 (:func:`elusive.stats.add_intervals`)."""
     results: dict[str, dict] = {}
     by_field: dict[str, list[tuple[float, float]]] = {}
     for q in questions:

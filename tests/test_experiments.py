@@ -169,6 +169,7 @@ def test_the_study_report_collects_compares_and_draws(small_model, large_model, 
         assert not (root / "compare" / f"{mode}_plain_vs_random.md").exists()
         assert (root / "figures" / f"fig1_{mode}.png").read_bytes().startswith(b"\x89PNG")
     assert (root / "figures" / "fig4_position.html").is_file()
+    assert "two-sided sign-flip p over per-person differences" in (root / "compare" / "summary.md").read_text()
     frame = pd.read_csv(root / "summary.csv")
     assert set(frame["mode"]) == {"qa", "completion"} and len(frame) == 3 * 2 * 5
 
