@@ -351,7 +351,8 @@ def score_released(
     for i in tqdm(part.pick(list(range(len(encoded)))), desc="attention (released)", unit="text"):
         ids = torch.from_numpy(encoded[i].input_ids)[None, :].to(device)
         attentions = model.base_model(input_ids=ids, output_attentions=True, use_cache=False).attentions
-        stacked = torch.stack([attentions[layer] for layer in layers])  # [L, 1, H, n, n], the model's dtype
+        # [L, 1, H, n, n] in the model's dtype; with device=multi the layers' weights sit on different GPUs
+        stacked = torch.stack([attentions[layer].to(device) for layer in layers])
         average = torch.tril(stacked.mean(dim=(0, 1, 2)))  # [n, n]
         scores = average.sum(dim=-1) / torch.arange(1, average.shape[-1] + 1, device=average.device).to(average)
         results[i] = scores.float().cpu().numpy()

@@ -131,8 +131,9 @@ def validate(cfg: RunExperimentConfig) -> None:
 def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
     """Every setting that changes the run's results (the run folder's key hashes them; run.json records them).
 
-    Left out: the output folders, ``device`` and the batch sizes of extraction and evaluation (documented not
-    to change results), ``modes`` (each mode is its own evaluation folder) and ``dry_run``.
+    Left out: the output folders, ``modes`` (each mode is its own evaluation folder), ``dry_run``, and — on the
+    CPU in float32, where they do not change results — ``device`` and the batch sizes of extraction and
+    evaluation. Elsewhere (GPUs, bf16) they do, slightly: ``numerics`` then records them (:func:`numerics_key`).
     """
     alpha, beta = resolve_params(cfg)
     ranked = cfg.method in RANKED
@@ -144,7 +145,9 @@ def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
         evaluate[key] = path.name
     attention = dataclasses.asdict(cfg.attention)
     attention.pop("batch_size")
+    attention.pop("device")
     eval_data = Path(cfg.eval_data) if cfg.eval_data is not None else data
+    numerics = numerics_key(cfg, ranked)
     return {
         "method": cfg.method,
         "alpha": None if cfg.method == "plain" else alpha,
@@ -163,7 +166,29 @@ def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
         "attention": attention if ranked else None,
         "train": dataclasses.asdict(cfg.train),
         "evaluate": evaluate,
+        **({} if numerics is None else {"numerics": numerics}),
     }
+
+
+def attention_device(cfg: RunExperimentConfig) -> str:
+    """The device of stage 1: ``attention.device``, else the run's."""
+    return cfg.attention.device or cfg.device
+
+
+def numerics_key(cfg: RunExperimentConfig, ranked: bool) -> dict | None:
+    """Per stage, the device type, GPUs, dtype (:func:`elusive.models.numerics`) and batch size that decide its
+    exact numbers; None when every stage runs on the CPU in float32, where they do not (so such runs keep their
+    keys)."""
+    from elusive.models import numerics
+
+    stages = {"train": (numerics(cfg.device, cfg.train.dtype), cfg.train.batch_size),
+              "evaluate": (numerics(cfg.device, cfg.evaluate.dtype), cfg.evaluate.batch_size)}
+    if ranked:
+        stages["attention"] = (numerics(attention_device(cfg), cfg.attention.dtype), cfg.attention.batch_size)
+    if all(record is None for record, _ in stages.values()):
+        return None
+    return {stage: {**(record or {"device": "cpu", "devices": 1, "dtype": "float32"}), "batch_size": batch}
+            for stage, (record, batch) in stages.items()}
 
 
 def aggregate_of(method: str) -> str:
@@ -207,11 +232,20 @@ def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, ag
     """``model``'s attention dump of ``data``, extracted unless one with the same settings exists.
 
     The file name carries the hash of everything that decides the scores (model, dataset, aggregate,
-    layers, dtype, quantisation, text_prefix, length limit), so a dump is reused only when all of them match.
+    layers, dtype, quantisation, text_prefix, length limit; on GPUs or in bf16 also the device type, GPUs and batch
+    size), so a dump is reused only when all of them match.
     """
+    from elusive.models import numerics
+
+    attention = dataclasses.asdict(cfg.attention)
+    device = attention_device(cfg)
+    attention["device"] = device
     settings = {"model": model_identity(model), "dataset_sha256": sha256_file(data), "aggregate": aggregate,
                 "layers": cfg.layers, "text_prefix": dump_prefix(cfg),
-                **{k: v for k, v in dataclasses.asdict(cfg.attention).items() if k != "batch_size"}}
+                **{k: v for k, v in attention.items() if k not in ("batch_size", "device")}}
+    record = numerics(device, cfg.attention.dtype)
+    if record is not None:  # on GPUs and in bf16 the scores depend (slightly) on these too
+        settings["numerics"] = {**record, "batch_size": cfg.attention.batch_size}
     out = root / "dumps" / f"{slug(model)}-{aggregate}-{short_hash(settings)}"
     if dump_path(out).is_file():
         log.info("reusing %s", dump_path(out))
@@ -220,7 +254,7 @@ def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, ag
 
     return save_attention(SaveAttentionConfig(
         model=model, dataset=str(data), save_name=str(out), aggregate=aggregate, layers=cfg.layers,
-        text_prefix=dump_prefix(cfg), device=cfg.device, seed=cfg.seed, **dataclasses.asdict(cfg.attention)))
+        text_prefix=dump_prefix(cfg), seed=cfg.seed, **attention))
 
 
 def ranking_dump(cfg: RunExperimentConfig, data: Path, root: Path) -> Path | None:

@@ -218,7 +218,12 @@ class StopOnNonFinite(TrainerCallback):
         self.weights = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.weights and not torch.stack([torch.isfinite(p).all() for _, p in self.weights]).all():
+        # One reduction per device (device=multi spreads the LoRA weights over GPUs, and tensors of two devices
+        # cannot be stacked), then one host sync per device.
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for _, p in self.weights:
+            by_device.setdefault(p.device, []).append(torch.isfinite(p).all())
+        if not all(bool(torch.stack(flags).all()) for flags in by_device.values()):
             name = next(n for n, p in self.weights if not torch.isfinite(p).all())
             self.stop(state, f"the LoRA weight {name} is not finite")
 
@@ -318,7 +323,8 @@ def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], tok
     trainable, total = lm.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
 
-    bf16 = target.type == "cuda" and base.dtype == torch.bfloat16
+    # From the setting: prepare_model_for_kbit_training has upcast the non-quantised weights to float32 by now
+    bf16 = target.type == "cuda" and resolve_dtype(cfg.dtype, target) == torch.bfloat16
     args = TrainingArguments(
         output_dir=str(model_dir),
         num_train_epochs=cfg.epochs,
@@ -347,6 +353,7 @@ def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], tok
         disable_tqdm=False,
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN (and stops the run), not averaged away
     )
+    distributed.one_device(args, target)  # plain python on a node with several GPUs: still one GPU
     trainer = Trainer(
         model=lm,
         args=args,
@@ -379,6 +386,9 @@ def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], tok
         "seed": cfg.seed,
         "settings": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model", "dataset", "model_dir")},
         "world_size": trainer.args.world_size,
+        "compute": {"device": target.type, "n_gpu": trainer.args.n_gpu, "bf16_autocast": bf16,
+                    "dtype": str(resolve_dtype(cfg.dtype, target)).removeprefix("torch."),
+                    "effective_batch_size": distributed.global_batch(trainer.args)},  # texts per optimizer step
         "augmentation": augmentation,
         "final_train_loss": losses[-1]["loss"] if losses else None,  # the last logged loss
         # the Trainer's mean covers only the steps of this call: the adapter's whole mean only without resume
