@@ -17,7 +17,8 @@ Attention is computed query block by query block against only the keys each bloc
 block's weights are reduced to the per-token sums at once (:data:`BLOCKED`), so no layer's B×H×n×n weights
 are ever built; for a model family without transformers' functional attention dispatch, eager attention's
 weights are reduced in a forward hook instead. The LM head is never run. Texts are batched by similar length with
-right padding: padded keys are masked, padded query rows are excluded, so scores do not depend on batching.
+right padding: padded keys are masked, padded query rows are excluded, so scores do not depend on batching (on
+the CPU in float32; on GPUs other batch shapes pick other kernels, so they agree approximately).
 """
 
 from __future__ import annotations

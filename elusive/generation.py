@@ -2,8 +2,8 @@
 
 :func:`generate_answers` sorts prompts by length, pads them on the left and stops each sequence at its first
 newline; :func:`generate_with_prefix` computes a prefix shared by many prompts (the shots of
-``shared_shots=true``) once and copies its KV cache for each batch. Predictions do not depend on the batch
-size. :func:`load_for_eval` loads the base model with the LoRA adapter.
+``shared_shots=true``) once and copies its KV cache for each batch. On the CPU in float32 predictions do not
+depend on the batch size (on GPUs, approximately). :func:`load_for_eval` loads the base model with the LoRA adapter.
 """
 
 from __future__ import annotations
@@ -195,8 +195,8 @@ def load_for_eval(model: str, model_dir: Path | None, device: str, dtype: str, q
     faster generation). Merged into bf16 weights of std 0.02, a LoRA update is rounded to bf16's step there
     (~6e-5 to 1.2e-4): updates of std 3e-5 / 1e-4 / 3e-4 come out with relative errors of 71 / 33 / 11 %
     (tests/test_gpu_paths.py); into 8-/4-bit weights they would be rounded to the quantisation grid. So there the
-    LoRA path stays separate, as in training. A warning names
-    both settings when the adapter was trained with another quant or dtype (:func:`warn_precision_mismatch`).
+    LoRA path stays separate, as in training. A warning names both settings when the adapter was trained with
+    another quant or dtype (:func:`warn_precision_mismatch`).
     """
     from elusive.evaluation import check_adapter_folder
 

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import sys
 import tempfile
 import time
@@ -340,6 +341,22 @@ def two_gpu_tests() -> tuple[bool, str]:
     return proc.returncode == 0, (proc.stdout.strip().splitlines() or ["no output"])[-1]
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Everything the checks print goes to stderr, at the file-descriptor level (the tokenizer trainer writes
+    from Rust), so stdout holds only the table."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def table(rows: list[Row]) -> str:
     """The rows as one markdown table."""
     lines = ["| check | status | result |", "|---|---|---|"]
@@ -355,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.time()
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as work, contextlib.redirect_stdout(sys.stderr):
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as work, stdout_to_stderr():
         rows = run_checks(Checker(args.device, Path(work), args.tiny_only))
     print(table(rows))
     failed = sum(r.status == "FAIL" for r in rows)

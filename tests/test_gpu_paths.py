@@ -322,6 +322,19 @@ def test_table_presets_place_each_stage_and_keep_few_checkpoints(name):
         assert cfg.attention.quant == "8bit"  # both dumps of the pair: contrast refuses mixed quant
 
 
+@pytest.mark.parametrize("preset, method, row", [
+    ("table2_gemma2_2b", "attention_diff", "| | **by attention diff** | 0.6? |"),
+    ("table2_llama3_70b", "attention", "| | by attention | 0.7? |"),
+    ("table3_llama3_70b", "attention", "(0.7?, 0.005) | **0.212"),
+    ("table3_llama3_70b", "attention_diff", "**0.212 / 0.308** (0.7?, 0.005)"),
+])
+def test_cells_the_paper_leaves_blank_are_marked_uncertain(preset, method, row):
+    line = next(line for line in (ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text().splitlines()
+                if line.startswith(f"  {method}: "))
+    assert "uncertain cell (docs/paper_settings.md)" in line
+    assert row in (ROOT / "docs" / "paper_settings.md").read_text()
+
+
 def test_the_attention_stage_gets_its_own_device(small_model, large_model, tmp_path, monkeypatch):
     import elusive.attention
 
