@@ -45,6 +45,7 @@ from elusive.distributed import SINGLE, Share
 from elusive.errors import InputError
 from elusive.models import describe, load_model, load_tokenizer, model_device
 from elusive.outputs import Output, check_outputs
+from elusive.provenance import record_path
 from elusive.tags import Span
 from elusive.tokens import Encoded, encode_many
 
@@ -506,7 +507,7 @@ def dump_metadata(
         "model": describe(model),
         "tokenizer": tokenizer.name_or_path,
         "vocab_sha256": vocab_sha256(tokenizer),
-        "dataset": str(Path(dataset).absolute()),
+        "dataset": record_path(dataset),
         "dataset_sha256": sha256_file(dataset),
         "n_texts": str(n_texts),
         "aggregate": aggregate,

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ from elusive.artifacts import atomic_path, dump_path, sha256_file, write_json_at
 from elusive.augment_engine import CSV_HEADER
 from elusive.config import DataAugmentationConfig, check
 from elusive.outputs import Output, check_outputs
+from elusive.provenance import numpy_simd, record_path
 from elusive.ranking_inputs import ranking_inputs
 from elusive.tokens import EncodedBatch, word_chars
 
@@ -188,7 +190,12 @@ def _augment_chunk(texts: list[str], batch: EncodedBatch, scores: np.ndarray | N
     per_text = multiply + keep_original
     row_text = np.repeat(np.arange(len(texts)), per_text)
     row_copy = np.tile(np.arange(1 - keep_original, multiply + 1), len(texts))
-    return engine.Rows(out_codes, out_starts, row_text, row_copy)
+    # the p of each draw: text t's draws are multiply × n_t, copy by copy, candidate by candidate
+    text_of_draw = np.repeat(np.arange(len(texts)), n_cand * multiply)
+    within = np.arange(len(uniforms)) - part_start[text_of_draw]
+    p_draw = plan.p[plan.starts[text_of_draw] + within % n_cand[text_of_draw]]
+    dropped = int(np.count_nonzero(uniforms < p_draw))  # the rule drop_rows applies, counted
+    return engine.Rows(out_codes, out_starts, row_text, row_copy, dropped, len(uniforms))
 
 
 def _augment_chunks(texts: list[str], batch: EncodedBatch, scores: np.ndarray | None, settings: DropSettings,
@@ -215,6 +222,49 @@ def batch_slice(batch: EncodedBatch, a: int, b: int) -> EncodedBatch:
     tokens = slice(int(batch.offsets[a]), int(batch.offsets[b]))
     return EncodedBatch(batch.input_ids[tokens], batch.char_spans[tokens], batch.ranked[tokens],
                         batch.offsets[a : b + 1] - batch.offsets[a])
+
+
+class Survival:
+    """Counts, over the written copies (copy >= 1), how many tokens were dropped and in how many copies each tagged
+    field's value (the name, each answer) is still there verbatim — what a copy can still teach."""
+
+    def __init__(self, dataset: Path, texts: list[str]):
+        from elusive.data import load_tagged
+
+        tagged = load_tagged(dataset, "dataset")
+        # the fields of each text whose value can be looked for in its copies (a tag-free dataset has none)
+        self.values = [{span.field: span.value for span in spans if span.value.strip()} for _, spans in tagged]
+        self.fields = list(dict.fromkeys(f for values in self.values for f in values))
+        self.kept = dict.fromkeys(self.fields, 0)
+        self.present = dict.fromkeys(self.fields, 0)
+        self.dropped = self.draws = 0
+
+    def count(self, rows: engine.Rows) -> None:
+        self.dropped += rows.dropped
+        self.draws += rows.draws
+        if not self.fields:
+            return
+        for text, source, copy in zip(rows.strings(), rows.source_row.tolist(), rows.copy.tolist()):
+            if copy == 0:
+                continue
+            for field, value in self.values[source].items():
+                self.present[field] += 1
+                self.kept[field] += value in text
+
+    def shares(self) -> dict[str, float] | None:
+        """``{field: share of copies keeping its value}``; None for a dataset without tags or without copies."""
+        if not self.fields or not any(self.present.values()):
+            return None
+        return {f: self.kept[f] / self.present[f] for f in self.fields if self.present[f]}
+
+
+def expected_drop_rate(texts: list[str], batch: EncodedBatch, scores: np.ndarray | None,
+                       settings: DropSettings) -> float | None:
+    """The mean p(r) over every droppable token of the dataset: the drop rate the schedule gives on average
+    (the realised rate of a seed scatters around it); None when no token can be dropped."""
+    plan = drop_plan(texts, batch, scores, settings)
+    # math.fsum: correctly rounded, so the record does not depend on the order numpy's SIMD path sums in
+    return math.fsum(plan.p.tolist()) / len(plan.p) if len(plan.p) else None
 
 
 def data_augmentation(cfg: DataAugmentationConfig) -> Path:
@@ -247,12 +297,14 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
     released = dump is not None and dump.metadata.get("aggregate") == "released"
     settings = DropSettings(augment_type, alpha, beta, seed, released)
     chunks = _augment_chunks(texts, batch, scores, settings, multiply, keep_original, rng)
+    survival = Survival(dataset, texts)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle, ThreadPoolExecutor(1) as writer:
 
         def write(rows: engine.Rows) -> None:
             data = engine.csv_lines(rows)
             handle.write(data)
             digest.update(data)
+            survival.count(rows)
 
         # One chunk is encoded, written and hashed in a second thread (the compiled loop, the write and
         # hashlib release the GIL) while the next one is computed; chunks are written in order.
@@ -274,10 +326,16 @@ def data_augmentation(cfg: DataAugmentationConfig) -> Path:
         "multiply": multiply,
         "seed": seed,
         "keep_original": keep_original,
-        "attn_weights": None if dump is None else str(dump_path(attn_weights).absolute()),
-        "dataset": str(Path(dataset).absolute()),
+        "attn_weights": None if dump is None else record_path(dump_path(attn_weights)),
+        "dataset": record_path(dataset),
+        "numpy_simd": numpy_simd(),
         "dataset_sha256": dataset_sha256,
         "csv_sha256": digest.hexdigest(),
+        # what the copies kept: the share of droppable tokens dropped (and the mean p(r) it realises), and per
+        # tagged field the share of copies in which its whole value (the name, each answer) survived verbatim
+        "drop_rate": survival.dropped / survival.draws if survival.draws else None,
+        "expected_drop_rate": expected_drop_rate(texts, batch, scores, settings),
+        "survival": survival.shares(),
     }
     write_json_atomic(path.with_suffix(".json"), record)  # provenance
     log.info("wrote %s: %d rows (%d texts × %d copies%s)", path, len(texts) * (multiply + keep_original),

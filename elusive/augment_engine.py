@@ -107,6 +107,8 @@ class Rows:
     starts: np.ndarray
     source_row: np.ndarray
     copy: np.ndarray
+    dropped: int = 0  # candidate tokens dropped over all copies of these rows' texts
+    draws: int = 0  # candidate tokens over all copies (each copy draws once per candidate)
 
     def strings(self) -> list[str]:
         text = text_of(self.codes)

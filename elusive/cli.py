@@ -265,3 +265,28 @@ def _shown(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ",".join(map(str, value)) + "]"
     return "null" if value is None else str(value)
+
+
+def compose_settings(name: str, overrides: list[str], conf_dir: Path | None = None) -> Any:
+    """The settings a script would run with for ``overrides`` (e.g. ``["experiment=cpu_prereg", "seed=1"]``),
+    composed with Hydra's public compose API outside a Hydra run: the schema's dataclass, paths resolved,
+    every rule checked.
+
+    Raises:
+        InputError: As :func:`to_settings`, or an override Hydra refuses.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.errors import HydraException
+
+    schema = SCHEMAS[name]
+    ConfigStore.instance().store(name=name, node=schema)
+    conf = conf_dir or Path(__file__).resolve().parent.parent / "conf"
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose(config_name=name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise InputError(f"{' '.join(overrides)}: {str(err).splitlines()[0]}") from err
+    cfg = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "hydra"}) \
+        if "hydra" in cfg else cfg
+    return to_settings(OmegaConf.merge(OmegaConf.structured(schema), cfg), schema)

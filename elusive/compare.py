@@ -1,41 +1,62 @@
-"""Compare two evaluation runs question by question: paired differences, bootstrap intervals, McNemar p-values.
+"""Compare two arms of a study on the same questions, paired by person and by training seed.
 
-Both runs must have asked the same questions — same ``eval_data``, prompts, ``shots`` and ``seed`` — so each
-question of run ``a`` has its twin in run ``b`` (matched by ``(person, field, prompt)`` in
-``predictions.jsonl``). Per field, and pooled over all questions as ``mean``, the comparison reports
-``b − a`` and whether it could be chance:
+``a`` (the reference) and ``b`` are each one evaluation (``evaluate.py``'s output folder or its
+``predictions.jsonl``) or a list of them, one per training seed, paired by position: ``a[i]`` and ``b[i]`` were
+trained with the same seed and must have asked exactly the same questions (same ``eval_data``, prompts,
+``shots`` and evaluation ``seed``), matched by ``(person, field, prompt)``. When both folders record their
+training seed (``eval_meta.json``), a pair of different seeds is refused.
 
-* ``diff_exact_match`` / ``diff_f1`` — mean of ``b − a`` over the paired questions (fractions);
-* ``ci95`` — 95 % paired percentile bootstrap interval of the exact-match difference
-  (:func:`elusive.stats.paired_bootstrap_ci`); the ``mean`` row resamples people, all of a person's
-  questions together (in Wikipedia mode every question is its own "person");
-* ``p_value`` — exact two-sided McNemar test on exact match (:func:`elusive.stats.mcnemar_exact`), which
-  treats questions as independent;
-* ``n`` and the two runs' own scores ``exact_match_a``, ``exact_match_b``, ``f1_a``, ``f1_b``.
+Rows: every field, ``mean`` (all fields pooled) and, with ``fields=[university,company]``, the pooled set
+(``university+company``, the far-fields endpoint). The unit of inference is the person: a person's difference
+is the number of their questions ``b`` got right minus those ``a`` got right, summed over the row's fields and
+every seed (:func:`elusive.stats.per_person_differences`). Each row reports
 
-Output: ``<output>.json`` (strict JSON, ``{field: entry, ..., "mean": entry}``) and ``<output>.md`` (the same
-as a table in percentage points), both written atomically; the same inputs and seed give identical bytes.
+* ``diff_exact_match`` / ``diff_f1`` — mean of ``b − a`` over all paired questions of the row and every seed;
+* ``ci95`` — 95 % percentile bootstrap interval of the exact-match difference, people resampled with all their
+  questions (:func:`elusive.stats.person_cluster_bootstrap_ci`);
+* ``p_sign_flip`` — two-sided sign-flip (paired permutation) test of the per-person differences
+  (:func:`elusive.stats.sign_flip_test`); ``p_exact`` says whether it counted every sign pattern (else seeded
+  Monte Carlo with ``resamples`` patterns);
+* ``diff_exact_match_by_seed`` — the exact-match difference of each seed pair, and ``seeds_agree`` — how many
+  of them have the sign of the pooled difference (0 counts as a sign);
+* ``n`` (paired questions over all seeds), ``people``, ``seeds`` and both arms' scores ``exact_match_a``,
+  ``exact_match_b``, ``f1_a``, ``f1_b``.
+
+McNemar's test is not reported: it counts every question as independent, while a person's five fields (and
+the seeds) are not; for one field of one seed each person has one question, and the sign-flip test is then
+exactly McNemar's exact test (tests check this), so nothing is lost.
+
+Output: ``<output>.json`` (strict JSON, ``{row: entry}``) and ``<output>.md`` (the same as a table in
+percentage points), both written atomically; the same inputs and seed give identical bytes on every CPU.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from elusive.artifacts import write_json_atomic, write_text_atomic
 from elusive.config import CompareRunsConfig, check
 from elusive.errors import InputError
 from elusive.outputs import check_outputs, suffixed
-from elusive.stats import RESAMPLES, mcnemar_exact, paired_bootstrap_ci, percent, with_interval
+from elusive.stats import (
+    RESAMPLES,
+    per_person_differences,
+    percent,
+    person_cluster_bootstrap_ci,
+    sign_flip_test,
+    with_interval,
+)
 
 log = logging.getLogger(__name__)
 
 MEAN = "mean"
 Key = tuple[str, str, str]  # (person, field, prompt)
 GIVE = "give the predictions.jsonl evaluate.py wrote"
+Runs = str | Path | Sequence[str | Path]
 
 
 def predictions_file(run: Path, key: str) -> Path:
@@ -81,9 +102,7 @@ def load_predictions(path: Path, key: str) -> dict[Key, dict]:
                 raise InputError(f"{where}: needs string keys person, field and prompt; {GIVE}")
             em, f1 = row.get("exact_match"), row.get("f1")
             if isinstance(em, bool) or em not in (0, 1):
-                raise InputError(
-                    f"{where}: exact_match={em!r}; comparing needs 0 or 1 per question (McNemar tests right/wrong)"
-                )
+                raise InputError(f"{where}: exact_match={em!r}; comparing needs 0 or 1 per question (right or wrong)")
             if isinstance(f1, bool) or not isinstance(f1, (int, float)) or not 0 <= f1 <= 1:
                 raise InputError(f"{where}: f1={f1!r}; needs a number in [0, 1]")
             k = (row["person"], row["field"], row["prompt"])
@@ -109,8 +128,12 @@ def _describe(k: Key) -> str:
     return f"person={k[0]!r}, field={k[1]!r}, question={question!r}"
 
 
-def check_same_questions(rows_a: dict[Key, dict], rows_b: dict[Key, dict], path_a: Path, path_b: Path) -> None:
+def check_same_questions(rows_a: dict[Key, dict], rows_b: dict[Key, dict], path_a: Path, path_b: Path,
+                         pair: str = "") -> None:
     """Refuse two runs that did not ask exactly the same questions, naming the first difference.
+
+    Args:
+        pair: Prefix naming the seed pair (``seed pair 2 of 3: ``), empty for a single pair.
 
     Raises:
         InputError: A question of one run is missing from the other (or its prompt differs).
@@ -119,7 +142,7 @@ def check_same_questions(rows_a: dict[Key, dict], rows_b: dict[Key, dict], path_
         missing = next((k for k in rows if k not in other), None)
         if missing is None:
             continue
-        prefix = f"a={path_a}, b={path_b}"
+        prefix = f"{pair}a={path_a}, b={path_b}"
         fix = "compare runs evaluated on the same questions (same eval_data, prompts, shots, seed)"
         twin = next((k for k in other if k[:2] == missing[:2]), None)
         if twin is not None:
@@ -132,22 +155,105 @@ def check_same_questions(rows_a: dict[Key, dict], rows_b: dict[Key, dict], path_
         raise InputError(f"{prefix}: question ({_describe(missing)}) is in {here} but not in {there}; {fix}")
 
 
-def paired_entry(a: list[dict], b: list[dict], seed: int, resamples: int, people: list[str] | None = None) -> dict:
-    """The comparison of paired rows ``a[i]``/``b[i]`` (see the module docstring); ``people`` clusters the interval."""
-    em_a = np.array([r["exact_match"] for r in a], dtype=np.float64)
-    em_b = np.array([r["exact_match"] for r in b], dtype=np.float64)
-    f1_a = np.array([r["f1"] for r in a], dtype=np.float64)
-    f1_b = np.array([r["f1"] for r in b], dtype=np.float64)
+def as_runs(value: Runs, key: str) -> list[Path]:
+    """``a=`` or ``b=`` as a list of paths: one path, or a list of them (one per training seed).
+
+    Raises:
+        InputError: An empty list or an entry that is not a path.
+    """
+    items = [value] if isinstance(value, (str, Path)) else list(value)
+    if not items or not all(isinstance(item, (str, Path)) and str(item) for item in items):
+        raise InputError(f"{key}={value}: give an evaluation folder or a list of them, one per training seed, "
+                         f"e.g. {key}=[seed0/eval,seed1/eval]")
+    return [Path(item) for item in items]
+
+
+def training_seed(predictions: Path) -> int | None:
+    """The training seed ``eval_meta.json`` beside ``predictions`` records, or None (no record, base model)."""
+    try:
+        meta = json.loads((predictions.parent / "eval_meta.json").read_text(encoding="utf-8"))
+        seed = (meta.get("training") or {}).get("seed")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def load_pairs(a: list[Path], b: list[Path]) -> tuple[list[tuple[dict, dict]], list[Path], list[Path]]:
+    """Read and check every seed pair: same count, no evaluation twice, same questions, same training seed.
+
+    Returns:
+        ``[(rows_a, rows_b), ...]`` per seed pair and the two lists of ``predictions.jsonl`` files.
+
+    Raises:
+        InputError: Naming the pair (and both files) that is wrong.
+    """
+    if len(a) != len(b):
+        raise InputError(f"a={_shown(a)}, b={_shown(b)}: {len(a)} evaluations in a but {len(b)} in b; give one "
+                         "evaluation per training seed in both, in the same seed order")
+    files_a = [predictions_file(p, "a") for p in a]
+    files_b = [predictions_file(p, "b") for p in b]
+    for key, files in (("a", files_a), ("b", files_b)):
+        seen: dict[Path, int] = {}
+        for i, file in enumerate(files):
+            j = seen.setdefault(file.resolve(), i)
+            if j != i:
+                raise InputError(f"{key}={_shown(a if key == 'a' else b)}: {file} is listed twice (seeds {j + 1} and "
+                                 f"{i + 1}); give each training seed's evaluation once")
+    pairs = []
+    fields: list[str] | None = None
+    for i, (path_a, path_b) in enumerate(zip(files_a, files_b)):
+        pair = f"seed pair {i + 1} of {len(a)}: " if len(a) > 1 else ""
+        rows_a, rows_b = load_predictions(path_a, "a"), load_predictions(path_b, "b")
+        check_same_questions(rows_a, rows_b, path_a, path_b, pair)
+        seed_a, seed_b = training_seed(path_a), training_seed(path_b)
+        if seed_a is not None and seed_b is not None and seed_a != seed_b:
+            raise InputError(f"{pair}a={path_a}, b={path_b}: trained with seeds {seed_a} and {seed_b}; list both "
+                             "arms' evaluations in the same seed order")
+        asked = list(dict.fromkeys(k[1] for k in rows_a))
+        if fields is None:
+            fields = asked
+        elif set(asked) != set(fields):
+            raise InputError(f"{pair}a={path_a}: asks about {', '.join(asked)}, seed pair 1 about "
+                             f"{', '.join(fields)}; give evaluations of the same fields for every seed")
+        pairs.append((rows_a, rows_b))
+    return pairs, files_a, files_b
+
+
+def _shown(paths: list[Path]) -> str:
+    return str(paths[0]) if len(paths) == 1 else "[" + ",".join(map(str, paths)) + "]"
+
+
+def row_entry(pairs: list[tuple[dict, dict]], fields: set[str], seed: int, resamples: int) -> dict:
+    """The comparison over ``fields`` of every seed pair (see the module docstring)."""
+    by_seed, right_a, right_b, f1_a, f1_b = [], 0, 0, [], []
+    for rows_a, rows_b in pairs:
+        keys = [k for k in rows_a if k[1] in fields]
+        ka = sum(int(rows_a[k]["exact_match"]) for k in keys)
+        kb = sum(int(rows_b[k]["exact_match"]) for k in keys)
+        by_seed.append((kb - ka) / len(keys))
+        right_a, right_b = right_a + ka, right_b + kb
+        f1_a += [float(rows_a[k]["f1"]) for k in keys]
+        f1_b += [float(rows_b[k]["f1"]) for k in keys]
+    people = per_person_differences([list(r.values()) for r, _ in pairs], [list(r.values()) for _, r in pairs], fields)
+    n = sum(people.questions)
+    diff = people.mean
+    test = sign_flip_test(people.diffs, seed, resamples)
+    sign = (diff > 0) - (diff < 0)
     return {
-        "diff_exact_match": float(np.mean(em_b - em_a)),
-        "diff_f1": float(np.mean(f1_b - f1_a)),
-        "ci95": list(paired_bootstrap_ci(em_a, em_b, seed, resamples, groups=people)),
-        "p_value": mcnemar_exact(em_a, em_b),
-        "n": len(a),
-        "exact_match_a": float(np.mean(em_a)),
-        "exact_match_b": float(np.mean(em_b)),
-        "f1_a": float(np.mean(f1_a)),
-        "f1_b": float(np.mean(f1_b)),
+        "diff_exact_match": diff,
+        "diff_f1": math.fsum(y - x for x, y in zip(f1_a, f1_b)) / n,  # fsum: the same float in any order
+        "ci95": list(person_cluster_bootstrap_ci(people.diffs, people.questions, seed, resamples)),
+        "p_sign_flip": test.p_value,
+        "p_exact": test.exact,
+        "diff_exact_match_by_seed": by_seed,
+        "seeds_agree": sum(((d > 0) - (d < 0)) == sign for d in by_seed),
+        "n": n,
+        "people": len(people.people),
+        "seeds": len(pairs),
+        "exact_match_a": right_a / n,
+        "exact_match_b": right_b / n,
+        "f1_a": math.fsum(f1_a) / n,
+        "f1_b": math.fsum(f1_b) / n,
     }
 
 
@@ -156,68 +262,99 @@ def format_p(p: float) -> str:
     return f"{p:.3g}"
 
 
-def comparison_table(result: dict[str, dict], a: Path, b: Path, seed: int, resamples: int) -> str:
-    """The comparison as markdown: a line naming the runs, then one row per field and the pooled mean."""
+def comparison_table(result: dict[str, dict], a: list[Path], b: list[Path], seed: int, resamples: int) -> str:
+    """The comparison as markdown: lines naming the runs and the methods, then one row per field and pooled row."""
+    seeds = len(a)
+    runs = "" if seeds == 1 else f" ({seeds} training seeds, paired in this order)"
     lines = [
-        f"a = `{a}`, b = `{b}`. Scores in percent, Δ = b − a in percentage points; 95% CI: paired bootstrap of "
-        f"Δ exact match ({resamples} resamples, seed {seed}; the mean row resamples people); "
-        "p: exact two-sided McNemar on exact match.",
+        f"a = {', '.join(f'`{p}`' for p in a)}; b = {', '.join(f'`{p}`' for p in b)}{runs}.",
         "",
-        "| field | EM a | EM b | Δ EM [95% CI] | p | F1 a | F1 b | Δ F1 | n |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Scores in percent over all seeds; Δ = b − a in percentage points. 95% CI: bootstrap over people, each "
+        f"resampled with all their questions in every seed ({resamples} resamples, seed {seed}). p: two-sided "
+        "sign-flip test of the per-person differences in exact-match counts (summed over the row's fields and the "
+        "seeds; exact unless marked MC). Per seed: Δ EM of each seed pair; agree: seeds whose Δ has the sign of "
+        "the pooled Δ.",
+        "",
+        "| row | EM a | EM b | Δ EM [95% CI] | p | Δ EM per seed | agree | F1 a | F1 b | Δ F1 | people | n |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for field, r in result.items():
+    for name, r in result.items():
+        p = format_p(r["p_sign_flip"]) + ("" if r["p_exact"] else " MC")
+        per_seed = ", ".join(percent(d, signed=True) for d in r["diff_exact_match_by_seed"])
         lines.append(
-            f"| {field} | {percent(r['exact_match_a'])} | {percent(r['exact_match_b'])} | "
-            f"{with_interval(r['diff_exact_match'], r['ci95'], signed=True)} | {format_p(r['p_value'])} | "
-            f"{percent(r['f1_a'])} | {percent(r['f1_b'])} | {percent(r['diff_f1'], signed=True)} | {r['n']} |"
+            f"| {name} | {percent(r['exact_match_a'])} | {percent(r['exact_match_b'])} | "
+            f"{with_interval(r['diff_exact_match'], r['ci95'], signed=True)} | {p} | {per_seed} | "
+            f"{r['seeds_agree']}/{r['seeds']} | {percent(r['f1_a'])} | {percent(r['f1_b'])} | "
+            f"{percent(r['diff_f1'], signed=True)} | {r['people']} | {r['n']} |"
         )
     return "\n".join(lines)
+
+
+def pooled_name(fields: Sequence[str]) -> str:
+    """The row name of a pooled field set: ``university+company``."""
+    return "+".join(fields)
 
 
 def compare_runs(cfg: CompareRunsConfig) -> str:
     """Run ``compare_runs.py``: :func:`compare` with the script's settings; return the markdown table."""
     check(cfg)
-    check_outputs("compare_runs", suffixed("output", cfg.output, (".json", ".md")), {"a": cfg.a, "b": cfg.b})
-    result = compare(Path(cfg.a), Path(cfg.b), Path(cfg.output), cfg.seed, cfg.resamples)
-    return comparison_table(result, predictions_file(Path(cfg.a), "a"), predictions_file(Path(cfg.b), "b"), cfg.seed,
-                            cfg.resamples)
+    a, b = as_runs(cfg.a, "a"), as_runs(cfg.b, "b")
+    check_outputs("compare_runs", suffixed("output", cfg.output, (".json", ".md")),
+                  {"a": [str(p) for p in a], "b": [str(p) for p in b]})
+    _, table = _compare(a, b, Path(cfg.output), cfg.seed, cfg.resamples, cfg.fields)
+    return table
 
 
-def compare(a: Path, b: Path, output: Path, seed: int = 0, resamples: int = RESAMPLES) -> dict[str, dict]:
-    """Compare evaluation run ``b`` with run ``a`` on their common questions; write ``<output>.json`` and ``.md``.
+def compare(a: Runs, b: Runs, output: Path, seed: int = 0, resamples: int = RESAMPLES,
+            fields: Sequence[str] | None = None) -> dict[str, dict]:
+    """Compare arm ``b`` with arm ``a`` on their common questions; write ``<output>.json`` and ``<output>.md``.
 
     Args:
-        a: Evaluation output folder (or its ``predictions.jsonl``) of the reference run.
-        b: The same for the run compared with it; differences are ``b − a``.
+        a: Evaluation output folder (or its ``predictions.jsonl``) of the reference arm, or a list of them, one
+            per training seed.
+        b: The same for the arm compared with it, in the same seed order; differences are ``b − a``.
         output: Output path without suffix: ``<output>.json`` and ``<output>.md`` are written.
-        seed: Seed of the bootstrap resampling.
-        resamples: Bootstrap replicates.
+        seed: Seed of the bootstrap (and of the sign flips when they are drawn at random).
+        resamples: Bootstrap replicates (and Monte Carlo sign patterns).
+        fields: Two or more fields pooled into one more row (``university+company``); None for none.
 
     Returns:
-        ``{field: entry, ..., "mean": entry}`` as written to ``<output>.json`` (fields in ``a``'s order).
+        ``{field: entry, ..., "mean": entry[, "<f1>+<f2>": entry]}`` as written to ``<output>.json`` (fields in
+        ``a``'s order).
 
     Raises:
-        InputError: A missing or malformed predictions file, a repeated question, runs that asked different
-            questions, ``seed < 0`` or ``resamples < 1``.
+        InputError: A missing or malformed predictions file, a repeated question, seed pairs that do not match
+            (count, questions, fields, training seed), an evaluation listed twice, unknown or too few ``fields``,
+            ``seed < 0`` or ``resamples < 1``.
     """
+    return _compare(as_runs(a, "a"), as_runs(b, "b"), Path(output), seed, resamples, fields)[0]
+
+
+def _compare(a: list[Path], b: list[Path], output: Path, seed: int, resamples: int,
+             fields: Sequence[str] | None) -> tuple[dict[str, dict], str]:
     if seed < 0:
         raise InputError(f"seed={seed}: must be >= 0")
     if resamples < 1:
         raise InputError(f"resamples={resamples}: must be >= 1 (2000 is usual)")
-    path_a, path_b = predictions_file(a, "a"), predictions_file(b, "b")
-    rows_a, rows_b = load_predictions(path_a, "a"), load_predictions(path_b, "b")
-    check_same_questions(rows_a, rows_b, path_a, path_b)
-    keys = list(rows_a)
-    result: dict[str, dict] = {}
-    for field in dict.fromkeys(k[1] for k in keys):
-        mine = [k for k in keys if k[1] == field]
-        result[field] = paired_entry([rows_a[k] for k in mine], [rows_b[k] for k in mine], seed, resamples)
-    people = [k[0] for k in keys]
-    result[MEAN] = paired_entry([rows_a[k] for k in keys], [rows_b[k] for k in keys], seed, resamples, people)
-    output = Path(output)
+    if fields is not None and (len(set(fields)) < 2 or len(set(fields)) != len(fields)):
+        raise InputError(f"fields=[{','.join(fields)}]: give two or more different fields to pool, e.g. "
+                         "fields=[university,company] (each field has its own row already)")
+    pairs, files_a, files_b = load_pairs(a, b)
+    asked = list(dict.fromkeys(k[1] for k in pairs[0][0]))
+    unknown = [f for f in fields or () if f not in asked]
+    if unknown:
+        raise InputError(f"fields=[{','.join(fields)}]: {', '.join(unknown)} not asked in these runs (asked: "
+                         f"{', '.join(asked)}); name fields of the predictions")
+    if fields is not None and pooled_name(fields) in asked:
+        raise InputError(f"fields=[{','.join(fields)}]: the pooled row {pooled_name(fields)!r} would clash with "
+                         "the field of that name; rename the field")
+    result = {field: row_entry(pairs, {field}, seed, resamples) for field in asked}
+    result[MEAN] = row_entry(pairs, set(asked), seed, resamples)
+    if fields is not None:
+        result[pooled_name(fields)] = row_entry(pairs, set(fields), seed, resamples)
     write_json_atomic(output.with_name(output.name + ".json"), result)
-    table = comparison_table(result, path_a, path_b, seed, resamples)
+    table = comparison_table(result, files_a, files_b, seed, resamples)
     write_text_atomic(output.with_name(output.name + ".md"), table + "\n")
-    log.info("compared %d questions: wrote %s.json and %s.md", len(keys), output, output)
-    return result
+    log.info("compared %d seed pair(s), %d questions each: wrote %s.json and %s.md", len(pairs), len(pairs[0][0]),
+             output, output)
+    return result, table

@@ -149,8 +149,23 @@ class TrainSettings:
     gradient_accumulation_steps: int = setting(1, "steps per optimizer update", at_least(1))
     learning_rate: float = setting(5e-4, "peak AdamW learning rate (the released code: 5e-4; the paper searched "
                                    "5e-5 to 1e-3)", above(0))
-    warmup_ratio: float = setting(0.1, "fraction of steps with linear warm-up, then linear decay to 0 (the released "
-                                  "code: 0.1)", within(0, 1, "", open_high=True))
+    warmup_ratio: float = setting(0.1, "fraction of all steps with linear warm-up (the released code: 0.1); unused "
+                                  "when warmup_passes is set", within(0, 1, "", open_high=True))
+    warmup_passes: Optional[float] = setting(None, "warm-up length in passes over the training data (epochs), e.g. "
+                                             "1; unlike warmup_ratio it does not depend on how long the run is, so "
+                                             "with lr_schedule=constant the adapter kept after E passes is the one "
+                                             "an E-pass run gives", at_least(0), null="null for warmup_ratio")
+    lr_schedule: str = setting("linear", "after warm-up: linear (decay to 0 at the last step; the released code) or "
+                               "constant (the peak rate to the end, so any kept pass stands for a run of that "
+                               "length: the epoch search of save_at_passes)", one_of("linear", "constant"))
+    save_at_passes: list[int] = setting([], "keep the adapter after these passes over the training data (epochs; "
+                                        "each original is in every pass once, beside its copies), e.g. [4,8,12], in "
+                                        "model_dir/pass-<E>/ with its own train_meta.json (loss on the originals, "
+                                        "drop statistics); run_experiment evaluates each; [] keeps only the final "
+                                        "adapter", Rule(lambda v: all(isinstance(e, int) and not isinstance(e, bool)
+                                                                      and e >= 1 for e in v)
+                                                        and list(v) == sorted(set(v)),
+                                                        "must be increasing whole numbers >= 1, e.g. [4,8,12]"))
     max_grad_norm: float = setting(1.0, "gradient clipping norm, 0 = no clipping (the released code: 1.0)",
                                    at_least(0, " (0 = no clipping)"))
     max_length: int = setting(512, "texts longer than this many tokens (EOS included) are truncated, with a warning "
@@ -194,8 +209,8 @@ class EvaluateSettings:
     shared_shots: bool = setting(False, "the same shots for every question of a field, so their KV cache is "
                                  "computed once per field (faster); false = fresh shots per question, as the "
                                  "released code")
-    bootstrap_resamples: int = setting(2000, "resamples of the percentile bootstrap behind the 95 % intervals in "
-                                       "results.json", at_least(100))
+    bootstrap_resamples: int = setting(2000, "resamples of the percentile bootstrap behind the F1 intervals in "
+                                       "results.json (exact match: Wilson)", at_least(100))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -364,15 +379,31 @@ class SummarizeConfig:
                                      null="null to print only")
 
 
+def _runs_ok(value: Any) -> bool:
+    """One path, or a non-empty list of paths (``a=``/``b=`` of compare_runs)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return bool(items) and all(isinstance(item, str) and item for item in items)
+
+
+RUNS = Rule(_runs_ok, "must be an evaluation folder or a list of them, one per training seed, e.g. [s0/eval,s1/eval]")
+FIELD_SET = Rule(lambda v: len(v) >= 2 and len(set(v)) == len(v),
+                 "must list two or more different fields, e.g. [university,company]")
+
+
 @dataclass
 class CompareRunsConfig:
-    """``compare_runs.py``: two evaluations of the same questions, paired."""
+    """``compare_runs.py``: two arms on the same questions, paired by person and by training seed."""
 
-    a: str = path_setting(MISSING, "evaluation folder (or predictions.jsonl) of the reference run")
-    b: str = path_setting(MISSING, "evaluation folder (or predictions.jsonl) compared with a: differences are b − a")
+    a: Any = setting(MISSING, "reference arm: an evaluation folder (or its predictions.jsonl), or a list of them, "
+                     "one per training seed, e.g. [s0/eval,s1/eval]", RUNS)
+    b: Any = setting(MISSING, "compared arm, as a, paired with a by position (same seeds, same order): differences "
+                     "are b − a", RUNS)
     output: str = path_setting(MISSING, "output path without suffix: writes {output}.json and {output}.md")
-    seed: int = setting(0, "seed of the paired bootstrap", SEED)
-    resamples: int = setting(2000, "bootstrap resamples", at_least(100))
+    fields: Optional[list[str]] = setting(None, "one more row pooling these fields, e.g. [university,company] (the "
+                                          "far fields; row university+company)", FIELD_SET, null="null for none")
+    seed: int = setting(0, "seed of the person bootstrap (and of Monte Carlo sign flips)", SEED)
+    resamples: int = setting(2000, "bootstrap resamples (and sign patterns when too many people for the exact "
+                             "sign-flip test)", at_least(100))
 
 
 @dataclass

@@ -14,6 +14,7 @@ from elusive.artifacts import AttentionDump, dump_path, sha256_file
 from elusive.data import load_texts
 from elusive.errors import InputError
 from elusive.outputs import Output, check_outputs
+from elusive.provenance import record_path
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,8 @@ def contrast_attention(cfg: ContrastAttentionConfig) -> Path:
     metadata = {
         **{k: v for k, v in large.metadata.items() if k not in ("format",)},
         "kind": "attention_diff",
-        "large": str(dump_path(attn_dump_large).absolute()),
-        "small": str(dump_path(attn_dump_small).absolute()),
+        "large": record_path(dump_path(attn_dump_large)),
+        "small": record_path(dump_path(attn_dump_small)),
         "model": json.dumps({"large": large.metadata.get("model"), "small": small.metadata.get("model")}),
         "aggregate": large.metadata.get("aggregate", ""),  # the same in both (checked)
         "layers": json.dumps({"large": large.metadata.get("layers"), "small": small.metadata.get("layers")}),
@@ -154,8 +155,8 @@ def save_word_diff(large: AttentionDump, small: AttentionDump, large_name: Path,
         "tokenizer": json.dumps({"large": large.metadata.get("tokenizer"), "small": small.metadata.get("tokenizer")}),
         "vocab_sha256": "",
         "text_prefix": json.dumps(""),
-        "large": str(dump_path(large_name).absolute()),
-        "small": str(dump_path(small_name).absolute()),
+        "large": record_path(dump_path(large_name)),
+        "small": record_path(dump_path(small_name)),
         "model": json.dumps({"large": large.metadata.get("model"), "small": small.metadata.get("model")}),
         "aggregate": large.metadata.get("aggregate", ""),
     }

@@ -110,6 +110,24 @@ def load_texts(path: str | os.PathLike[str], key: str = "dataset") -> list[str]:
     return texts
 
 
+def original_rows(path: str | os.PathLike[str], key: str = "dataset") -> list[int] | None:
+    """The rows of ``path`` that are original texts: in stage 3's output (a ``copy`` column) the rows of copy 0,
+    else None (every text is an original: a tagged CSV, a Wikipedia file).
+
+    Raises:
+        InputError: See :func:`read_csv`; also a ``copy`` column that is not whole numbers.
+    """
+    if is_wiki(path):
+        return None
+    frame = read_csv(path, key)
+    if "copy" not in frame.columns:
+        return None
+    copies = frame["copy"].tolist()
+    if not all(c.isdigit() for c in copies):
+        raise InputError(f"{key}={path}: the copy column must hold whole numbers (0 = the original text); fix the file")
+    return [i for i, c in enumerate(copies) if int(c) == 0]
+
+
 def check_tags(texts: list[str], path: str | os.PathLike[str], key: str) -> None:
     """Refuse a dataset row with an unknown, unclosed or unbalanced field tag (see :func:`elusive.tags.tag_problem`)."""
     for row, text in enumerate(texts):

@@ -2,7 +2,7 @@
 
 The questions come from :mod:`elusive.questions` (biography QA, completion probe, Wikipedia QA), the answers
 from :mod:`elusive.generation`. This module runs them and reports: ``results.json`` (per field: exact match,
-F1, their 95 % bootstrap intervals and n), ``predictions.jsonl`` (one line per question: person, field,
+F1, their 95 % intervals — Wilson for exact match, bootstrap for F1 — and n), ``predictions.jsonl`` (one line per question: person, field,
 prompt, gold, prediction, exact_match, f1) and ``eval_meta.json`` (what was evaluated, with which data,
 settings, library versions and code, and the adapter's training record).
 """
@@ -26,7 +26,8 @@ from elusive.errors import InputError
 from elusive.identity import base_identity, mismatch
 from elusive.outputs import Output, check_outputs, claim_folder
 from elusive.metrics import exact_match, f1_score
-from elusive.provenance import code_version, library_versions
+from elusive.models import describe
+from elusive.provenance import code_version, library_versions, machine, record_path
 from elusive.questions import Question, completion_answer, questions_for
 from elusive.stats import add_intervals, format_table, mean_with_interval
 
@@ -145,12 +146,15 @@ def eval_record(cfg: EvaluateConfig, n_questions: int, world_size: int, seconds:
     def digest(path: str) -> str | None:
         return sha256_file(path) if Path(path).is_file() else None
 
+    adapter = None if model_dir is None else model_dir / "adapter_model.safetensors"
     return {
-        "model": describe_model(cfg.model),
-        "model_dir": None if model_dir is None else str(model_dir.absolute()),
+        "model": describe(cfg.model),
+        "model_dir": None if model_dir is None else record_path(model_dir),
+        "adapter_sha256": digest(str(adapter)) if adapter is not None else None,  # the weights that answered
         "mode": cfg.mode,
-        "eval_data": str(Path(cfg.eval_data).absolute()),
+        "eval_data": record_path(cfg.eval_data),
         "eval_data_sha256": digest(cfg.eval_data),
+        "max_people": cfg.max_people,
         "fewshot_data_sha256": digest(cfg.fewshot_data),
         "prompts_sha256": digest(cfg.prompts),
         "shots": cfg.shots if cfg.shots is not None else (5 if cfg.mode == "qa" else 0),
@@ -165,14 +169,9 @@ def eval_record(cfg: EvaluateConfig, n_questions: int, world_size: int, seconds:
         "wall_time_s": round(seconds, 1),
         "versions": library_versions(),
         "code": code_version(),
+        "machine": machine(),
         "training": training_meta(model_dir),
     }
-
-
-def describe_model(model: str) -> str:
-    """A stable name for ``model``: absolute path for local files, else the hub id."""
-    path = Path(model).expanduser()
-    return str(path.absolute()) if path.exists() else model
 
 
 def training_meta(model_dir: Path | None) -> dict | None:
@@ -189,8 +188,8 @@ def training_meta(model_dir: Path | None) -> dict | None:
 
 
 def score_fields(questions: list[Question], seed: int = 0, resamples: int = 2000) -> dict[str, dict]:
-    """Mean exact match and F1 per field, as fractions in [0, 1], with their 95 % intervals: a seeded percentile
-    bootstrap over the field's questions (:func:`elusive.stats.add_intervals`)."""
+    """Mean exact match and F1 per field, as fractions in [0, 1], with their 95 % intervals: Wilson for exact match,
+    a seeded percentile bootstrap over the field's questions for F1 (:func:`elusive.stats.add_intervals`)."""
     results: dict[str, dict] = {}
     by_field: dict[str, list[tuple[float, float]]] = {}
     for q in questions:

@@ -10,6 +10,9 @@ Folder layout under ``{out_root}/{name}/``::
     <method>/<label>-<key>/lora/          the adapter, train_meta.json and loss.csv
     <method>/<label>-<key>/eval/          mode=qa: results.json, predictions.jsonl, eval_meta.json
     <method>/<label>-<key>/eval_completion/  mode=completion, the same files
+    <method>/<label>-<key>/pass-<E>/eval*/    with train.save_at_passes: the adapter kept after E passes
+                                          (lora/pass-<E>/), evaluated the same way; the final adapter gets
+                                          eval*/ only when it is not one of the kept passes
 
 ``label`` is readable (``a0.7_b0.05_s0``); ``key`` is the first 10 hex digits of the SHA-256 of the run's
 settings (:func:`run_settings`): a sweep over learning rate, epochs, layers, ... never writes into another
@@ -41,11 +44,16 @@ from elusive.config import (
 from elusive.data import load_texts, read_csv
 from elusive.distributed import launched
 from elusive.errors import InputError
+from elusive.models import describe
+from elusive.provenance import record_path
 from elusive.wiki import is_wiki
 
 log = logging.getLogger(__name__)
 
 RANKED = {"attention": "attention", "attention_diff": "attention_diff", "released": "attention_diff"}
+LATER_TRAIN_KEYS = {"warmup_passes": None, "lr_schedule": "linear", "save_at_passes": []}
+"""Training settings added after runs were committed: they enter a run's key only when not at these defaults,
+so a run made before they existed keeps its folder (and a rerun finds it)."""
 """Methods that rank tokens by a dump, and the augment_type they use."""
 EVAL_FOLDERS = {"qa": "eval", "completion": "eval_completion"}
 
@@ -164,7 +172,8 @@ def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
         "layers": cfg.layers if ranked else None,
         "aggregate": aggregate_of(cfg.method) if ranked else None,
         "attention": attention if ranked else None,
-        "train": dataclasses.asdict(cfg.train),
+        "train": {k: v for k, v in dataclasses.asdict(cfg.train).items()
+                  if k not in LATER_TRAIN_KEYS or v != LATER_TRAIN_KEYS[k]},
         "evaluate": evaluate,
         **({} if numerics is None else {"numerics": numerics}),
     }
@@ -308,8 +317,10 @@ def run_experiment(cfg: RunExperimentConfig) -> dict[str, dict] | None:
     run = run_folder(root, settings)
     recorded = run / "run.json"
     info = {"name": cfg.name, "settings": settings, **_summary_columns(cfg, settings, data)}
-    if recorded.is_file() and json.loads(recorded.read_text()).get("settings") != settings:
+    before = json.loads(recorded.read_text()) if recorded.is_file() else {}
+    if before and before.get("settings") != settings:
         raise InputError(f"{run}: holds a run with other settings (a hash collision?); delete it or use another out_root")
+    info["invocations"] = invocations(before.get("invocations", []))
     write_text_atomic(recorded, json.dumps(info, indent=2, allow_nan=False) + "\n")
 
     adapter = run / "lora"
@@ -324,17 +335,37 @@ def run_experiment(cfg: RunExperimentConfig) -> dict[str, dict] | None:
                           seed=cfg.seed, resume=resume, **dataclasses.asdict(cfg.train)))
     eval_data = Path(cfg.eval_data) if cfg.eval_data is not None else data
     results = {}
-    for mode in cfg.modes:
-        out = run / EVAL_FOLDERS[mode]
-        if (out / "results.json").is_file():
-            log.info("skipping evaluation (%s): %s exists", mode, out / "results.json")
-            results[mode] = json.loads((out / "results.json").read_text())
-            continue
-        from elusive.evaluation import evaluate
+    for folder, adapter_dir in evaluated_adapters(cfg, run, adapter):
+        for mode in cfg.modes:
+            out = folder / EVAL_FOLDERS[mode]
+            if (out / "results.json").is_file():
+                log.info("skipping evaluation (%s): %s exists", mode, out / "results.json")
+                results[mode] = json.loads((out / "results.json").read_text())
+                continue
+            from elusive.evaluation import evaluate
 
-        results[mode] = evaluate(eval_config(cfg, eval_data, run, adapter, mode))
+            results[mode] = evaluate(eval_config(cfg, eval_data, folder, adapter_dir, mode))
     log.info("finished %s: %s", run, json.dumps(results))
-    return results
+    return results  # the last adapter's
+
+
+def evaluated_adapters(cfg: RunExperimentConfig, run: Path, adapter: Path) -> list[tuple[Path, Path]]:
+    """``(folder its evaluations go to, adapter)`` for every adapter of the run to evaluate: each kept pass
+    (``run/pass-<E>``), then the final adapter (``run``) unless it is the last kept pass."""
+    passes = [int(e) for e in cfg.train.save_at_passes]
+    out = [(run / f"pass-{e}", adapter / f"pass-{e}") for e in passes]
+    if not passes or float(cfg.train.epochs) != float(passes[-1]):
+        out.append((run, adapter))
+    return out
+
+
+def invocations(earlier: list[dict]) -> list[dict]:
+    """The machines and code that worked on a run, oldest first: ``earlier`` plus this invocation's, unless it
+    is the same as the last one (a resumed run on another machine, or after a code change, adds a line)."""
+    from elusive.provenance import code_version, machine
+
+    now = {"machine": machine(), "code": code_version()}
+    return earlier if earlier and earlier[-1] == now else [*earlier, now]
 
 
 def augmented_data(cfg: RunExperimentConfig, data: Path, root: Path, run: Path) -> Path:
@@ -362,13 +393,13 @@ def _summary_columns(cfg: RunExperimentConfig, settings: dict, data: Path) -> di
     texts = len(load_texts(data, "dataset"))
     return {
         "method": cfg.method,
-        "model": cfg.model,
-        "pair": f"{cfg.large_model} - {cfg.small_model}" if settings["large_model"] else "",
+        "model": describe(cfg.model),
+        "pair": f"{describe(cfg.large_model)} - {describe(cfg.small_model)}" if settings["large_model"] else "",
         "alpha": settings["alpha"],
         "beta": settings["beta"],
         "multiply": settings["multiply"],
         "seed": cfg.seed,
-        "dataset": str(data),
+        "dataset": record_path(data),
         "n_texts": texts,
         "epochs": cfg.train.epochs,
         "learning_rate": cfg.train.learning_rate,

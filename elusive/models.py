@@ -341,8 +341,11 @@ def max_positions(model: str) -> int | None:
 
 
 def describe(model: str) -> str:
-    """A stable name for ``model`` in artifact metadata (absolute path for local files, else the hub id)."""
+    """A stable name for ``model`` in artifact metadata: a local file or folder as
+    :func:`elusive.provenance.record_path` names it (relative inside the project), else the hub id."""
+    from elusive.provenance import record_path
+
     path = Path(model).expanduser()
-    return str(path.absolute()) if path.exists() else model
+    return record_path(path) if path.exists() else model
 
 

@@ -11,6 +11,9 @@
   one this stage wrote before: recognised by its marker ``.elusive-<stage>`` (written when the stage starts;
   it is also the stage's lock, :func:`claim_folder`) or, for folders written before markers existed, by the
   stage's own files (:data:`OWN_FILES`).
+* **Never over another stage's file.** An output file may not replace an existing file inside a folder another
+  stage fills (so ``compare_runs.py a=<eval>/predictions.jsonl output=<eval>/results`` cannot replace
+  evaluate's ``results.json``); a new file there is fine.
 
 Each failure is one :class:`~elusive.errors.InputError` naming the key, the path and, for an overlap, the
 input. :func:`check_outputs` only looks: nothing is created, so a refused run leaves no trace.
@@ -103,6 +106,8 @@ def check_outputs(stage: str, outputs: Iterable[Output], inputs: Mapping[str, ob
         check_location(shown, out.key, path, out.folder or out.fills)
         if out.fills:
             check_folder(shown, out.key, path, stage)
+        elif not out.folder and path.is_file():
+            check_not_anothers(shown, out.key, path, stage)
 
 
 def check_location(shown: str, key: str, path: Path, folder: bool) -> None:
@@ -128,6 +133,18 @@ def check_folder(shown: str, key: str, path: Path, stage: str) -> None:
         listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise InputError(f"{shown}: the folder holds other files ({listed}) and is not a {stage} output; give {key} "
                          "a new or empty folder")
+
+
+def check_not_anothers(shown: str, key: str, path: Path, stage: str) -> None:
+    """Refuse replacing the existing file ``path`` when a folder above it is filled by another stage."""
+    for folder in path.parents:
+        marked = {m.name[len(marker_name("")):] for m in folder.glob(marker_name("*")) if m.is_file()}
+        if folder == path.parent:  # folders from before markers: recognised by their own files
+            marked |= {s for s in OWN_FILES if is_own_folder(folder, s)}
+        other = sorted(marked - {stage})
+        if other:
+            raise InputError(f"{shown}: would replace {path}, a file in {folder}, which {other[0]} fills; choose "
+                             f"another {key} (outside that folder)")
 
 
 def is_own_folder(path: Path, stage: str) -> bool:

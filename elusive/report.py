@@ -104,8 +104,8 @@ def summary_markdown(frame: pd.DataFrame, modes: list[str]) -> str:
     fields = list(dict.fromkeys(frame["field"]))
     out = []
     for metric, title in (("em", "Exact match"), ("f1", "F1")):
-        out += [f"### {title} (%, 95 % bootstrap interval over the {frame['n'].iloc[0]} people), "
-                + " | ".join(modes), ""]
+        interval = "Wilson 95 % interval" if metric == "em" else "95 % bootstrap interval"
+        out += [f"### {title} (%, {interval} over the {frame['n'].iloc[0]} people), " + " | ".join(modes), ""]
         header = ["method", *[f"{field} {mode}" for field in fields for mode in modes], "final loss"]
         out += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         for method in dict.fromkeys(frame["method"]):
@@ -129,8 +129,8 @@ def comparisons(runs: dict[str, Path], modes: list[str], folder: Path, seed: int
     """Every method against each baseline, per mode; returns ``compare/summary.md``."""
     from elusive.compare import compare
 
-    lines = ["Paired comparisons on the same questions: Δ = method − baseline in percentage points, 95 % paired "
-             "bootstrap interval of Δ exact match, exact McNemar p on exact match.", ""]
+    lines = ["Paired comparisons on the same questions: Δ = method − baseline in percentage points, 95 % bootstrap "
+             "interval of Δ exact match resampling people, two-sided sign-flip p over per-person differences.", ""]
     for mode in modes:
         lines += [f"### {mode}", "", "| method | vs | Δ EM mean [95% CI] | p | Δ EM university | p | Δ EM company | p |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -151,7 +151,7 @@ def comparisons(runs: dict[str, Path], modes: list[str], folder: Path, seed: int
                 for key in ("mean", "university", "company"):
                     r = result.get(key)
                     cells += ["–", "–"] if r is None else [with_interval(r["diff_exact_match"], r["ci95"], signed=True),
-                                                         f"{r['p_value']:.3g}"]
+                                                         f"{r['p_sign_flip']:.3g}"]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     text = "\n".join(lines)
@@ -202,7 +202,8 @@ def study_report(cfg: RunExperimentConfig, methods: list[str]) -> Path:
     frame = summary_rows(runs, cfg.modes)
     with atomic_path(root / "summary.csv") as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.4f")
-    text = (provenance_line(cfg, runs) + "\n\n### Exact match (%, 95 % bootstrap interval)\n\n"
+    text = (provenance_line(cfg, runs) + "\n\n### Exact match (%, 95 % interval: all fields bootstrap over people, "
+            "one field Wilson)\n\n"
             + headline(runs, cfg.modes, cfg.seed) + "\n\n" + summary_markdown(frame, cfg.modes))
     write_text_atomic(root / "summary.md", text + "\n")
     comparisons(runs, cfg.modes, root / "compare", cfg.seed)

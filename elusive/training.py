@@ -3,6 +3,12 @@
 LoRA r=16, lora_alpha=16, dropout 0 on every linear projection except the LM head (peft's
 ``all-linear``; embeddings are not linear layers). AdamW, lr 5e-4, linear schedule with 10 % warmup,
 gradient clipping at 1.0. Each text is trained on with its tags removed and EOS appended.
+
+The epoch search from one run: ``save_at_passes=[4,8,12]`` keeps the adapter after those passes over the data in
+``model_dir/pass-<E>/`` (:class:`KeepPasses`), each with its own ``train_meta.json``: the mean token loss on the
+original texts (one forward pass), and the augmentation's drop statistics. With ``lr_schedule=constant`` and a
+warm-up given in passes (``warmup_passes``), the learning rate up to pass E does not depend on the run's length,
+so ``pass-<E>`` is the adapter an E-pass run gives (tested byte for byte).
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from elusive import distributed
 from elusive.artifacts import sha256_file, write_json_atomic, write_text_atomic
 from elusive.config import TrainConfig, check
-from elusive.data import load_texts
+from elusive.data import load_texts, original_rows
 from elusive.errors import InputError
 from elusive.identity import base_identity
-from elusive.models import check_quant, describe, load_model, load_tokenizer, max_positions, resolve_device, resolve_dtype
+from elusive.models import (check_quant, describe, load_model, load_tokenizer, max_positions, model_device,
+                            resolve_device, resolve_dtype)
 from elusive.outputs import Output, check_outputs, claim_folder
+from elusive.provenance import code_version, machine, record_path
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +113,8 @@ class NoPickleArgs(TrainerCallback):
 
 
 RESUME_KEYS = ("batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio", "max_grad_norm",
-               "max_length", "lora_r", "lora_alpha", "lora_dropout", "quant", "dtype", "seed", "group_by_length")
+               "max_length", "lora_r", "lora_alpha", "lora_dropout", "quant", "dtype", "seed", "group_by_length",
+               "warmup_passes", "lr_schedule")
 """Settings a resumed run must share with its checkpoint (epochs may grow)."""
 
 CHECKPOINT_MANIFEST = "checkpoint_complete.json"
@@ -199,6 +208,94 @@ def check_resume_epochs(checkpoint: Path, epochs: float) -> None:
             f"resume=true epochs={epochs:g}: {checkpoint.name} has already trained {done:g} epochs; give epochs>="
             f"{done:g} to continue, or train into a new model_dir"
         )
+
+
+PASS_PREFIX = "pass-"
+"""``model_dir/pass-<E>``: the adapter kept after E passes (``save_at_passes``)."""
+
+
+def pass_folder(model_dir: Path, passes: int) -> Path:
+    """Where the adapter kept after ``passes`` passes lives."""
+    return Path(model_dir) / f"{PASS_PREFIX}{passes}"
+
+
+def kept_passes(model_dir: Path) -> list[Path]:
+    """The complete ``pass-<E>`` folders of ``model_dir`` (with their ``train_meta.json``), by E."""
+    found = [p for p in Path(model_dir).glob(f"{PASS_PREFIX}*") if p.name[len(PASS_PREFIX):].isdigit()
+             and (p / "train_meta.json").is_file() and (p / "adapter_config.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PASS_PREFIX):]))
+
+
+def steps_per_pass(n_examples: int, batch_size: int, world_size: int, accumulation: int) -> int:
+    """Optimizer steps in one pass over ``n_examples`` texts, as the Trainer counts them (its data loader has
+    ``ceil(n / (batch_size × processes))`` batches, of which every ``accumulation`` make one step, the last
+    possibly fewer)."""
+    batches = math.ceil(n_examples / (batch_size * world_size))
+    return max(math.ceil(batches / accumulation), 1)
+
+
+def mean_token_loss(model, examples: list[dict], collator, batch_size: int) -> float:
+    """The training objective on ``examples``: the mean next-token cross-entropy over all their tokens (EOS
+    included, padding excluded), in eval mode and without gradients; the model's mode is restored after.
+
+    Each token counts once, so the value does not depend on ``batch_size``; accumulated in float64.
+    """
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    device = model_device(model)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(examples), batch_size):
+                batch = collator(examples[start:start + batch_size])
+                logits = model(input_ids=batch["input_ids"].to(device),
+                               attention_mask=batch["attention_mask"].to(device)).logits
+                labels = batch["labels"].to(logits.device)[:, 1:]
+                losses = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                    reduction="none")
+                total += float(losses.double().sum())
+                count += int((labels != -100).sum())
+    finally:
+        model.train(was_training)
+    return total / count if count else float("nan")
+
+
+class KeepPasses(TrainerCallback):
+    """Keep the adapter after each of ``passes`` passes in ``model_dir/pass-<E>/``, with its own record.
+
+    Runs when the Trainer has saved (and :class:`MarkCheckpointComplete` certified) the epoch's ``checkpoint-N``:
+    its adapter files are copied into a temporary folder with ``train_meta.json`` (``record(E, state, loss)``,
+    where loss is :func:`mean_token_loss` on the original texts), which is then renamed into place, so a
+    ``pass-<E>`` folder with a ``train_meta.json`` is complete. Every process computes the loss (a sharded model
+    needs all of them for a forward pass); the main one writes.
+    """
+
+    def __init__(self, model_dir: Path, passes: list[int], originals: list[dict], collator, batch_size: int,
+                 record):
+        self.model_dir, self.passes, self.originals = Path(model_dir), set(passes), originals
+        self.collator, self.batch_size, self.record = collator, batch_size, record
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        epoch = state.epoch or 0.0
+        done = round(epoch)
+        if abs(epoch - done) > 1e-6 or done not in self.passes:
+            return
+        loss = mean_token_loss(model, self.originals, self.collator, self.batch_size)
+        if not state.is_world_process_zero:
+            return
+        checkpoint = checkpoint_folder(args, state)
+        target = pass_folder(self.model_dir, done)
+        tmp = self.model_dir / f".{target.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name in ("adapter_model.safetensors", "adapter_config.json"):
+            shutil.copy2(checkpoint / name, tmp / name)
+        write_json_atomic(tmp / "train_meta.json", self.record(done, state, loss, tmp / "adapter_model.safetensors"))
+        if target.exists():  # this run's own earlier copy (a resumed run passes the same epoch again)
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        log.info("kept the adapter after %d passes in %s (loss on the originals %.4f)", done, target, loss)
 
 
 class StopOnNonFinite(TrainerCallback):
@@ -296,16 +393,23 @@ def train(cfg: TrainConfig) -> Path | None:
     if resume:
         check_same_run(last, run)
         check_resume_epochs(last, cfg.epochs)
+    if cfg.save_at_passes and max(cfg.save_at_passes) > cfg.epochs:
+        raise InputError(
+            f"save_at_passes={list(cfg.save_at_passes)}: pass {max(cfg.save_at_passes)} lies beyond epochs={cfg.epochs:g}; "
+            f"keep passes <= epochs, or set epochs={max(cfg.save_at_passes)}"
+        )
     augmentation = augmentation_settings(dataset, run["dataset_sha256"])
+    originals = original_rows(dataset, "dataset")
     tokenizer = load_tokenizer(model, padding_side="right")
     examples = tokenize_for_training(tokenizer, texts, cfg.max_length, max_positions(model), dataset)
+    original_examples = examples if originals is None else [examples[i] for i in originals]
     main = distributed.share().is_main
     with claim_folder("model_dir", model_dir, "train") if main else contextlib.nullcontext():
-        return _fit(cfg, model_dir, run, examples, tokenizer, last, augmentation, len(texts))
+        return _fit(cfg, model_dir, run, examples, original_examples, tokenizer, last, augmentation, len(texts))
 
 
-def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], tokenizer, last: Path | None,
-         augmentation: dict | None, n_texts: int) -> Path | None:
+def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], originals: list[dict], tokenizer,
+         last: Path | None, augmentation: dict | None, n_texts: int) -> Path | None:
     """Train and save (the part of :func:`train` after every check, under the lock of ``model_dir``)."""
     model, dataset, quant, resume = cfg.model, Path(cfg.dataset), cfg.quant, cfg.resume
     device = distributed.process_device(cfg.device)
@@ -325,14 +429,20 @@ def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], tok
 
     # From the setting: prepare_model_for_kbit_training has upcast the non-quantised weights to float32 by now
     bf16 = target.type == "cuda" and resolve_dtype(cfg.dtype, target) == torch.bfloat16
+    world_size = distributed.share().world_size
+    if cfg.warmup_passes is None:
+        warmup: float = cfg.warmup_ratio  # a float < 1 is a ratio of the total steps in transformers 5
+    else:  # whole steps (an int >= 1 is a count; 0 is none), the same whatever the run's length
+        warmup = round(cfg.warmup_passes * steps_per_pass(len(examples), cfg.batch_size, world_size,
+                                                          cfg.gradient_accumulation_steps))
     args = TrainingArguments(
         output_dir=str(model_dir),
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        lr_scheduler_type="constant_with_warmup" if cfg.lr_schedule == "constant" else "linear",
+        warmup_steps=warmup,
         max_grad_norm=cfg.max_grad_norm,
         weight_decay=0.0,
         seed=cfg.seed,
@@ -354,12 +464,22 @@ def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], tok
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN (and stops the run), not averaged away
     )
     distributed.one_device(args, target)  # plain python on a node with several GPUs: still one GPU
+    compute = {"device": target.type, "n_gpu": args.n_gpu, "bf16_autocast": bf16,  # what really ran
+               "dtype": str(resolve_dtype(cfg.dtype, target)).removeprefix("torch."),
+               "effective_batch_size": distributed.global_batch(args)}  # texts per optimizer step
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+    def record(passes: float, state, loss: float | None, adapter: Path | None) -> dict:
+        record = adapter_record(cfg, run, n_texts, augmentation, state, passes, loss, adapter, last)
+        return {**record, "compute": compute}
+
+    keep = KeepPasses(model_dir, list(cfg.save_at_passes), originals, collator, cfg.batch_size, record)
     trainer = Trainer(
         model=lm,
         args=args,
         train_dataset=examples,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[StopOnNonFinite(cfg.learning_rate), NoPickleArgs(), MarkCheckpointComplete(run)],
+        data_collator=collator,
+        callbacks=[StopOnNonFinite(cfg.learning_rate), NoPickleArgs(), MarkCheckpointComplete(run), keep],
     )
     if resume and trainer.is_world_process_zero():
         for partial in checkpoints(model_dir):  # cut short by a kill: saved again when training reaches that step
@@ -368,38 +488,57 @@ def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], tok
                 shutil.rmtree(partial)
     trainer.train(resume_from_checkpoint=str(last) if resume else None)
     save_adapter(trainer, tokenizer, Path(model_dir))  # every process: FSDP/DeepSpeed gather the weights
+    loss = mean_token_loss(trainer.model, originals, collator, cfg.batch_size)  # every process (sharded models)
     if not trainer.is_world_process_zero():  # several processes: only the main one writes files
         return None
     history = trainer.state.log_history  # restored from the checkpoint on resume: the adapter's whole history
-    losses = [h for h in history if "loss" in h]
-    meta = {
-        "base_model": run["base_model"],
-        "base_config_sha256": run["base_config_sha256"],  # evaluate.py refuses another base model
-        "base_weights_sha256": run["base_weights_sha256"],
-        "dataset": str(dataset.absolute()),
-        "dataset_sha256": run["dataset_sha256"],
-        "n_texts": n_texts,
-        "epochs": trainer.state.epoch,  # what the adapter was trained for (a resumed run may not add any)
-        "global_step": trainer.state.global_step,
-        "batch_size": cfg.batch_size,
-        "learning_rate": cfg.learning_rate,
-        "seed": cfg.seed,
-        "settings": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model", "dataset", "model_dir")},
-        "world_size": trainer.args.world_size,
-        "compute": {"device": target.type, "n_gpu": trainer.args.n_gpu, "bf16_autocast": bf16,
-                    "dtype": str(resolve_dtype(cfg.dtype, target)).removeprefix("torch."),
-                    "effective_batch_size": distributed.global_batch(trainer.args)},  # texts per optimizer step
-        "augmentation": augmentation,
-        "final_train_loss": losses[-1]["loss"] if losses else None,  # the last logged loss
-        # the Trainer's mean covers only the steps of this call: the adapter's whole mean only without resume
-        "train_loss_mean": None if resume else next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
-        "resumed_from": None if last is None else {"checkpoint": last.name, **{
-            k: checkpoint_state(last).get(k) for k in ("epoch", "global_step")}},
-    }
+    meta = record(trainer.state.epoch, trainer.state, loss, Path(model_dir) / "adapter_model.safetensors")
+    meta["kept_passes"] = {p.name: json.loads((p / "train_meta.json").read_text())["loss_originals"]
+                           for p in kept_passes(model_dir)}
     write_loss_curve(Path(model_dir) / "loss.csv", history)
     write_json_atomic(Path(model_dir) / "train_meta.json", meta)
     log.info("saved the LoRA adapter to %s", model_dir)
     return Path(model_dir)
+
+
+def adapter_record(cfg: TrainConfig, run: dict, n_texts: int, augmentation: dict | None, state, passes: float,
+                   loss_originals: float | None, adapter: Path | None, resumed: Path | None) -> dict:
+    """``train_meta.json`` of an adapter (the final one, or one kept after ``passes`` passes): what it was trained
+    on and how, where, and how far (epoch, step, the loss on the original texts then).
+
+    Paths are named as :func:`elusive.provenance.record_path` names them (relative inside the project).
+    """
+    history = state.log_history
+    losses = [h for h in history if "loss" in h and h.get("step", 0) <= state.global_step]
+    rates = [h["learning_rate"] for h in losses if "learning_rate" in h]
+    return {
+        "base_model": run["base_model"],
+        "base_config_sha256": run["base_config_sha256"],  # evaluate.py refuses another base model
+        "base_weights_sha256": run["base_weights_sha256"],
+        "dataset": record_path(cfg.dataset),
+        "dataset_sha256": run["dataset_sha256"],
+        "n_texts": n_texts,
+        "epochs": passes,  # what the adapter was trained for (a resumed run may not add any)
+        "passes": passes,  # passes over the training data: each original once per pass
+        "global_step": state.global_step,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "seed": cfg.seed,
+        "settings": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model", "dataset", "model_dir")},
+        "world_size": run["world_size"],
+        "augmentation": augmentation,
+        "loss_originals": loss_originals,  # mean token loss on the original texts, eval mode, at this point
+        "final_train_loss": losses[-1]["loss"] if losses else None,  # the last logged training loss
+        "last_learning_rate": rates[-1] if rates else None,
+        # the Trainer's mean covers only the steps of this call: the adapter's whole mean only without resume
+        "train_loss_mean": None if resumed is not None else next(
+            (h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
+        "resumed_from": None if resumed is None else {"checkpoint": resumed.name, **{
+            k: checkpoint_state(resumed).get(k) for k in ("epoch", "global_step")}},
+        "adapter_sha256": None if adapter is None or not adapter.is_file() else sha256_file(adapter),
+        "machine": machine(),
+        "code": code_version(),
+    }
 
 
 def write_loss_curve(path: Path, history: list[dict]) -> None:

@@ -14,7 +14,7 @@ from elusive.artifacts import AttentionDump, sha256_file, tokenizer_sha256, toke
 from stages import save_attention
 from elusive.augment import DropSettings, drop_plan, drop_probabilities, ranks_from_scores
 from elusive.config import AUGMENT_TYPES
-from reference import droppable_tokens, reference_copies, remove_spans
+from reference import droppable_tokens, reference_copies, reference_ranks, remove_spans
 from stages import data_augmentation
 from stages import contrast_attention
 from elusive.data import load_texts
@@ -306,13 +306,21 @@ def test_data_augmentation_writes_the_reference_rows_as_pandas_would(small_model
     dump = _hand_dump(tok, texts, data, tmp_path / "dump", augment_type) if augment_type.startswith("attention") else None
     scores = AttentionDump.load(dump).scores if dump else None
     rng = np.random.default_rng(11)
+    counter = np.random.default_rng(11)  # the same stream, replayed to count the drops and the p of each draw
     rows = []
+    dropped = draws = 0
+    p_all = []
     for i, text in enumerate(texts):
         enc = encode(tok, text)
         own = None if scores is None else scores[AttentionDump.load(dump).text_slice(i)]
         rows.append((text, i, 0))
         copies = _reference_copies(text, enc, own, augment_type, 0.8, 0.2, 5, rng, seed=11, index=i)
         rows.extend((c, i, k) for k, c in enumerate(copies, start=1))
+        _, ranks = reference_ranks(text, enc, own, DropSettings(augment_type, 0.8, 0.2, 11), i)
+        p = np.full(len(ranks), 0.8) if augment_type == "random" else drop_probabilities(ranks, 0.8, 0.2)
+        dropped += int((counter.random((5, len(ranks))) < p[None, :]).sum())
+        draws += 5 * len(ranks)
+        p_all.append(p)
     expected = tmp_path / "expected.csv"
     pd.DataFrame(rows, columns=["text", "source_row", "copy"]).to_csv(expected, index=False, lineterminator="\n")
     args = (augment_type, 0.8, 0.2, 5, str(small_model), data)
@@ -322,6 +330,10 @@ def test_data_augmentation_writes_the_reference_rows_as_pandas_would(small_model
     assert whole.read_bytes() == expected.read_bytes() == chunked.read_bytes()
     settings = json.loads((tmp_path / "whole.json").read_text())
     assert settings["csv_sha256"] == sha256_file(whole)
+    assert settings["drop_rate"] == dropped / draws  # counted as the reference drops, chunks or not
+    assert json.loads((tmp_path / "chunked.json").read_text())["drop_rate"] == dropped / draws
+    assert settings["expected_drop_rate"] == math.fsum(np.concatenate(p_all).tolist()) / (draws // 5)
+    assert settings["survival"] is None  # no tagged fields to look for
 
 
 def test_csv_rows_are_written_as_pandas_writes_them():
@@ -444,3 +456,24 @@ def test_tokens_sha256_changes_with_the_tokenizer_the_prefix_the_dataset_and_eve
         edited[k].reshape(-1)[1] ^= 1  # one value of one array
         changed.add(tokens_sha256(tok, "", "d", *edited))
     assert base not in changed and len(changed) == 7
+
+
+def test_survival_is_the_share_of_copies_that_keep_each_tagged_value(small_model, bios, tmp_path):
+    out = data_augmentation("random", 0.3, 0.0, 4, small_model, bios, tmp_path / "aug", seed=5)
+    record = json.loads((tmp_path / "aug.json").read_text())
+    rows = pd.read_csv(out, dtype={"text": str}, keep_default_na=False)
+    from elusive.data import load_tagged
+
+    tagged = load_tagged(bios)
+    copies = rows[rows["copy"] > 0]
+    expected = {}
+    for field in ("name", "date", "city", "university", "major", "company"):
+        kept = [dict((s.field, s.value) for s in tagged[r.source_row][1])[field] in r.text for r in copies.itertuples()]
+        expected[field] = sum(kept) / len(kept)
+    assert record["survival"] == expected
+    assert 0 < expected["name"] < 1 and record["expected_drop_rate"] == 0.3
+    assert abs(record["drop_rate"] - 0.3) < 0.05  # ~1,900 draws around 0.3
+    none = data_augmentation("random", 0.0, 0.0, 2, small_model, bios, tmp_path / "none", seed=5)
+    kept_all = json.loads((tmp_path / "none.json").read_text())
+    assert kept_all["drop_rate"] == 0.0 and set(kept_all["survival"].values()) == {1.0}
+    assert none.is_file()

@@ -156,6 +156,22 @@ def _adapter_of_large(w: Path, ctx: dict) -> None:
     (w / "lora" / "train_meta.json").write_text(json.dumps(meta))
 
 
+def _eval_folder(w: Path, ctx: dict) -> None:
+    """An evaluate.py output folder (its marker, predictions.jsonl, results.json) and a second evaluation."""
+    for name in ("eval", "eval2"):
+        (w / name).mkdir()
+        rows = [{"person": p, "field": "city", "prompt": f"Where was {p} born?\nAnswer:", "gold": "Oslo",
+                 "prediction": "Oslo", "exact_match": 1.0, "f1": 1.0} for p in ("Ann Lee", "Bo Li")]
+        (w / name / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (w / name / "results.json").write_text('{"city": {"exact_match": 1.0, "f1": 1.0, "n": 2}}\n')
+        (w / name / ".elusive-evaluate").write_text("{}\n")
+
+
+def _truncated_results(w: Path, ctx: dict) -> None:
+    (w / "run").mkdir()
+    (w / "run" / "results.json").write_text('{"city": {"exact_match": 0.5, "f1"')
+
+
 def _empty_gold(w: Path, ctx: dict) -> None:
     frame = pd.read_csv(ctx["bios"])
     text = frame.loc[1, "text"]
@@ -346,6 +362,17 @@ ROWS = [
     ("compare-inside-a-run", CR, ("a={w}/lora", "b={w}/lora", "output={w}/lora/cmp"), _fake_adapter,
      "error: output={w}/lora/cmp: {w}/lora/cmp.json lies inside the input a={w}/lora; give output a path outside it",
      (), False),
+    ("compare-over-evaluate-results", CR, ("a={w}/eval/predictions.jsonl", "b={w}/eval2/predictions.jsonl",
+                                           "output={w}/eval/results"), _eval_folder,
+     ("error: output={w}/eval/results: would replace {w}/eval/results.json, a file in {w}/eval, which evaluate "
+      "fills; choose another output (outside that folder)"), (), True),
+    ("compare-seeds-unpaired", CR, ("a=[{w}/eval,{w}/eval2]", "b={w}/eval2", "output={out}/cmp"), _eval_folder,
+     ("error: a=[{w}/eval,{w}/eval2], b={w}/eval2: 2 evaluations in a but 1 in b; give one evaluation per training "
+      "seed in both, in the same seed order"), ("{out}/cmp.json",), False),
+    ("summarize-truncated-results", "summarize.py", ("runs=[{w}/run]", "output={out}/table"),
+     _truncated_results,
+     ("error: runs={w}/run: {w}/run/results.json is not valid JSON (Expecting ':' delimiter: line 1 column 35 (char "
+      "34)); give folders of evaluate.py runs (or remove that file)"), ("{out}/table.md",), False),
     # --- class 2: numbers that are not numbers, not finite or out of range ------------------------------------
     ("train-lr-inf", TR, (*TR_ARGS, "learning_rate=inf"), None,
      "error: learning_rate=inf: must be a finite number; give e.g. learning_rate=0.0005", TR_OUT, True),

@@ -22,6 +22,7 @@ from elusive.generation import (
     shared_prefix,
 )
 from elusive.questions import Question, build_questions, load_people, load_prompts, render
+from elusive.stats import percent, wilson_interval
 from stages import evaluate
 from elusive.metrics import exact_match, f1_score
 from elusive.models import load_tokenizer
@@ -162,10 +163,13 @@ def test_summarize_and_table():
     city, date = results["city"], results["date"]
     assert (city["exact_match"], city["f1"], city["n"]) == (pytest.approx(1 / 3), pytest.approx(0.5), 3)
     assert city["exact_match_ci95"][0] <= 1 / 3 <= city["exact_match_ci95"][1] and city["exact_match_ci95"] != [1 / 3] * 2
-    assert date == {"exact_match": 1.0, "f1": 1.0, "n": 1, "exact_match_ci95": [1.0, 1.0], "f1_ci95": [1.0, 1.0]}
+    assert city["exact_match_ci95"] == list(wilson_interval(1, 3))  # exact match: Wilson; F1: bootstrap
+    assert date == {"exact_match": 1.0, "f1": 1.0, "n": 1, "exact_match_ci95": list(wilson_interval(1, 1)),
+                    "f1_ci95": [1.0, 1.0]}
     table = markdown_table(results).splitlines()
     assert table[0] == "| field | exact match [95% CI] | F1 [95% CI] | n |"
-    assert table[2].startswith("| city | 33.3 [") and table[3] == "| date | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] | 1 |"
+    low = percent(wilson_interval(1, 1)[0])
+    assert table[2].startswith("| city | 33.3 [") and table[3] == f"| date | 100.0 [{low}, 100.0] | 100.0 [100.0, 100.0] | 1 |"
     assert table[4] == "| mean | 66.7 | 75.0 | |"  # the mean over fields (no interval without the questions)
 
 

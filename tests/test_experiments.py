@@ -13,6 +13,7 @@ from stages import run_experiment, summarize
 
 from elusive import evaluation, training
 from elusive.config import EvaluateSettings, RunExperimentConfig, TrainSettings
+from elusive.artifacts import sha256_file
 from elusive.errors import InputError
 from elusive.summary import aggregate, collect, to_markdown
 
@@ -168,5 +169,46 @@ def test_the_study_report_collects_compares_and_draws(small_model, large_model, 
         assert not (root / "compare" / f"{mode}_plain_vs_random.md").exists()
         assert (root / "figures" / f"fig1_{mode}.png").read_bytes().startswith(b"\x89PNG")
     assert (root / "figures" / "fig4_position.html").is_file()
+    assert "two-sided sign-flip p over per-person differences" in (root / "compare" / "summary.md").read_text()
     frame = pd.read_csv(root / "summary.csv")
     assert set(frame["mode"]) == {"qa", "completion"} and len(frame) == 3 * 2 * 5
+
+
+def test_every_kept_pass_is_evaluated_and_resumes_by_folder(small_model, large_model, tmp_path, monkeypatch):
+    cfg = _tiny(small_model, large_model, tmp_path, modes=["qa", "completion"],
+                train=TrainSettings(epochs=3, batch_size=3, logging_steps=1, save_at_passes=[1, 3],
+                                    lr_schedule="constant", warmup_passes=0))
+    run_experiment(cfg)
+    (run,) = (tmp_path / "exp" / "t" / "plain").iterdir()
+    for passes in (1, 3):
+        for folder in ("eval", "eval_completion"):
+            meta = json.loads((run / f"pass-{passes}" / folder / "eval_meta.json").read_text())
+            adapter = run / "lora" / f"pass-{passes}" / "adapter_model.safetensors"
+            assert meta["adapter_sha256"] == sha256_file(adapter)  # the kept pass answered, not the final one
+            assert meta["training"]["passes"] == passes and meta["training"]["global_step"] == passes
+            assert meta["model_dir"] == str(run / "lora" / f"pass-{passes}")  # outside the project: absolute
+            assert meta["machine"]["cpu"]
+    assert not (run / "eval").exists()  # the final adapter is pass 3: evaluated once
+    recorded = json.loads((run / "run.json").read_text())
+    assert recorded["settings"]["train"]["save_at_passes"] == [1, 3]
+    assert len(recorded["invocations"]) == 1 and recorded["invocations"][0]["machine"]["numpy_simd"]
+
+    (run / "pass-1" / "eval_completion" / "results.json").unlink()  # as if killed before the last evaluation
+    calls = []
+    monkeypatch.setattr(evaluation, "evaluate", lambda c: calls.append(c.output_dir) or {})
+    monkeypatch.setattr(training, "train", lambda c: (_ for _ in ()).throw(AssertionError("trained again")))
+    run_experiment(cfg)
+    assert calls == [str(run / "pass-1" / "eval_completion")]
+    assert len(json.loads((run / "run.json").read_text())["invocations"]) == 1  # same machine and code
+
+
+def test_settings_added_later_leave_an_older_run_its_folder(small_model, large_model, tmp_path):
+    from elusive.experiment import run_folder, run_settings, training_data
+
+    cfg = _tiny(small_model, large_model, tmp_path)
+    root = tmp_path / "exp" / "t"
+    root.mkdir(parents=True)
+    settings = run_settings(cfg, training_data(cfg, root))
+    assert not {"save_at_passes", "lr_schedule", "warmup_passes"} & set(settings["train"])
+    searched = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save_at_passes=[1]))
+    assert run_folder(root, run_settings(searched, training_data(cfg, root))) != run_folder(root, settings)

@@ -1,25 +1,42 @@
-"""Bootstrap intervals, the exact McNemar test, tables with intervals, and comparing two runs (all fast)."""
+"""elusive.stats: proportions, per-person paired tests, multiple testing, bootstrap intervals, tables (all fast).
+
+The last test runs the functions under every SIMD level numpy can dispatch to and compares the bytes.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from elusive import stats
-from elusive.compare import compare
-from elusive.errors import InputError
 from elusive.stats import (
+    PersonDifferences,
     add_intervals,
+    benjamini_hochberg,
     binomial_cdf_half,
     bootstrap_ci,
+    clopper_pearson_interval,
     format_table,
+    holm,
     mcnemar_exact,
     mean_with_interval,
     paired_bootstrap_ci,
+    per_person_differences,
+    person_cluster_bootstrap_ci,
+    sign_flip_test,
+    wilson_interval,
 )
+
+Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal distribution
 
 
 def outcomes(n01: int, n10: int, agree_right: int = 3, agree_wrong: int = 2) -> tuple[list[float], list[float]]:
@@ -176,9 +193,11 @@ def test_add_intervals_keeps_keys_and_adds_intervals():
     assert json.dumps(results) == before  # input unchanged
     assert list(out) == ["city", "company"]
     assert list(out["city"]) == ["exact_match", "f1", "n", "exact_match_ci95", "f1_ci95"]
-    assert out["city"]["exact_match_ci95"] == list(bootstrap_ci([1, 0, 1, 0], seed=0))
-    assert out["city"]["f1_ci95"] == list(bootstrap_ci([1, 0.5, 1, 0], seed=0))
-    assert out["company"]["exact_match_ci95"] == [0.0, 0.0]
+    assert out["city"]["exact_match_ci95"] == list(wilson_interval(2, 4))  # exact match: Wilson of k/n
+    assert out["city"]["f1_ci95"] == list(bootstrap_ci([1, 0.5, 1, 0], seed=0))  # F1: the percentile bootstrap
+    # 0/4 is not [0, 0] (what the percentile bootstrap gave): the Wilson upper end z²/(n + z²)
+    assert out["company"]["exact_match_ci95"] == [0.0, pytest.approx(Z95**2 / (4 + Z95**2), abs=1e-12)]
+    assert add_intervals(results, questions, seed=5)["city"]["exact_match_ci95"] == out["city"]["exact_match_ci95"]
     json.dumps(out, allow_nan=False)
     with pytest.raises(ValueError, match="n=5"):
         add_intervals({**results, "city": {**results["city"], "n": 5}}, questions, seed=0)
@@ -186,6 +205,8 @@ def test_add_intervals_keeps_keys_and_adds_intervals():
         add_intervals({**results, "city": {**results["city"], "exact_match": 0.75}}, questions, seed=0)
     with pytest.raises(ValueError, match="fields"):
         add_intervals(results, {"city": questions["city"]}, seed=0)
+    with pytest.raises(ValueError, match="0.5 at index 1 is not 0 or 1"):
+        add_intervals(results, {**questions, "city": [(1.0, 1.0), (0.5, 0.5), (1.0, 1.0), (0.0, 0.0)]}, seed=0)
 
 
 def test_mean_with_interval_pools_questions_and_resamples_people():
@@ -215,111 +236,325 @@ def test_format_table():
     assert stats.percent(-0.0001, signed=True) == "+0.0"  # no "-0.0"
 
 
-# --- comparing two runs ---------------------------------------------------------------------------------------
+# --- single proportions ---------------------------------------------------------------------------------------
 
 
-def prompt(field: str, person: str) -> str:
-    question = {"city": "Where was {} born?", "company": "Which company did {} work for?"}[field].format(person)
-    return f"{question.replace(person, 'Tim Cook')}\nAnswer: x\n\n{question}\nAnswer:"
+def test_wilson_hand_computed():
+    # k = 0 and k = n: the ends are z²/(n + z²) and n/(n + z²)
+    assert wilson_interval(0, 40) == (0.0, pytest.approx(Z95**2 / (40 + Z95**2), abs=1e-15))
+    assert wilson_interval(0, 40)[1] == pytest.approx(0.087622, abs=1e-6)
+    assert wilson_interval(1, 1) == (pytest.approx(1 / (1 + Z95**2), abs=1e-15), 1.0)
+    assert wilson_interval(1, 1)[0] == pytest.approx(0.206549, abs=1e-6)
+    # 5/10: centre (5 + z²/2)/(10 + z²) = 0.5, half-width z/(10 + z²)·sqrt(2.5 + z²/4) = 0.263407
+    lo, hi = wilson_interval(5, 10)
+    assert (lo, hi) == (pytest.approx(0.236593, abs=1e-6), pytest.approx(0.763407, abs=1e-6))
+    # 90 %: z = 1.644854
+    assert wilson_interval(0, 10, level=0.90)[1] == pytest.approx(1.644854**2 / (10 + 1.644854**2), abs=1e-6)
 
 
-def write_run(folder, rows: list[tuple[str, str, float, float]], extra: list[str] = ()) -> None:
-    """predictions.jsonl with (person, field, exact_match, f1) rows, as evaluate.py writes them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [
-        json.dumps({"person": p, "field": f, "prompt": prompt(f, p), "gold": "g", "prediction": "x", "exact_match": em, "f1": f1})
-        for p, f, em, f1 in rows
-    ]
-    (folder / "predictions.jsonl").write_text("\n".join([*lines, *extra]) + "\n")
+def test_wilson_contains_the_estimate_and_is_symmetric():
+    for n in (1, 2, 7, 40, 1000):
+        for k in range(0, n + 1, max(1, n // 9)):
+            lo, hi = wilson_interval(k, n)
+            assert 0 <= lo <= k / n <= hi <= 1
+            mirror = wilson_interval(n - k, n)
+            assert (1 - mirror[1], 1 - mirror[0]) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+    assert all(isinstance(x, float) for x in wilson_interval(np.int64(3), np.int64(9)))
 
 
-PEOPLE = ["Ann", "Bob", "Cy", "Di"]
-RUN_A = [(p, "city", em, f1) for p, em, f1 in zip(PEOPLE, [1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.5, 0.0])] + [
-    (p, "company", 0.0, 0.0) for p in PEOPLE
-]
-RUN_B = [(p, "city", 1.0, 1.0) for p in PEOPLE] + [
-    (p, "company", em, f1) for p, em, f1 in zip(PEOPLE, [1.0, 0.0, 0.0, 0.0], [1.0, 0.25, 0.0, 0.0])
-]
+def test_clopper_pearson_hand_computed():
+    t = 0.025
+    assert clopper_pearson_interval(0, 40) == (0.0, pytest.approx(1 - t ** (1 / 40), abs=1e-15))
+    assert clopper_pearson_interval(0, 40)[1] == pytest.approx(0.0881, abs=1e-4)  # the reviewer's 8.8 %
+    assert clopper_pearson_interval(40, 40) == (pytest.approx(t ** (1 / 40), abs=1e-15), 1.0)
+    lo, hi = clopper_pearson_interval(5, 10)  # the textbook value
+    assert (lo, hi) == (pytest.approx(0.187086, abs=1e-6), pytest.approx(0.812914, abs=1e-6))
+    assert clopper_pearson_interval(1, 1) == (pytest.approx(0.025), 1.0)  # p = 0.025 makes 1/1 as likely as t
 
 
-def strict(text: str) -> dict:
-    def refuse(name):
-        raise ValueError(name)
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def test_compare_runs_hand_computed(tmp_path):
-    write_run(tmp_path / "a", RUN_A)
-    write_run(tmp_path / "b", list(reversed(RUN_B)))  # row order does not matter
-    out = compare(tmp_path / "a", tmp_path / "b" / "predictions.jsonl", tmp_path / "cmp" / "a_vs_b", seed=0)
-    assert list(out) == ["city", "company", "mean"]
-    city, company, mean = out["city"], out["company"], out["mean"]
-    assert (city["diff_exact_match"], city["diff_f1"], city["p_value"], city["n"]) == (0.5, 0.375, 0.5, 4)  # n01=2: 2/4
-    assert (company["diff_exact_match"], company["diff_f1"], company["p_value"], company["n"]) == (0.25, 0.3125, 1.0, 4)
-    assert (mean["diff_exact_match"], mean["diff_f1"], mean["p_value"], mean["n"]) == (0.375, 0.34375, 0.25, 8)  # n01=3: 2/8
-    assert (city["exact_match_a"], city["exact_match_b"], company["f1_b"]) == (0.5, 1.0, 0.3125)
-    for r in out.values():
-        assert r["ci95"][0] <= r["diff_exact_match"] <= r["ci95"][1]
-    assert city["ci95"] == list(paired_bootstrap_ci([1, 1, 0, 0], [1, 1, 1, 1], seed=0))
-    assert mean["ci95"] == list(paired_bootstrap_ci([1, 1, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0], seed=0, groups=PEOPLE * 2))
-    written = (tmp_path / "cmp" / "a_vs_b.json").read_text()
-    assert strict(written) == out
-    table = (tmp_path / "cmp" / "a_vs_b.md").read_text().splitlines()
-    assert "| city | 50.0 | 100.0 | +50.0 [" in table[4] and table[4].endswith("| 0.5 | 62.5 | 100.0 | +37.5 | 4 |")
-    assert table[-1].startswith("| mean | 25.0 | 62.5 | +37.5 [") and table[-1].endswith("| 0.25 | 31.2 | 65.6 | +34.4 | 8 |")
-    assert "(2000 resamples, seed 0; the mean row resamples people)" in table[0]
-    # same inputs and seed: same bytes
-    compare(tmp_path / "a", tmp_path / "b", tmp_path / "again", seed=0)
-    assert (tmp_path / "again.json").read_bytes() == written.encode() and (tmp_path / "again.md").read_text().splitlines()[1:] == table[1:]
+def exact_tail(n: int, p: float, below: int) -> Fraction:
+    """P(X <= below) for X ~ Binomial(n, p), in exact rationals (p as the exact value of its float)."""
+    q = Fraction(p)
+    return sum(math.comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(below + 1))
 
 
-def test_compare_run_with_itself(tmp_path):
-    write_run(tmp_path / "a", RUN_A)
-    out = compare(tmp_path / "a", tmp_path / "a", tmp_path / "self")
-    for r in out.values():
-        assert (r["diff_exact_match"], r["diff_f1"], r["ci95"], r["p_value"]) == (0.0, 0.0, [0.0, 0.0], 1.0)
-    assert "+0.0 [+0.0, +0.0] | 1 |" in (tmp_path / "self.md").read_text()
+@pytest.mark.parametrize(("k", "n"), [(3, 12), (1, 40), (17, 40), (39, 40), (2, 300)])
+def test_clopper_pearson_meets_its_definition_in_exact_arithmetic(k, n):
+    lo, hi = clopper_pearson_interval(k, n)
+    assert float(1 - exact_tail(n, lo, k - 1)) == pytest.approx(0.025, rel=1e-9)  # P(X >= k; lo) = 2.5 %
+    assert float(exact_tail(n, hi, k)) == pytest.approx(0.025, rel=1e-9)  # P(X <= k; hi) = 2.5 %
+    assert lo < k / n < hi
 
 
-def test_compare_refuses_different_questions(tmp_path):
-    write_run(tmp_path / "a", RUN_A)
-    write_run(tmp_path / "b", RUN_B[:-1])  # Di's company question missing
-    with pytest.raises(InputError, match=r"question \(person='Di', field='company', question='Which company did Di work for\? Answer:'\) "
-                       r"is in a but not in b; compare runs evaluated on the same questions"):
-        compare(tmp_path / "a", tmp_path / "b", tmp_path / "x")
-    with pytest.raises(InputError, match="is in b but not in a"):
-        compare(tmp_path / "b", tmp_path / "a", tmp_path / "x")
-    rows = [json.loads(line) for line in (tmp_path / "a" / "predictions.jsonl").read_text().splitlines()]
-    rows[2]["prompt"] = rows[2]["prompt"].replace("Tim Cook", "Ada Lovelace")  # other shots
-    (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(InputError, match=r"the prompt for person='Cy', field='city' differs between the runs \(first at character 10"):
-        compare(tmp_path / "a", tmp_path / "c", tmp_path / "x")
-    assert not list(tmp_path.glob("x*"))
+def test_proportion_intervals_refuse_bad_counts():
+    for interval in (wilson_interval, clopper_pearson_interval):
+        with pytest.raises(ValueError, match="n=0: no questions"):
+            interval(0, 0)
+        with pytest.raises(ValueError, match=r"k=5: must be in \[0, n=4\]"):
+            interval(5, 4)
+        with pytest.raises(ValueError, match="k=1.5: must be an integer"):
+            interval(1.5, 4)
+        with pytest.raises(ValueError, match="level=1"):
+            interval(1, 4, level=1)
 
 
-def test_compare_refuses_bad_files(tmp_path):
-    write_run(tmp_path / "a", RUN_A)
-    cases = {
-        "dup": ([*RUN_A, RUN_A[1]], [], r"line 9 repeats the question of line 2 \(person='Bob', field='city'"),
-        "json": (RUN_A, ["{not json"], "line 9 is not valid JSON"),
-        "nan": (RUN_A, ['{"person": "Eve", "field": "city", "prompt": "p", "exact_match": 1, "f1": NaN}'], "line 9 is not valid JSON"),
-        "keys": (RUN_A, ['{"person": "Eve", "field": "city"}'], "line 9: needs string keys person, field and prompt"),
-        "em": ([*RUN_A[:3], ("Di", "city", 0.5, 0.5), *RUN_A[4:]], [], r"line 4: exact_match=0.5; comparing needs 0 or 1"),
-        "f1": ([*RUN_A[:3], ("Di", "city", 0.0, 1.5), *RUN_A[4:]], [], r"line 4: f1=1.5; needs a number in \[0, 1\]"),
-        "mean": ([], ['{"person": "A", "field": "mean", "prompt": "p", "exact_match": 1, "f1": 1}'], "field 'mean' clashes"),
+# --- per-person differences -----------------------------------------------------------------------------------
+
+
+def row(person: str, field: str, em: int, prompt: str = "") -> dict:
+    return {"person": person, "field": field, "prompt": prompt or f"{field} of {person}?", "exact_match": em}
+
+
+def test_per_person_differences_sum_fields_and_seeds_by_hand():
+    # seed 0: a gets Ann's city and Bob's city right, b gets Ann's city and company and Bob's company
+    a0 = [row("Ann", "city", 1), row("Ann", "company", 0), row("Bob", "city", 1), row("Bob", "company", 0)]
+    b0 = [row("Bob", "company", 1), row("Ann", "city", 1), row("Ann", "company", 1), row("Bob", "city", 0)]
+    # seed 1 asks other prompts (other shots): pairing is within the seed
+    a1 = [row("Ann", "city", 0, "p1"), row("Ann", "company", 0, "p2"), row("Bob", "city", 0, "p3"), row("Bob", "company", 1, "p4")]
+    b1 = [row("Ann", "city", 1, "p1"), row("Ann", "company", 1, "p2"), row("Bob", "city", 0, "p3"), row("Bob", "company", 0, "p4")]
+    d = per_person_differences([a0, a1], [b0, b1])
+    # Ann: (1−1) + (1−0) + (1−0) + (1−0) = 3; Bob: (0−1) + (1−0) + (0−0) + (0−1) = −1
+    assert d == PersonDifferences(("Ann", "Bob"), (3, -1), (4, 4))
+    assert d.mean == 2 / 8
+    assert per_person_differences([a0, a1], [b0, b1], fields=["company"]) == PersonDifferences(("Ann", "Bob"), (2, 0), (2, 2))
+    assert per_person_differences([a0], [b0], fields={"city"}) == PersonDifferences(("Ann", "Bob"), (0, -1), (1, 1))
+    swapped = per_person_differences([b0, b1], [a0, a1])
+    assert (swapped.people, swapped.diffs) == (("Bob", "Ann"), (1, -3))  # people in the order of arm a's rows
+
+
+def test_per_person_differences_refuse_unpaired_runs():
+    a = [row("Ann", "city", 1), row("Bob", "city", 0)]
+    with pytest.raises(ValueError, match="1 and 2 seeds"):
+        per_person_differences([a], [a, a])
+    with pytest.raises(ValueError, match="no seed"):
+        per_person_differences([], [])
+    with pytest.raises(ValueError, match=r"a_runs\[1\], b_runs\[1\]: the question \(person='Bob', field='city'\) is only "
+                       r"in a_runs\[1\]"):
+        per_person_differences([a, a], [a, a[:1]])
+    with pytest.raises(ValueError, match=r"the question \(person='Bob', field='city'\) is only in b_runs\[0\]"):
+        per_person_differences([a[:1]], [a])
+    with pytest.raises(ValueError, match=r"the question \(person='Bob', field='city'\) is only in a_runs\[0\]"):
+        per_person_differences([[a[0], row("Bob", "city", 0, "other shots")]], [a])  # same person, other prompt
+    with pytest.raises(ValueError, match=r"fields: \['major'\] not asked"):
+        per_person_differences([a], [a], fields=["city", "major"])
+    with pytest.raises(ValueError, match=r"b_runs\[0\]: row 1 has exact_match=0.5"):
+        per_person_differences([a], [[a[0], {**a[1], "exact_match": 0.5}]])
+    with pytest.raises(ValueError, match=r"a_runs\[0\]: row 1 repeats the question"):
+        per_person_differences([[a[0], a[0]]], [a])
+
+
+# --- the sign-flip test ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("diffs", "expected"),
+    [
+        ([1, 1, 1], 2 / 8),  # only all + and all − reach |T| = 3
+        ([1, 1, 1, 0, 0], 2 / 8),  # zeros contribute nothing
+        ([2, 1], 2 / 4),  # ±2 ± 1 ∈ {3, 1, −1, −3}
+        ([3, -1, -1], 1.0),  # T = 1: every pattern is odd, so |T*| >= 1
+        ([2, 2, 1, 1, 1], 2 / 32),  # T = 7 = sum|d|
+        ([-1] * 6, 2 / 64),
+        ([0, 0], 1.0),
+        ([2, -2], 1.0),  # T = 0
+        ([4, 1, 1], 2 / 8),  # T = 6: ±(4 ± 1 ± 1) gives ±6, ±4, ±4, ±2
+    ],
+)
+def test_sign_flip_hand_computed(diffs, expected):
+    result = sign_flip_test(diffs)
+    assert result.p_value == expected and result.exact and result.resamples == 0
+    assert result.statistic == sum(diffs) and result.nonzero == sum(d != 0 for d in diffs)
+
+
+def brute_force_p(diffs: list[int]) -> float:
+    nonzero = [d for d in diffs if d]
+    observed = abs(sum(nonzero))
+    hits = sum(abs(sum(s * d for s, d in zip(signs, nonzero))) >= observed
+               for signs in itertools.product((1, -1), repeat=len(nonzero)))
+    return Fraction(hits, 2 ** len(nonzero)).__float__() if nonzero else 1.0
+
+
+def test_sign_flip_equals_brute_force_enumeration():
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        n = int(rng.integers(1, 13))
+        diffs = rng.integers(-4, 5, n).tolist()
+        assert sign_flip_test(diffs).p_value == brute_force_p(diffs), diffs
+        assert sign_flip_test([-d for d in diffs]).p_value == sign_flip_test(diffs[::-1]).p_value == brute_force_p(diffs)
+
+
+def test_sign_flip_of_one_field_and_seed_is_exact_mcnemar():
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        a, b = rng.integers(0, 2, 30), rng.integers(0, 2, 30)
+        assert sign_flip_test(b - a).p_value == mcnemar_exact(a, b)  # the same rational, rounded once
+
+
+def test_sign_flip_monte_carlo_follows_the_documented_recipe(monkeypatch):
+    rng = np.random.default_rng(8)
+    diffs = rng.integers(-3, 4, 25)
+    diffs[:5] = 3  # a real effect: p well below 1
+    exact = sign_flip_test(diffs)
+    monkeypatch.setattr(stats, "EXACT_SIGN_FLIP_CELLS", 0)
+    mc = sign_flip_test(diffs, seed=4, resamples=20_000)
+    assert not mc.exact and mc.resamples == 20_000 and mc.statistic == exact.statistic
+    nonzero = np.array([abs(d) for d in diffs if d])
+    draws = np.random.default_rng(4).integers(0, 2, size=(20_000, len(nonzero)), dtype=np.int8).astype(bool)
+    hits = int((np.abs(np.where(draws, -nonzero, nonzero).sum(axis=1)) >= abs(exact.statistic)).sum())
+    assert mc.p_value == (1 + hits) / (1 + 20_000)
+    assert abs(mc.p_value - exact.p_value) < 4 * math.sqrt(exact.p_value * (1 - exact.p_value) / 20_000)
+    assert sign_flip_test(diffs, seed=4, resamples=20_000) == mc  # seeded
+    assert sign_flip_test([5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5], resamples=99).p_value >= 1 / 100  # never 0
+
+
+def test_sign_flip_is_exact_for_many_people_and_refuses_fractions():
+    diffs = [1] * 70 + [-1] * 30  # 2**100 patterns: counted exactly, not listed
+    result = sign_flip_test(diffs)
+    assert result.exact and result.p_value == 2 * binomial_cdf_half(30, 100)  # the two-sided sign test
+    with pytest.raises(ValueError, match="0.5 at index 1 is not a whole number"):
+        sign_flip_test([1, 0.5])
+    with pytest.raises(ValueError, match="non-empty"):
+        sign_flip_test([])
+    with pytest.raises(ValueError, match="resamples=0"):
+        sign_flip_test([1], resamples=0)
+    assert sign_flip_test(np.array([1.0, 2.0, 1.0])).p_value == brute_force_p([1, 2, 1])
+
+
+# --- the person bootstrap -------------------------------------------------------------------------------------
+
+
+def test_person_cluster_bootstrap_is_the_group_bootstrap_of_the_questions():
+    rng = np.random.default_rng(6)
+    people = [f"p{i}" for i in range(30)]
+    per_question = rng.integers(-1, 2, (30, 10))  # 5 fields × 2 seeds per person: b − a of each question
+    diffs, questions = per_question.sum(axis=1), np.full(30, 10)
+    ci = person_cluster_bootstrap_ci(diffs, questions, seed=2, resamples=3000)
+    assert ci == bootstrap_ci(per_question.reshape(-1), seed=2, resamples=3000, groups=np.repeat(people, 10).tolist())
+    assert person_cluster_bootstrap_ci(diffs, 10, seed=2, resamples=3000) == ci  # one count for everyone
+    assert ci[0] <= diffs.sum() / 300 <= ci[1] and ci[0] < ci[1]
+    # unequal question counts: a replicate is sum(d) / sum(m) of the drawn people
+    m = rng.integers(1, 6, 30)
+    d = np.clip(rng.integers(-2, 3, 30), -m, m)
+    draws = np.random.default_rng(9).integers(0, 30, size=(500, 30))
+    replicates = d[draws].sum(axis=1) / m[draws].sum(axis=1)
+    tail = (1 - 0.95) / 2  # as the code computes it (0.025000000000000022)
+    lo, hi = np.quantile(replicates, [tail, 1 - tail])
+    estimate = d.sum() / m.sum()
+    assert person_cluster_bootstrap_ci(d, m, seed=9, resamples=500) == (min(lo, estimate), max(hi, estimate))
+
+
+def test_person_cluster_bootstrap_edges_and_refusals():
+    assert person_cluster_bootstrap_ci([0, 0, 0], 5, seed=0) == (0.0, 0.0)
+    assert person_cluster_bootstrap_ci([2, 4], [4, 8], seed=0) == (0.5, 0.5)  # every person at +50 %
+    with pytest.raises(ValueError, match="2 counts for 3 people"):
+        person_cluster_bootstrap_ci([1, 0, 1], [5, 5], seed=0)
+    with pytest.raises(ValueError, match=r"person 1: difference 6 over 5 questions"):
+        person_cluster_bootstrap_ci([1, 6], 5, seed=0)
+    with pytest.raises(ValueError, match="not a whole number"):
+        person_cluster_bootstrap_ci([0.5], 5, seed=0)
+    with pytest.raises(ValueError, match="resamples=0"):
+        person_cluster_bootstrap_ci([1], 5, seed=0, resamples=0)
+
+
+# --- many tests -----------------------------------------------------------------------------------------------
+
+
+def test_holm_and_benjamini_hochberg_hand_computed():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted 0.005, 0.01, 0.03, 0.04: Holm 4·0.005, 3·0.01, 2·0.03, max(0.06, 1·0.04)
+    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # BH m·p/rank: 0.02, 0.02, 0.04, 0.04 (already monotone from the top)
+    assert benjamini_hochberg(p) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    five = [0.01, 0.02, 0.03, 0.04, 0.05]
+    assert holm(five) == pytest.approx([0.05, 0.08, 0.09, 0.09, 0.09])
+    assert benjamini_hochberg(five) == pytest.approx([0.05] * 5)
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1
+    assert benjamini_hochberg([0.5, 0.6]) == pytest.approx([0.6, 0.6])
+    assert holm([]) == benjamini_hochberg([]) == []
+    assert holm([0.3]) == benjamini_hochberg([0.3]) == [0.3]
+    with pytest.raises(ValueError, match="1.5 at index 1"):
+        holm([0.1, 1.5])
+    with pytest.raises(ValueError, match="nan at index 0"):
+        benjamini_hochberg([float("nan")])
+
+
+def test_adjusted_pvalues_reject_what_the_step_procedures_reject():
+    rng = np.random.default_rng(21)
+    alpha = 0.05
+    for trial in range(200):
+        m = int(rng.integers(1, 30))
+        p = np.where(rng.random(m) < 0.4, rng.random(m) * 0.01, rng.random(m)).tolist()
+        order = sorted(range(m), key=p.__getitem__)
+        step_down = set()
+        for rank, i in enumerate(order):  # Holm: reject while p(i) <= alpha / (m − i + 1)
+            if p[i] > alpha / (m - rank):
+                break
+            step_down.add(i)
+        passing = [rank for rank, i in enumerate(order) if p[i] <= (rank + 1) * alpha / m]
+        step_up = set(order[: passing[-1] + 1]) if passing else set()  # BH: the largest k with p(k) <= kα/m
+        adjusted, q = holm(p), benjamini_hochberg(p)
+        assert {i for i in range(m) if adjusted[i] <= alpha} == step_down
+        assert {i for i in range(m) if q[i] <= alpha} == step_up
+        for values in (adjusted, q):
+            assert all(raw <= v <= 1 for raw, v in zip(p, values))
+            assert all(values[i] <= values[j] for i, j in zip(order, order[1:]))  # monotone in the raw p
+
+
+# --- the same bytes under every SIMD level --------------------------------------------------------------------
+
+
+def fingerprint() -> str:
+    """Every function's output on fixed inputs, floats as hex: compared byte for byte across SIMD levels."""
+    rng = np.random.default_rng(2024)
+    per_question = rng.integers(0, 2, (2, 3, 200, 5))  # arm, seed, person, field
+    runs = [[[row(f"p{i}", f"f{j}", int(per_question[arm, s, i, j])) for i in range(200) for j in range(5)]
+             for s in range(3)] for arm in range(2)]
+    d = per_person_differences(runs[0], runs[1], fields=["f3", "f4"])
+    f1 = rng.random(400)
+    saved = stats.EXACT_SIGN_FLIP_CELLS
+    try:
+        stats.EXACT_SIGN_FLIP_CELLS = 0
+        monte_carlo = sign_flip_test(d.diffs, seed=1, resamples=50_000).p_value
+    finally:
+        stats.EXACT_SIGN_FLIP_CELLS = saved
+    pvalues = rng.random(50).tolist()
+    out = {
+        "diffs": list(d.diffs),
+        "wilson": [wilson_interval(k, 200) for k in (0, 3, 117, 200)],
+        "clopper_pearson": [clopper_pearson_interval(k, 200) for k in (0, 3, 117, 200)],
+        "sign_flip": sign_flip_test(d.diffs).p_value,
+        "sign_flip_mc": monte_carlo,
+        "person_bootstrap": person_cluster_bootstrap_ci(d.diffs, d.questions, seed=3, resamples=20_000),
+        "holm": holm(pvalues),
+        "bh": benjamini_hochberg(pvalues),
+        "f1_bootstrap": bootstrap_ci(f1, seed=5, resamples=20_000),
     }
-    for name, (rows, extra, message) in cases.items():
-        write_run(tmp_path / name, rows, extra)
-        with pytest.raises(InputError, match=message):
-            compare(tmp_path / "a", tmp_path / name, tmp_path / "x")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "predictions.jsonl").write_text("\n")
-    with pytest.raises(InputError, match="no predictions"):
-        compare(tmp_path / "empty", tmp_path / "a", tmp_path / "x")
-    with pytest.raises(InputError, match=r"b=.*nowhere: no predictions.jsonl there"):
-        compare(tmp_path / "a", tmp_path / "nowhere", tmp_path / "x")
-    with pytest.raises(InputError, match="resamples=0"):
-        compare(tmp_path / "a", tmp_path / "a", tmp_path / "x", resamples=0)
-    assert not list(tmp_path.glob("x*"))
+
+    def hexed(value):
+        if isinstance(value, float):
+            return value.hex()
+        if isinstance(value, (list, tuple)):
+            return [hexed(v) for v in value]
+        return value
+
+    return json.dumps({k: hexed(v) for k, v in out.items()})
+
+
+def test_results_do_not_depend_on_the_simd_level():
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    here = fingerprint()
+    levels = {}  # the SIMD level numpy picks → the targets to disable to get it
+    for i in range(len(__cpu_dispatch__) + 1):
+        usable = [t for t in __cpu_dispatch__[:i] if __cpu_features__.get(t)]
+        levels.setdefault(usable[-1] if usable else "baseline", __cpu_dispatch__[i:])
+    assert "baseline" in levels and len(levels) >= 2  # at least the machine's best level and numpy's baseline
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from elusive.provenance import numpy_simd; "
+            "from test_stats import fingerprint; print(numpy_simd()); print(fingerprint())")
+    for level, disabled in levels.items():
+        env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(disabled)}
+        out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], env=env, capture_output=True,
+                             text=True, check=True, timeout=300)
+        simd, printed = out.stdout.splitlines()
+        assert simd == level  # numpy really ran at that level
+        assert printed == here, level

@@ -230,3 +230,96 @@ def test_records_checkpoint_limit_and_reporting(small_model, bios, tmp_path):
     assert meta["epochs"] == 3 and meta["global_step"] == 6 and meta["settings"]["save_total_limit"] == 1
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-6"]
     assert not (out / "runs").exists()
+
+
+# --- the epoch search from one run: adapters kept at chosen passes ---------------------------------------
+
+
+def test_steps_per_pass_counts_as_the_trainer_does():
+    assert training.steps_per_pass(12, 4, 1, 1) == 3
+    assert training.steps_per_pass(13, 4, 1, 1) == 4  # the last batch holds one text
+    assert training.steps_per_pass(13, 4, 2, 1) == 2  # ceil(13 / 8) batches per process
+    assert training.steps_per_pass(12, 4, 1, 2) == 2  # 3 batches, the last step accumulates one
+    assert training.steps_per_pass(1, 8, 1, 4) == 1
+
+
+def test_mean_token_loss_is_the_token_weighted_cross_entropy(small_model, bios):
+    tokenizer = load_tokenizer(str(small_model))
+    examples = tokenize_for_training(tokenizer, load_texts(bios)[:5], 512)
+    lm = AutoModelForCausalLM.from_pretrained(small_model)
+    from transformers import DataCollatorForSeq2Seq
+
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    total = count = 0
+    for ex in examples:  # one text at a time, no padding: the reference
+        ids = torch.tensor([ex["input_ids"]])
+        with torch.no_grad():
+            logits = lm(ids).logits[0, :-1]
+        total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+        count += ids.shape[1] - 1
+    lm.train()
+    for batch_size in (1, 2, 5):  # padded batches: each token counts once, whatever the batch
+        assert training.mean_token_loss(lm, examples, collator, batch_size) == pytest.approx(total / count, rel=1e-5)
+    assert lm.training  # the mode is restored
+
+
+@pytest.fixture(scope="module")
+def searched(small_model, bios, tmp_path_factory):
+    """One 3-pass run keeping passes 1 and 2, constant schedule after a warm-up of half a pass."""
+    model_dir = tmp_path_factory.mktemp("search") / "lora"
+    proc = _train(small_model, bios, model_dir, "epochs=3", "save_at_passes=[1,2]", "lr_schedule=constant",
+                  "warmup_passes=0.5", "learning_rate=1e-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return model_dir
+
+
+def test_kept_passes_have_their_adapter_and_record(searched):
+    kept = training.kept_passes(searched)
+    assert [p.name for p in kept] == ["pass-1", "pass-2"]
+    losses = []
+    for passes, folder in zip((1, 2), kept):
+        meta = json.loads((folder / "train_meta.json").read_text())
+        assert meta["passes"] == passes and meta["global_step"] == passes * STEPS_PER_EPOCH
+        assert meta["adapter_sha256"] == _sha(folder / "adapter_model.safetensors")
+        # the same weights as the Trainer's checkpoint of that epoch
+        assert _sha(folder / "adapter_model.safetensors") == _sha(
+            searched / f"checkpoint-{passes * STEPS_PER_EPOCH}" / "adapter_model.safetensors")
+        assert meta["machine"]["cpu"] and meta["settings"]["lr_schedule"] == "constant"
+        losses.append(meta["loss_originals"])
+    final = json.loads((searched / "train_meta.json").read_text())
+    losses.append(final["loss_originals"])
+    assert final["kept_passes"] == {"pass-1": losses[0], "pass-2": losses[1]}
+    assert losses[0] > losses[1] > losses[2] > 0  # training on these texts lowers their loss
+    assert not list(searched.glob(".pass-*"))  # no temporary folder left
+
+
+def test_constant_schedule_holds_the_peak_after_a_warm_up_in_passes(searched):
+    rows = (searched / "loss.csv").read_text().splitlines()[1:]
+    rates = [float(r.split(",")[3]) for r in rows]
+    # warm-up of round(0.5 × 3) = 2 steps: 0, then half the peak, then the peak to the end
+    assert rates == pytest.approx([0.0, 5e-4] + [1e-3] * (3 * STEPS_PER_EPOCH - 2))
+
+
+def test_a_kept_pass_is_the_adapter_a_run_of_that_length_gives(searched, small_model, bios, tmp_path):
+    proc = _train(small_model, bios, tmp_path / "two", "epochs=2", "save_at_passes=[1]", "lr_schedule=constant",
+                  "warmup_passes=0.5", "learning_rate=1e-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _sha(tmp_path / "two" / "adapter_model.safetensors") == _sha(
+        searched / "pass-2" / "adapter_model.safetensors")
+    assert _sha(tmp_path / "two" / "pass-1" / "adapter_model.safetensors") == _sha(
+        searched / "pass-1" / "adapter_model.safetensors")
+
+
+def test_passes_beyond_the_epochs_are_refused(small_model, bios, tmp_path):
+    proc = _train(small_model, bios, tmp_path / "lora", "epochs=2", "save_at_passes=[1,3]")
+    assert proc.returncode == 2
+    assert _error_lines(proc.stderr) == [
+        "error: save_at_passes=[1, 3]: pass 3 lies beyond epochs=2; keep passes <= epochs, or set epochs=3"]
+    assert not (tmp_path / "lora").exists()
+
+
+@pytest.mark.parametrize("value", ["[2,1]", "[0,1]", "[1,1]"])
+def test_save_at_passes_must_increase_from_one(small_model, bios, tmp_path, value):
+    proc = _train(small_model, bios, tmp_path / "lora", "epochs=2", f"save_at_passes={value}")
+    assert proc.returncode == 2
+    assert _error_lines(proc.stderr)[0].endswith("must be increasing whole numbers >= 1, e.g. [4,8,12]")
