@@ -312,6 +312,10 @@ def _preset(name: str) -> RunExperimentConfig:
 def test_table_presets_place_each_stage_and_keep_few_checkpoints(name):
     cfg = _preset(name)
     assert cfg.train.save_total_limit == 2
+    # the paper's epoch search from one run: passes 10-30 kept, each an E-epoch run (constant rate after warm-up)
+    assert (cfg.train.epochs, cfg.train.save_at_passes, cfg.train.lr_schedule, cfg.train.warmup_passes) == \
+        (30, [10, 15, 20, 25, 30], "constant", 1)
+    assert "Selection rule (elusive/selection.py)" in (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text()
     if "llama3_70b" in name:  # the 8-bit 70B over all GPUs, in every stage
         assert cfg.device == "multi" and cfg.attention.device is None and cfg.train.quant == "8bit"
     elif "llama3_8b" in name:  # the 8B on one GPU; the contrast's 70B dump over all
