@@ -129,6 +129,24 @@ def validate(cfg: RunExperimentConfig) -> None:
     for key in ("model", "small_model", "large_model"):
         if getattr(cfg, key) is not None and (key == "model" or cfg.method in RANKED):
             check_model_path(getattr(cfg, key), key)
+    check_devices(cfg)
+
+
+def check_devices(cfg: RunExperimentConfig) -> None:
+    """Refuse a GPU device (``device``, ``attention.device``) on a machine without one, before anything is written
+    (the run key resolves them). CPU and ``auto`` need no check (and no torch import).
+
+    Raises:
+        InputError: Naming the key.
+    """
+    for key, device in (("device", cfg.device), ("attention.device", cfg.attention.device)):
+        if device is not None and (device.startswith("cuda") or device == "multi"):
+            from elusive.models import resolve_device
+
+            try:
+                resolve_device(device)
+            except InputError as err:
+                raise InputError(f"{key}={device}: {str(err).split(': ', 1)[-1]}") from err
 
 
 # --------------------------------------------------------------------------------------------------

@@ -358,6 +358,22 @@ def test_the_attention_stage_gets_its_own_device(small_model, large_model, tmp_p
     assert seen == ["auto", "cpu"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+@pytest.mark.parametrize("changes, message", [
+    ({"device": "multi"}, r"^device=multi: needs CUDA GPUs; use device=cpu or device=auto$"),
+    ({"attention": AttentionSettings(device="cuda:1")},
+     r"^attention.device=cuda:1: CUDA is not available on this machine; use device=cpu or device=auto$"),
+])
+def test_a_gpu_device_without_gpus_is_refused_before_anything_is_written(small_model, tmp_path, changes, message):
+    cfg = RunExperimentConfig(name="t", method="attention", model=str(small_model), out_root=str(tmp_path / "out"),
+                              dataset=str(ROOT / "data" / "biography.csv"), n_texts=3, device="cpu",
+                              evaluate=EvaluateSettings(fewshot_data=str(ROOT / "data" / "biography_fewshot.csv"),
+                                                        prompts=str(ROOT / "data" / "prompts.csv")))
+    with pytest.raises(InputError, match=message):
+        experiment.run_experiment(dataclasses.replace(cfg, **changes))
+    assert not (tmp_path / "out").exists()
+
+
 # --- 9. result identity: device, dtype and batch sizes decide the keys off the CPU in float32 -----------------------
 
 
