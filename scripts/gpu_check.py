@@ -171,7 +171,8 @@ class Checker:
 
         return check_inputs(EvaluateConfig(model=str(model), output_dir=str(self.work / "unused"), shots=shots,
                                            eval_data=str(self.biographies(people)), max_new_tokens=6,
-                                           fewshot_data=str(DATA / "biography_fewshot.csv"), prompts=str(DATA / "prompts.csv")))
+                                           fewshot_data=str(DATA / "biography_fewshot.csv"),
+                                           prompts=str(DATA / "prompts.csv")))
 
     def merged_vs_unmerged(self, model: Path, adapter: Path, dtype: str, people: int, shots: int) -> tuple[bool, str]:
         """Which way evaluation applies the adapter (merged only into float32 weights), and how many predictions
@@ -236,7 +237,8 @@ class Checker:
         scale = float(eager[real].abs().max())
         diff = float((blocked - eager)[real].abs().max()) / scale
         tolerance = 1e-5 if lm.dtype == torch.float32 else 5e-2
-        text = f"{lm.dtype}: largest difference blocked − eager {diff:.1e} of the largest score, {len(encoded)} × {width} tokens"
+        text = (f"{lm.dtype}: largest difference blocked − eager {diff:.1e} of the largest score, "
+                f"{len(encoded)} × {width} tokens")
         if self.cuda:
             text += f"; peak of the batch: blocked +{blocked_peak / 2**20:.0f} MiB, eager +{eager_peak / 2**20:.0f} MiB"
             intermediate = getattr(lm.config.get_text_config(), "intermediate_size", None)
@@ -260,7 +262,8 @@ class Checker:
                               return_dict_in_generate=True, pad_token_id=tok.pad_token_id)
         finite = bool(torch.isfinite(logits[enc["attention_mask"].bool()]).all()) and all(
             bool(torch.isfinite(s).any(dim=-1).all()) and not bool(torch.isnan(s).any()) for s in out.scores)
-        return finite, f"logits and {len(out.scores)} generated steps free of NaN/inf ({lm.dtype} non-quantised weights)"
+        return finite, (f"logits and {len(out.scores)} generated steps free of NaN/inf ({lm.dtype} non-quantised "
+                        "weights)")
 
 
 def _peak_start(cuda: bool) -> int:
@@ -309,7 +312,8 @@ def run_checks(checker: Checker) -> list[Row]:
         for dtype in dict.fromkeys(["float32", sixteen]):
             c.run(f"evaluation merged vs unmerged, {dtype}, {label}",
                   lambda d=dtype: c.merged_vs_unmerged(model, adapter, d, people, shots))
-        c.run(f"evaluation batch 1 vs 8, {sixteen}, {label}", lambda: c.batch_sizes(model, adapter, sixteen, people, shots))
+        c.run(f"evaluation batch 1 vs 8, {sixteen}, {label}",
+              lambda: c.batch_sizes(model, adapter, sixteen, people, shots))
     else:
         c.skip("evaluation checks", "no adapter: the unquantised LoRA epoch failed")
     for name, path in ([("Qwen 0.5B", QWEN)] if real else []) + [("tiny gemma2", tiny["tiny gemma2"])]:
@@ -327,7 +331,8 @@ def run_checks(checker: Checker) -> list[Row]:
         c.run("two GPUs: LoRA weights, released scores, n_gpu", two_gpu_tests)
     memory = route_memory(LLAMA3_70B)
     c.rows.append(Row("70B route memory (computed, not measured)", "PASS",
-                      f"8-bit weights {memory['weights_8bit_gb']:.1f} GB + LoRA state {memory['lora_state_gb']:.1f} GB: "
+                      f"8-bit weights {memory['weights_8bit_gb']:.1f} GB + LoRA state "
+                      f"{memory['lora_state_gb']:.1f} GB: "
                       f"device=multi over 8 GPUs ≈ {memory['multi_8bit_per_gpu_gb']:.1f} GB each"))
     return c.rows
 

@@ -349,7 +349,8 @@ def test_the_attention_stage_gets_its_own_device(small_model, large_model, tmp_p
         raise InputError("stop here")
 
     monkeypatch.setattr(elusive.attention, "save_attention", save)
-    cfg = RunExperimentConfig(name="t", method="attention", model=str(small_model), dataset=str(ROOT / "data" / "biography.csv"),
+    cfg = RunExperimentConfig(name="t", method="attention", model=str(small_model),
+                              dataset=str(ROOT / "data" / "biography.csv"),
                               n_texts=3, out_root=str(tmp_path), device="cpu",
                               attention=AttentionSettings(device="auto"))
     for config in (cfg, dataclasses.replace(cfg, attention=AttentionSettings())):
@@ -395,7 +396,8 @@ def _cpu_run(small_model, tmp_path, **changes) -> RunExperimentConfig:
 def test_gpu_run_keys_hold_device_and_batch_sizes_cpu_keys_stay(small_model, tmp_path, monkeypatch):
     data = ROOT / "data" / "biography.csv"
     cpu = _cpu_run(small_model, tmp_path)
-    other_batch = dataclasses.replace(cpu, evaluate=EvaluateSettings(batch_size=1), attention=AttentionSettings(batch_size=1))
+    other_batch = dataclasses.replace(cpu, evaluate=EvaluateSettings(batch_size=1),
+                                      attention=AttentionSettings(batch_size=1))
     assert experiment.run_settings(cpu, data) == experiment.run_settings(other_batch, data)  # CPU fp32: same run
     assert "numerics" not in experiment.run_settings(cpu, data)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -408,7 +410,8 @@ def test_gpu_run_keys_hold_device_and_batch_sizes_cpu_keys_stay(small_model, tmp
         "evaluate": {"device": "cuda", "devices": 1, "dtype": "bfloat16", "batch_size": 8},
         "attention": {"device": "cuda", "devices": 8, "dtype": "bfloat16", "batch_size": 8}}
     smaller = dataclasses.replace(gpu, evaluate=EvaluateSettings(batch_size=1))
-    assert experiment.run_folder(tmp_path, settings) != experiment.run_folder(tmp_path, experiment.run_settings(smaller, data))
+    other = experiment.run_settings(smaller, data)
+    assert experiment.run_folder(tmp_path, settings) != experiment.run_folder(tmp_path, other)
 
 
 def test_the_committed_cpu_study_keeps_its_run_keys():
@@ -423,8 +426,8 @@ def test_the_committed_cpu_study_keeps_its_run_keys():
     GlobalHydra.instance().clear()
     ConfigStore.instance().store(name="run_experiment", node=RunExperimentConfig)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = to_settings(compose(config_name="run_experiment", overrides=["experiment=cpu_study", "method=attention_diff"]),
-                          RunExperimentConfig)
+        composed = compose(config_name="run_experiment", overrides=["experiment=cpu_study", "method=attention_diff"])
+        cfg = to_settings(composed, RunExperimentConfig)
     GlobalHydra.instance().clear()
     assert experiment.numerics_key(cfg, True) is None and "numerics" not in recorded["settings"]
     assert set(recorded["settings"]["attention"]) == set(dataclasses.asdict(cfg.attention)) - {"batch_size", "device"}
@@ -459,7 +462,7 @@ def test_the_70b_memory_arithmetic_by_hand():
     from gpu_check import LLAMA3_70B, route_memory
 
     memory = route_memory(LLAMA3_70B)
-    # per layer: q, o 8192², k, v 8192 × 1024, gate/up/down 8192 × 28672; 80 layers; embeddings and head 128256 × 8192
+    # per layer: q, o 8192², k, v 8192 × 1024, gate/up/down 8192 × 28672; 80 layers; embeddings, head 128256 × 8192
     linear = 80 * (2 * 8192**2 + 2 * 8192 * 1024 + 3 * 8192 * 28672)
     assert memory["parameters"] == linear + 2 * 128256 * 8192 + (2 * 80 + 1) * 8192
     assert memory["weights_8bit_gb"] == pytest.approx((linear + 4 * (2 * 128256 * 8192 + 161 * 8192)) / 1e9)
