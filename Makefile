@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 VENV := .venv
 
-.PHONY: help setup test test-all models models-qwen demo study bench clean
+.PHONY: help setup test test-all models models-qwen demo study bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -43,3 +43,6 @@ study: models-qwen  ## the CPU study: every method on the Qwen pair, QA and comp
 
 bench: models-qwen $(VENV)/.installed-test  ## benchmarks against the released method on the 0.5B (a few minutes; see bench/README.md)
 	bash bench/run_all.sh
+
+gpu-check: setup  ## before a sweep on a GPU machine: CUDA, bf16, 8-bit and stage checks in one table (scripts/gpu_check.py)
+	$(PY) scripts/gpu_check.py

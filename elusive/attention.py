@@ -17,7 +17,8 @@ Attention is computed query block by query block against only the keys each bloc
 block's weights are reduced to the per-token sums at once (:data:`BLOCKED`), so no layer's B×H×n×n weights
 are ever built; for a model family without transformers' functional attention dispatch, eager attention's
 weights are reduced in a forward hook instead. The LM head is never run. Texts are batched by similar length with
-right padding: padded keys are masked, padded query rows are excluded, so scores do not depend on batching.
+right padding: padded keys are masked, padded query rows are excluded, so scores do not depend on batching (on
+the CPU in float32; on GPUs other batch shapes pick other kernels, so they agree approximately).
 """
 
 from __future__ import annotations
@@ -352,7 +353,8 @@ def score_released(
     for i in tqdm(part.pick(list(range(len(encoded)))), desc="attention (released)", unit="text"):
         ids = torch.from_numpy(encoded[i].input_ids)[None, :].to(device)
         attentions = model.base_model(input_ids=ids, output_attentions=True, use_cache=False).attentions
-        stacked = torch.stack([attentions[layer] for layer in layers])  # [L, 1, H, n, n], the model's dtype
+        # [L, 1, H, n, n] in the model's dtype; with device=multi the layers' weights sit on different GPUs
+        stacked = torch.stack([attentions[layer].to(device) for layer in layers])
         average = torch.tril(stacked.mean(dim=(0, 1, 2)))  # [n, n]
         scores = average.sum(dim=-1) / torch.arange(1, average.shape[-1] + 1, device=average.device).to(average)
         results[i] = scores.float().cpu().numpy()

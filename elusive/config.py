@@ -131,7 +131,8 @@ def output_path(default: Any, help: str, null: str | None = None) -> Any:
 class AttentionSettings:
     """Stage 1 settings that run_experiment forwards as ``attention.<key>``."""
 
-    batch_size: int = setting(8, "texts per forward pass (grouped by length; scores do not depend on it)", at_least(1))
+    batch_size: int = setting(8, "texts per forward pass (grouped by length; on the CPU in float32 scores do not "
+                              "depend on it, on GPUs only approximately)", at_least(1))
     dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU; bfloat16 with aggregate=released, as the released "
                          "code), float32, bfloat16, float16", one_of(*DTYPES))
     quant: Optional[str] = setting(None, "null, 8bit or 4bit (bitsandbytes; CPU or CUDA) for models too large "
@@ -140,6 +141,8 @@ class AttentionSettings:
                                         "texts are refused before any model runs (a dump must cover every token stage 3 "
                                         "ranks, so nothing is truncated); null = the model's max_position_embeddings",
                                         at_least(2), null="null for the model's own limit")
+    device: Optional[str] = setting(None, "device of stage 1 in run_experiment: auto, cpu, cuda or multi (e.g. multi "
+                                    "for a 70B dump while an 8B trains on one GPU)", null="null for the run's device")
 
 
 @dataclass
@@ -204,8 +207,8 @@ class EvaluateSettings:
                                    "(the released code: 5; the paper does not give the number)", at_least(0),
                                    null="null for 5 with mode=qa, 0 with mode=completion")
     max_new_tokens: int = setting(10, "generation budget per answer (the released code: 10)", at_least(1))
-    batch_size: int = setting(8, "prompts per generate call (left padding; predictions do not depend on it)",
-                              at_least(1))
+    batch_size: int = setting(8, "prompts per generate call (left padding; on the CPU in float32 predictions do "
+                              "not depend on it, on GPUs only approximately)", at_least(1))
     max_people: Optional[int] = setting(None, "only the first N people of eval_data (Wikipedia: its first N "
                                         "questions)", at_least(1), null="null for everyone in eval_data")
     dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16", one_of(*DTYPES))

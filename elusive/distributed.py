@@ -14,6 +14,7 @@ several nodes the output must therefore be on a filesystem every node sees.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from elusive.artifacts import atomic_path, strict_json, write_text_atomic
 from elusive.errors import InputError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def launched() -> bool:
@@ -96,6 +98,42 @@ def process_device(device: str) -> str:
     if device in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return device
+
+
+def one_device(args, target: torch.device) -> None:
+    """Make the HF Trainer of a run not launched for several processes train on one device: ``target``.
+
+    Started with plain ``python`` where N GPUs are visible, the Trainer of transformers 5.23 trains on cuda:0 with
+    ``n_gpu = N``: each step takes N × ``per_device_train_batch_size`` texts (spread by ``nn.DataParallel``, or,
+    for a quantised model, which it does not wrap, all of them on one GPU), so N times fewer steps and a shorter
+    warm-up than the settings say. Here the process keeps one GPU (``n_gpu = 1``, as the Trainer itself sets for a
+    model spread over GPUs, ``device=multi``); several GPUs train data-parallel only when launched (accelerate
+    launch, torchrun). For ``target`` ``cuda:N`` with N > 0 the Trainer's device (where it sends the batches) and
+    accelerate's are set to ``target`` too: the Trainer picks cuda:0 whatever the model's device. Hand-written:
+    ``TrainingArguments`` has no setting for either; call it right after building them, before the Trainer.
+
+    Args:
+        args: The run's ``TrainingArguments``.
+        target: The device the model was loaded on (``cuda`` without an index for ``device=multi``).
+    """
+    if launched():
+        return
+    if args.n_gpu > 1:
+        log.info("%d GPUs are visible but the run was not launched for several processes: training on one (use "
+                 "accelerate launch to train data-parallel)", args.n_gpu)
+        args._n_gpu = 1
+    if target.type == "cuda" and target.index is not None and args.device != target:
+        torch.cuda.set_device(target)
+        args.__dict__["_setup_devices"] = target  # the cached property behind TrainingArguments.device
+        if getattr(args, "distributed_state", None) is not None:
+            args.distributed_state.device = target  # accelerate's process state: the Accelerator's device
+
+
+def global_batch(args) -> int:
+    """Texts per optimizer step over all processes: the per-device batch × the GPUs one process drives
+    (``n_gpu``, 1 after :func:`one_device`) × processes × gradient accumulation steps."""
+    return (args.per_device_train_batch_size * max(1, args.n_gpu) * args.world_size
+            * args.gradient_accumulation_steps)
 
 
 def shard_dir(output: Path) -> Path:

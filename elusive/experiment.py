@@ -134,12 +134,30 @@ def validate(cfg: RunExperimentConfig) -> None:
     for key in ("model", "small_model", "large_model"):
         if getattr(cfg, key) is not None and (key == "model" or cfg.method in RANKED):
             check_model_path(getattr(cfg, key), key)
+    check_devices(cfg)
     root = Path(cfg.out_root) / cfg.name
     # last: a sweep's check before its first job stops here (elusive.outputs.paths_only), after every other check
     check_outputs("run_experiment", [Output("out_root", cfg.out_root, root, folder=True)],
                   {"dataset": cfg.dataset, "eval_data": cfg.eval_data, "fewshot_data": cfg.evaluate.fewshot_data,
                    "prompts": cfg.evaluate.prompts, "model": cfg.model, "small_model": cfg.small_model,
                    "large_model": cfg.large_model})
+
+
+def check_devices(cfg: RunExperimentConfig) -> None:
+    """Refuse a GPU device (``device``, ``attention.device``) on a machine without one, before anything is written
+    (the run key resolves them). CPU and ``auto`` need no check (and no torch import).
+
+    Raises:
+        InputError: Naming the key.
+    """
+    for key, device in (("device", cfg.device), ("attention.device", cfg.attention.device)):
+        if device is not None and (device.startswith("cuda") or device == "multi"):
+            from elusive.models import resolve_device
+
+            try:
+                resolve_device(device)
+            except InputError as err:
+                raise InputError(f"{key}={device}: {str(err).split(': ', 1)[-1]}") from err
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,10 +168,11 @@ def validate(cfg: RunExperimentConfig) -> None:
 def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
     """Every setting that changes the run's results (the run folder's key hashes them; run.json records them).
 
-    Left out: the output folders, ``device``, evaluation's batch size (documented not to change predictions),
-    ``modes`` (each mode is its own evaluation folder) and ``dry_run``. Extraction's batch size stays in: it
-    moves the scores by ~1e-8 (another padding, other float sums), which can swap two close ranks. Models are
-    named by content (:func:`model_identity`).
+    Left out: the output folders, ``modes`` (each mode is its own evaluation folder), ``dry_run``, ``device`` and
+    evaluation's batch size (on the CPU in float32 neither changes predictions). Extraction's batch size stays in: it
+    moves the scores by ~1e-8 (another padding, other float sums), which can swap two close ranks. Elsewhere (GPUs,
+    bf16) device and batch sizes change results slightly: ``numerics`` then records them (:func:`numerics_key`).
+    Models are named by content (:func:`model_identity`).
     """
     alpha, beta = resolve_params(cfg)
     ranked = cfg.method in RANKED
@@ -164,7 +183,9 @@ def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
         evaluate[key + "_sha256"] = sha256_file(path) if path.is_file() else None
         evaluate[key] = path.name
     attention = dataclasses.asdict(cfg.attention)
+    attention.pop("device")  # where it ran: numerics_key records it when it matters
     eval_data = Path(cfg.eval_data) if cfg.eval_data is not None else data
+    numerics = numerics_key(cfg, ranked)
     return {
         "method": cfg.method,
         "alpha": None if cfg.method == "plain" else alpha,
@@ -184,7 +205,29 @@ def run_settings(cfg: RunExperimentConfig, data: Path) -> dict:
         "train": {k: v for k, v in dataclasses.asdict(cfg.train).items()
                   if k not in LATER_TRAIN_KEYS or v != LATER_TRAIN_KEYS[k]},
         "evaluate": evaluate,
+        **({} if numerics is None else {"numerics": numerics}),
     }
+
+
+def attention_device(cfg: RunExperimentConfig) -> str:
+    """The device of stage 1: ``attention.device``, else the run's."""
+    return cfg.attention.device or cfg.device
+
+
+def numerics_key(cfg: RunExperimentConfig, ranked: bool) -> dict | None:
+    """Per stage, the device type, GPUs, dtype (:func:`elusive.models.numerics`) and batch size that decide its
+    exact numbers; None when every stage runs on the CPU in float32, where they do not (so such runs keep their
+    keys)."""
+    from elusive.models import numerics
+
+    stages = {"train": (numerics(cfg.device, cfg.train.dtype), cfg.train.batch_size),
+              "evaluate": (numerics(cfg.device, cfg.evaluate.dtype), cfg.evaluate.batch_size)}
+    if ranked:
+        stages["attention"] = (numerics(attention_device(cfg), cfg.attention.dtype), cfg.attention.batch_size)
+    if all(record is None for record, _ in stages.values()):
+        return None
+    return {stage: {**(record or {"device": "cpu", "devices": 1, "dtype": "float32"}), "batch_size": batch}
+            for stage, (record, batch) in stages.items()}
 
 
 def aggregate_of(method: str) -> str:
@@ -230,11 +273,20 @@ def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, ag
     """``model``'s attention dump of ``data``, extracted unless one with the same settings exists.
 
     The file name carries the hash of everything that decides the scores (the model by content, dataset,
-    aggregate, layers, dtype, quantisation, text_prefix, length limit, batch size), so a dump is reused only
-    when all of them match.
+    aggregate, layers, dtype, quantisation, text_prefix, length limit, batch size; on GPUs or in bf16 also the
+    device type and GPUs), so a dump is reused only when all of them match.
     """
+    from elusive.models import numerics
+
+    attention = dataclasses.asdict(cfg.attention)
+    device = attention_device(cfg)
+    attention["device"] = device
     settings = {"model": model_identity(model), "dataset_sha256": sha256_file(data), "aggregate": aggregate,
-                "layers": cfg.layers, "text_prefix": dump_prefix(cfg), **dataclasses.asdict(cfg.attention)}
+                "layers": cfg.layers, "text_prefix": dump_prefix(cfg),
+                **{k: v for k, v in attention.items() if k != "device"}}
+    record = numerics(device, cfg.attention.dtype)
+    if record is not None:  # on GPUs and in bf16 the scores depend (slightly) on these too
+        settings["numerics"] = {**record, "batch_size": cfg.attention.batch_size}
     out = root / "dumps" / f"{slug(model)}-{aggregate}-{short_hash(settings)}"
     if dump_path(out).is_file():
         log.info("reusing %s", dump_path(out))
@@ -243,7 +295,7 @@ def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, ag
 
     return save_attention(SaveAttentionConfig(
         model=model, dataset=str(data), save_name=str(out), aggregate=aggregate, layers=cfg.layers,
-        text_prefix=dump_prefix(cfg), device=cfg.device, seed=cfg.seed, **dataclasses.asdict(cfg.attention)))
+        text_prefix=dump_prefix(cfg), seed=cfg.seed, **attention))
 
 
 def ranking_dump(cfg: RunExperimentConfig, data: Path, root: Path) -> Path | None:

@@ -2,8 +2,8 @@
 
 :func:`generate_answers` sorts prompts by length, pads them on the left and stops each sequence at its first
 newline; :func:`generate_with_prefix` computes a prefix shared by many prompts (the shots of
-``shared_shots=true``) once and copies its KV cache for each batch. Predictions do not depend on the batch
-size. :func:`load_for_eval` loads the base model with the LoRA adapter.
+``shared_shots=true``) once and copies its KV cache for each batch. On the CPU in float32 predictions do not
+depend on the batch size (on GPUs, approximately). :func:`load_for_eval` loads the base model with the LoRA adapter.
 """
 
 from __future__ import annotations
@@ -189,7 +189,15 @@ def check_prompt_lengths(tokenizer, questions: list, max_new_tokens: int, limit:
 
 
 def load_for_eval(model: str, model_dir: Path | None, device: str, dtype: str, quant: str | None):
-    """Load the base model, apply the LoRA adapter from ``model_dir`` (if any), and the tokenizer."""
+    """Load the base model, apply the LoRA adapter from ``model_dir`` (if any), and the tokenizer.
+
+    The adapter is merged into the base weights only when they are float32 and not quantised (the same function,
+    faster generation). Merged into bf16 weights of std 0.02, a LoRA update is rounded to bf16's step there
+    (~6e-5 to 1.2e-4): updates of std 3e-5 / 1e-4 / 3e-4 come out with relative errors of 71 / 33 / 11 %
+    (tests/test_gpu_paths.py); into 8-/4-bit weights they would be rounded to the quantisation grid. So there the
+    LoRA path stays separate, as in training. A warning names both settings when the adapter was trained with
+    another quant or dtype (:func:`warn_precision_mismatch`).
+    """
     from elusive.evaluation import check_adapter_folder
 
     check_adapter_folder(model_dir)
@@ -198,9 +206,34 @@ def load_for_eval(model: str, model_dir: Path | None, device: str, dtype: str, q
     if model_dir is not None:
         from peft import PeftModel
 
+        warn_precision_mismatch(model_dir, quant, str(lm.dtype).removeprefix("torch."))
+        exact = quant is None and lm.dtype == torch.float32
         lm = PeftModel.from_pretrained(lm, str(model_dir))
-        if quant is None:
-            lm = lm.merge_and_unload()  # same function, faster generation
-        # quantised: merging would round the update into 8-/4-bit weights, so the LoRA path stays separate
+        if exact:
+            lm = lm.merge_and_unload()
         lm.eval()
     return lm, tokenizer
+
+
+def warn_precision_mismatch(model_dir: Path, quant: str | None, dtype: str) -> bool:
+    """Log one warning when the adapter in ``model_dir`` was trained with another quantisation or dtype of the base
+    weights than this evaluation's (its ``train_meta.json``: ``settings.quant``, and the dtype the weights were
+    loaded in, ``compute.dtype``, else ``settings.dtype`` unless ``auto``). An adapter learns a correction to the
+    weights it was trained on; applied to differently rounded ones it is evaluated on another model.
+
+    Returns:
+        True when it warned.
+    """
+    from elusive.evaluation import training_meta
+
+    meta = training_meta(Path(model_dir)) or {}
+    settings = meta.get("settings") or {}
+    if "quant" not in settings:  # no training record (an adapter from elsewhere): nothing to compare
+        return False
+    trained_dtype = (meta.get("compute") or {}).get("dtype") or settings.get("dtype")
+    differs = settings["quant"] != quant or trained_dtype not in (None, "auto", dtype)
+    if differs:
+        log.warning("model_dir=%s was trained with quant=%s dtype=%s, and is evaluated with quant=%s dtype=%s: the "
+                    "adapter corrects other base weights than these; evaluate with the training's quant and dtype",
+                    model_dir, settings["quant"] or "null", trained_dtype, quant or "null", dtype)
+    return differs

@@ -3,7 +3,8 @@
 Every stage loads through this module, so device, dtype and quantisation rules live in one place:
 
 * ``device``: ``auto`` picks CUDA when available, else CPU; ``multi`` spreads one model over all visible GPUs
-  (accelerate's ``device_map="auto"``, for models too large for one GPU, e.g. Llama 3 70B).
+  (accelerate's ``device_map="auto"``, for models too large for one GPU, e.g. Llama 3 70B). A model for a GPU
+  is loaded straight onto it (``device_map``), never first into host RAM.
 * ``dtype``: ``auto`` is bfloat16 on CUDA (when supported) and float32 on CPU (CPUs here have no bf16 units).
 * ``quant``: ``8bit`` / ``4bit`` load through bitsandbytes (the pinned 0.50.2 ships CPU kernels), on CUDA or on the CPU
   (``device_map={"": "cpu"}``). 4-bit is NF4 computing in ``dtype`` (float32 on CPU); 8-bit keeps the other
@@ -101,6 +102,28 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def numerics(device: str, dtype: str) -> dict[str, Any] | None:
+    """What decides a stage's exact numbers besides its settings: the device type, the number of GPUs one model
+    uses and the dtype it computes in — or None on the CPU in float32.
+
+    On the CPU in float32, scores and predictions do not depend on the batch size or the number of processes, and a
+    resumed training ends with the uninterrupted run's adapter (the tests check all three). On CUDA, and in bf16 or
+    fp16, other batch shapes pick other kernels and summation orders, so these agree only approximately;
+    ``run_experiment`` then puts this record and the batch sizes into its keys (docs/scaling_out.md).
+
+    Raises:
+        InputError: An unknown device or dtype, or CUDA asked for where there is none.
+    """
+    import torch
+
+    target = resolve_device(device)
+    resolved = resolve_dtype(dtype, target)
+    if target.type == "cpu" and resolved == torch.float32:
+        return None
+    devices = torch.cuda.device_count() if device == "multi" else 1
+    return {"device": target.type, "devices": devices, "dtype": str(resolved).removeprefix("torch.")}
+
+
 def load_tokenizer(model: str, padding_side: str = "right") -> PreTrainedTokenizerBase:
     """Load the (fast) tokenizer of ``model`` and make sure it has a pad token.
 
@@ -181,6 +204,8 @@ def load_model(
             kwargs["device_map"] = {"": "cpu" if target.type == "cpu" else target.index or 0}
     elif device == "multi":
         kwargs["device_map"] = "auto"
+    elif target.type != "cpu":  # straight onto the GPU: no copy in host RAM first (once per process under DDP)
+        kwargs["device_map"] = {"": target.index if target.index is not None else 0}
     log.info("loading %s (device=%s, dtype=%s, quant=%s)", model, target, torch_dtype, quant)
     try:
         lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)

@@ -355,7 +355,12 @@ class StopOnNonFinite(TrainerCallback):
         self.weights = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.weights and not torch.stack([torch.isfinite(p).all() for _, p in self.weights]).all():
+        # One reduction per device (device=multi spreads the LoRA weights over GPUs, and tensors of two devices
+        # cannot be stacked), then one host sync per device.
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for _, p in self.weights:
+            by_device.setdefault(p.device, []).append(torch.isfinite(p).all())
+        if not all(bool(torch.stack(flags).all()) for flags in by_device.values()):
             name = next(n for n, p in self.weights if not torch.isfinite(p).all())
             self.stop(state, f"the LoRA weight {name} is not finite")
 
@@ -463,7 +468,8 @@ def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], ori
     trainable, total = lm.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
 
-    bf16 = target.type == "cuda" and base.dtype == torch.bfloat16
+    # From the setting: prepare_model_for_kbit_training has upcast the non-quantised weights to float32 by now
+    bf16 = target.type == "cuda" and resolve_dtype(cfg.dtype, target) == torch.bfloat16
     world_size = distributed.share().world_size
     if cfg.warmup_passes is None:
         warmup: float = cfg.warmup_ratio  # a float < 1 is a ratio of the total steps in transformers 5
@@ -498,10 +504,15 @@ def _fit(cfg: TrainConfig, model_dir: Path, run: dict, examples: list[dict], ori
         disable_tqdm=False,
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN (and stops the run), not averaged away
     )
+    distributed.one_device(args, target)  # plain python on a node with several GPUs: still one GPU
+    compute = {"device": target.type, "n_gpu": args.n_gpu, "bf16_autocast": bf16,  # what really ran
+               "dtype": str(resolve_dtype(cfg.dtype, target)).removeprefix("torch."),
+               "effective_batch_size": distributed.global_batch(args)}  # texts per optimizer step
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
     def record(passes: float, state, loss: float | None, adapter: Path | None) -> dict:
-        return adapter_record(cfg, run, n_texts, augmentation, state, passes, loss, adapter, last)
+        record = adapter_record(cfg, run, n_texts, augmentation, state, passes, loss, adapter, last)
+        return {**record, "compute": compute}
 
     keep = KeepPasses(model_dir, list(cfg.save_at_passes), originals, collator, cfg.batch_size, record)
     trainer = Trainer(

@@ -23,6 +23,8 @@ if __name__ == "__main__":  # run as a script (python tests/tiny.py out/tiny): m
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
     LlamaConfig,
@@ -92,7 +94,8 @@ def build_model(
     seed: int = 0,
     initializer_range: float = 0.4,
 ):
-    """A random causal LM of architecture ``llama`` or ``gemma3`` sized for tests."""
+    """A random causal LM of architecture ``llama``, ``gemma2`` (attention logits soft-capped at 50, final logits
+    at 30, every other layer sliding-window) or ``gemma3`` sized for tests."""
     torch.manual_seed(seed)
     common = dict(
         vocab_size=len(tokenizer),
@@ -110,10 +113,14 @@ def build_model(
     )
     if arch == "llama":
         return LlamaForCausalLM(LlamaConfig(**common))
+    if arch == "gemma2":
+        config = Gemma2Config(head_dim=hidden // heads, sliding_window=16, query_pre_attn_scalar=hidden // heads,
+                              attn_logit_softcapping=50.0, final_logit_softcapping=30.0, **common)
+        return Gemma2ForCausalLM(config)
     if arch == "gemma3":
         config = Gemma3TextConfig(head_dim=hidden // heads, sliding_window=16, query_pre_attn_scalar=hidden // heads, **common)
         return Gemma3ForCausalLM(config)
-    raise ValueError(f"unknown architecture {arch!r}; use llama or gemma3")
+    raise ValueError(f"unknown architecture {arch!r}; use llama, gemma2 or gemma3")
 
 
 def save_tiny(
