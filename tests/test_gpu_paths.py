@@ -396,9 +396,11 @@ def _cpu_run(small_model, tmp_path, **changes) -> RunExperimentConfig:
 def test_gpu_run_keys_hold_device_and_batch_sizes_cpu_keys_stay(small_model, tmp_path, monkeypatch):
     data = ROOT / "data" / "biography.csv"
     cpu = _cpu_run(small_model, tmp_path)
-    other_batch = dataclasses.replace(cpu, evaluate=EvaluateSettings(batch_size=1),
-                                      attention=AttentionSettings(batch_size=1))
+    other_batch = dataclasses.replace(cpu, evaluate=EvaluateSettings(batch_size=1))
     assert experiment.run_settings(cpu, data) == experiment.run_settings(other_batch, data)  # CPU fp32: same run
+    # extraction's batch size moves the scores by ~1e-8 even on the CPU (other padding): another run
+    other_extraction = dataclasses.replace(cpu, attention=AttentionSettings(batch_size=1))
+    assert experiment.run_settings(cpu, data) != experiment.run_settings(other_extraction, data)
     assert "numerics" not in experiment.run_settings(cpu, data)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
