@@ -426,6 +426,24 @@ class CompareRunsConfig:
 
 
 @dataclass
+class AnalyzeSweepConfig:
+    """``analyze_sweep.py``: a sweep of run_experiment runs over methods and seeds, analysed at the level of its design."""
+
+    root: str = path_setting(MISSING, "the sweep's folder, {out_root}/{name} (one run per method and seed in it)")
+    reference: str = setting("plain", "the arm every other arm is compared with", one_of(*METHODS))
+    primary: list[str] = setting([], "arms whose comparison with the reference is the primary family (Holm-adjusted "
+                                 "together), e.g. [attention_diff]; the other comparisons get BH q-values, "
+                                 "labelled secondary")
+    mode: str = setting("qa", "the evaluation whose answers are compared (qa or completion)", one_of(*MODES))
+    fields: list[str] = setting(["university", "company"], "the endpoint's fields (the paper's far fields); the "
+                                "kept pass of every arm is chosen by its exact match on them, on one fold of "
+                                "people, and reported on the other")
+    output: str = output_path(MISSING, "output path without suffix: writes {output}.json and {output}.md")
+    seed: int = setting(0, "seed of the person bootstrap (and of Monte Carlo sign flips)", SEED)
+    resamples: int = setting(10_000, "bootstrap resamples", at_least(100))
+
+
+@dataclass
 class RunExperimentConfig:
     """``run_experiment.py``: one table row end to end, from a preset in conf/experiment/."""
 
@@ -478,6 +496,7 @@ SCHEMAS: dict[str, type] = {
     "plot_keep_probability": PlotKeepProbabilityConfig,
     "summarize": SummarizeConfig,
     "compare_runs": CompareRunsConfig,
+    "analyze_sweep": AnalyzeSweepConfig,
     "run_experiment": RunExperimentConfig,
 }
 """The config of each top-level script, by script name."""

@@ -288,3 +288,76 @@ def write(result: Analysis, plan: Plan, output: Path, header: str = "") -> None:
     record = {"plan": asdict(plan), **asdict(result)}
     write_json_atomic(output.with_name(output.name + ".json"), record)
     write_text_atomic(output.with_name(output.name + ".md"), markdown(result, plan, header))
+
+
+# --------------------------------------------------------------------------------------------------
+# Any sweep of run_experiment runs (analyze_sweep.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def sweep_runs(root: Path) -> dict[tuple[str, int], Path]:
+    """``{(method, seed): run folder}`` of the run_experiment runs under ``root`` (from each ``run.json``).
+
+    Raises:
+        InputError: No run, or two runs of one method and seed (other settings: the analysis would not know
+            which one is the arm).
+    """
+    runs: dict[tuple[str, int], Path] = {}
+    for recorded in sorted(Path(root).glob("*/*/run.json")):
+        info = json.loads(recorded.read_text(encoding="utf-8"))
+        key = (info["method"], int(info["seed"]))
+        if key in runs:
+            raise InputError(
+                f"root={root}: two runs of method {key[0]} and seed {key[1]} ({runs[key].name} and "
+                f"{recorded.parent.name}: other settings); analyse a sweep with one setting per method and seed, or "
+                "move one run aside")
+        runs[key] = recorded.parent
+    if not runs:
+        raise InputError(f"root={root}: no run_experiment run (no <method>/<run>/run.json); give a sweep's folder")
+    return runs
+
+
+def sweep_plan(runs: Mapping[tuple[str, int], Path], reference: str, primary: Sequence[str], mode: str,
+               fields: Sequence[str], seed: int, resamples: int) -> Plan:
+    """Every arm of the sweep against ``reference``: the ``primary`` arms form the Holm family, the others are
+    secondary; each arm's kept pass is chosen by cross-fitting on ``mode``'s exact match on ``fields``.
+
+    Raises:
+        InputError: The reference or a primary arm is not in the sweep, or the arms were run with different seeds.
+    """
+    methods = sorted({m for m, _ in runs}, key=lambda m: (m != reference, m))
+    for arm in (reference, *primary):
+        if arm not in methods:
+            raise InputError(f"{'reference' if arm == reference else 'primary'}={arm}: no run of that method in the "
+                             f"sweep (it has {', '.join(methods)})")
+    seeds = {m: sorted(s for k, s in runs if k == m) for m in methods}
+    if len({tuple(s) for s in seeds.values()}) != 1:
+        listed = "; ".join(f"{m}: {s}" for m, s in seeds.items())
+        raise InputError(f"the arms were run with different seeds ({listed}); pair every arm with every seed")
+    comparisons = tuple(Comparison(m, reference, mode, tuple(fields), "primary" if m in primary else "secondary")
+                        for m in methods if m != reference)
+    return Plan(arms=tuple(methods), seeds=tuple(seeds[reference]), modes=(mode,), selection_mode=mode,
+                selection_fields=tuple(fields), comparisons=comparisons, seed=seed, resamples=resamples)
+
+
+def analyze_sweep(cfg) -> str:
+    """Run ``analyze_sweep.py``: find the sweep's runs, analyse them, write ``{output}.json`` and ``.md``.
+
+    Args:
+        cfg: :class:`elusive.config.AnalyzeSweepConfig`.
+
+    Returns:
+        The markdown written.
+    """
+    from elusive.config import check
+    from elusive.outputs import check_outputs, suffixed
+
+    check(cfg)
+    check_outputs("analyze_sweep", suffixed("output", cfg.output, (".json", ".md")), {"root": cfg.root})
+    runs = sweep_runs(Path(cfg.root))
+    plan = sweep_plan(runs, cfg.reference, cfg.primary, cfg.mode, cfg.fields, cfg.seed, cfg.resamples)
+    result = analyze(load_evaluations(runs, plan), plan)
+    header = f"`python analyze_sweep.py root={cfg.root} reference={cfg.reference}`: {len(runs)} runs."
+    output = Path(cfg.output)
+    write(result, plan, output, header)
+    return markdown(result, plan, header)

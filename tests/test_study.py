@@ -7,13 +7,14 @@ import dataclasses
 import json
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 
 from elusive.config import EvaluateSettings, RunExperimentConfig, TrainSettings
 from elusive.errors import InputError
 from elusive.experiment import run_experiment, run_folder, run_settings, training_data
 from elusive.selection import folds
-from elusive.study import Comparison, DerivedArm, Plan, analyze, load_evaluations, markdown, write
+from elusive.study import (Comparison, DerivedArm, Plan, analyze, load_evaluations, markdown, sweep_plan, sweep_runs,
+                           write)
 
 PEOPLE = ["Ann Lee", "Bob Ray", "Cy Oda", "Di Fox"]
 FIELDS = ("university", "company")
@@ -100,7 +101,10 @@ def _cfg(small_model, tmp_path, method, seed):
                                   prompts=str(ROOT / "data" / "prompts.csv")))
 
 
-def test_a_sweep_of_kept_passes_is_read_back_and_analysed(small_model, tmp_path):
+@pytest.fixture(scope="module")
+def sweep(small_model, tmp_path_factory):
+    """Two methods × two seeds of tiny runs keeping passes 1 and 2: ``(runs, root)``."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
     runs = {}
     for method in ("plain", "position"):
         for seed in (0, 1):
@@ -108,6 +112,11 @@ def test_a_sweep_of_kept_passes_is_read_back_and_analysed(small_model, tmp_path)
             run_experiment(cfg)
             root = tmp_path / "exp" / "s"
             runs[(method, seed)] = run_folder(root, run_settings(cfg, training_data(cfg, root)))
+    return runs, tmp_path / "exp" / "s"
+
+
+def test_a_sweep_of_kept_passes_is_read_back_and_analysed(sweep, tmp_path):
+    runs, _ = sweep
     plan = Plan(arms=("plain", "position"), seeds=(0, 1), modes=("qa",), selection_mode="qa",
                 selection_fields=FIELDS, comparisons=(Comparison("position", "plain", "qa", FIELDS, "primary"),),
                 resamples=200)
@@ -122,3 +131,34 @@ def test_a_sweep_of_kept_passes_is_read_back_and_analysed(small_model, tmp_path)
     assert (tmp_path / "analysis.md").read_text().count("| position − plain") == 1
     with pytest.raises(InputError, match="arm plain, seed 2: no run folder"):
         load_evaluations(runs, dataclasses.replace(plan, seeds=(0, 1, 2)))
+
+
+def test_analyze_sweep_finds_the_runs_and_writes_the_same_analysis(sweep, tmp_path, capsys):
+    runs, root = sweep
+    assert sweep_runs(root) == runs
+    code, out = run_in_process("analyze_sweep.py", [f"root={root}", "primary=[position]", f"output={tmp_path / 'a'}",
+                                                    "resamples=200"], capsys)
+    assert code == 0, out
+    record = json.loads((tmp_path / "a.json").read_text())
+    (c,) = record["comparisons"]
+    assert c["family"] == "primary" and c["name"] == "position − plain, qa, university+company" and "p_holm" in c
+    plan = sweep_plan(runs, "plain", ["position"], "qa", FIELDS, 0, 200)
+    assert record["comparisons"] == analyze(load_evaluations(runs, plan), plan).comparisons
+
+
+def test_analyze_sweep_refuses_what_it_cannot_pair(sweep, tmp_path):
+    runs, root = sweep
+    with pytest.raises(InputError, match=r"^primary=random: no run of that method in the sweep \(it has plain, "
+                                         r"position\)$"):
+        sweep_plan(runs, "plain", ["random"], "qa", FIELDS, 0, 200)
+    fewer = {k: v for k, v in runs.items() if k != ("position", 1)}
+    with pytest.raises(InputError, match="different seeds"):
+        sweep_plan(fewer, "plain", [], "qa", FIELDS, 0, 200)
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    twin = copy / "plain" / "zz-twin"
+    shutil.copytree(runs[("plain", 0)], twin)
+    with pytest.raises(InputError, match="two runs of method plain and seed 0"):
+        sweep_runs(copy)
