@@ -42,6 +42,7 @@ from elusive.artifacts import write_json_atomic, write_text_atomic
 from elusive.config import CompareRunsConfig, check
 from elusive.errors import InputError
 from elusive.outputs import check_outputs, suffixed
+from elusive.provenance import record_path
 from elusive.stats import (
     RESAMPLES,
     per_person_differences,
@@ -267,7 +268,7 @@ def comparison_table(result: dict[str, dict], a: list[Path], b: list[Path], seed
     seeds = len(a)
     runs = "" if seeds == 1 else f" ({seeds} training seeds, paired in this order)"
     lines = [
-        f"a = {', '.join(f'`{p}`' for p in a)}; b = {', '.join(f'`{p}`' for p in b)}{runs}.",
+        f"a = {', '.join(f'`{record_path(p)}`' for p in a)}; b = {', '.join(f'`{record_path(p)}`' for p in b)}{runs}.",
         "",
         "Scores in percent over all seeds; Δ = b − a in percentage points. 95% CI: bootstrap over people, each "
         f"resampled with all their questions in every seed ({resamples} resamples, seed {seed}). p: two-sided "

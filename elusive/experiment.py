@@ -247,10 +247,11 @@ def run_folder(root: Path, settings: dict) -> Path:
     return root / method / f"{label}-{short_hash(settings)}"
 
 
-def training_data(cfg: RunExperimentConfig, root: Path) -> Path:
+def training_data(cfg: RunExperimentConfig, root: Path, write: bool = True) -> Path:
     """The first ``n_texts`` rows of ``dataset`` as ``root/data-<hash>.csv`` (named by content, written once).
 
-    A Wikipedia ``.json``/``.jsonl`` dataset is returned as it is (``n_texts`` must be null).
+    A Wikipedia ``.json``/``.jsonl`` dataset is returned as it is (``n_texts`` must be null). ``write=False``
+    only names the file (a reader looking for runs made on it does not create it).
     """
     if cfg.n_texts is None:
         return Path(cfg.dataset)
@@ -259,7 +260,7 @@ def training_data(cfg: RunExperimentConfig, root: Path) -> Path:
     # named by its content and never rewritten: two runs of one name at once, on other texts, cannot swap each
     # other's data between their augmentation and their training
     path = root / f"data-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:10]}.csv"
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
+    if write and (not path.exists() or path.read_text(encoding="utf-8") != text):
         write_text_atomic(path, text)
     return path
 

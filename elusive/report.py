@@ -29,6 +29,7 @@ import pandas as pd
 from elusive.artifacts import atomic_path, write_text_atomic
 from elusive.config import PlotAccuracyDistanceConfig, PlotKeepProbabilityConfig, RunExperimentConfig
 from elusive.experiment import EVAL_FOLDERS, run_folder, run_settings, training_data
+from elusive.provenance import record_path
 from elusive.stats import with_interval
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,42 @@ FIGURE4_ROW = 0
 
 
 def method_runs(cfg: RunExperimentConfig, methods: list[str]) -> dict[str, Path]:
-    """The run folder of every method under ``cfg``'s other settings (only those that exist)."""
+    """The run folder of every method under ``cfg``'s other settings (only those that exist).
+
+    A run is found by its settings' key; a run made before the key named models by content (an older key) is
+    found by its recorded method and seed when it is the only one of them in the folder.
+    """
     root = Path(cfg.out_root) / cfg.name
-    data = training_data(cfg, root)
+    data = training_data(cfg, root, write=False)
+    by_record = _recorded_runs(root, cfg.seed)
     runs = {}
     for method in methods:
-        folder = run_folder(root, run_settings(dataclasses.replace(cfg, method=method), data))
-        if folder.is_dir():
+        folder = run_folder(root, run_settings(dataclasses.replace(cfg, method=method), data)) if data.exists() else None
+        if folder is not None and folder.is_dir():
             runs[method] = folder
+        elif len(by_record.get(method, [])) == 1:
+            runs[method] = by_record[method][0]
+            log.info("report: %s found by its recorded method and seed (a run of an older key)", runs[method])
         else:
-            log.warning("report: no run of method %s with these settings (%s)", method, folder)
+            log.warning("report: no run of method %s with these settings (%s)", method, folder or root)
     return runs
+
+
+def _recorded_runs(root: Path, seed: int) -> dict[str, list[Path]]:
+    """``{method: [run folders of that method and seed]}`` from the runs' ``run.json``."""
+    found: dict[str, list[Path]] = {}
+    for recorded in sorted(root.glob("*/*/run.json")):
+        info = json.loads(recorded.read_text(encoding="utf-8"))
+        if info.get("seed") == seed:
+            found.setdefault(info.get("method"), []).append(recorded.parent)
+    return found
+
+
+def wilson(entry: dict) -> tuple[float, float]:
+    """The Wilson interval of a results.json entry's exact match, from its k/n (older files hold a bootstrap)."""
+    from elusive.stats import wilson_interval
+
+    return wilson_interval(round(entry["exact_match"] * entry["n"]), entry["n"])
 
 
 def summary_rows(runs: dict[str, Path], modes: list[str]) -> pd.DataFrame:
@@ -65,17 +91,17 @@ def summary_rows(runs: dict[str, Path], modes: list[str]) -> pd.DataFrame:
                 continue
             for field, r in json.loads(path.read_text()).items():
                 rows.append({"method": method, "mode": mode, "field": field, "n": r["n"],
-                             "em": 100 * r["exact_match"], "em_lo": 100 * r["exact_match_ci95"][0],
-                             "em_hi": 100 * r["exact_match_ci95"][1], "f1": 100 * r["f1"],
+                             "em": 100 * r["exact_match"], "em_lo": 100 * wilson(r)[0],
+                             "em_hi": 100 * wilson(r)[1], "f1": 100 * r["f1"],
                              "f1_lo": 100 * r["f1_ci95"][0], "f1_hi": 100 * r["f1_ci95"][1],
-                             "final_train_loss": loss, "run": str(folder)})
+                             "final_train_loss": loss, "run": record_path(folder)})
     return pd.DataFrame(rows)
 
 
 def headline(runs: dict[str, Path], modes: list[str], seed: int) -> str:
     """The compact table: per method and mode, exact match over all fields (interval resampling people), and
     on the two far fields the paper reports (university, company)."""
-    from elusive.stats import mean_with_interval
+    from elusive.stats import mean_with_interval, wilson_interval
 
     header = ["method"] + [f"{mode} {what}" for mode in modes for what in ("all fields", "university", "company")]
     out = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -92,7 +118,9 @@ def headline(runs: dict[str, Path], modes: list[str], seed: int) -> str:
             cells.append(with_interval(mean["exact_match"], mean["exact_match_ci95"]))
             for field in ("university", "company"):
                 r = results.get(field)
-                cells.append("–" if r is None else with_interval(r["exact_match"], r["exact_match_ci95"]))
+                # Wilson from k/n itself: results.json written before it was Wilson holds a bootstrap interval
+                k = None if r is None else round(r["exact_match"] * r["n"])
+                cells.append("–" if r is None else with_interval(r["exact_match"], wilson_interval(k, r["n"])))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -125,15 +153,23 @@ def summary_markdown(frame: pd.DataFrame, modes: list[str]) -> str:
     return "\n".join(out)
 
 
-def comparisons(runs: dict[str, Path], modes: list[str], folder: Path, seed: int) -> str:
-    """Every method against each baseline, per mode; returns ``compare/summary.md``."""
-    from elusive.compare import compare
+FAR = ("university", "company")  # the far fields the paper reports
+FAMILY = ("random", "shuffled", "position")  # attention_diff against each control: the question a sweep asks
 
-    lines = ["Paired comparisons on the same questions: Δ = method − baseline in percentage points, 95 % bootstrap "
-             "interval of Δ exact match resampling people, two-sided sign-flip p over per-person differences.", ""]
+
+def comparisons(runs: dict[str, Path], modes: list[str], folder: Path, seed: int) -> str:
+    """Every method against each baseline, per mode, over all fields and over the far fields; returns
+    ``compare/summary.md``.
+
+    Multiplicity: the p of attention_diff against each control (random, shuffled, position) over all fields, in
+    every mode, is Holm-adjusted over that family; every p of the file gets a Benjamini–Hochberg q-value over all
+    of them (exploratory: the other comparisons were not declared in advance).
+    """
+    from elusive.compare import compare
+    from elusive.stats import benjamini_hochberg, holm
+
+    rows = []  # (mode, method, baseline, all-fields entry, far-fields entry)
     for mode in modes:
-        lines += [f"### {mode}", "", "| method | vs | Δ EM mean [95% CI] | p | Δ EM university | p | Δ EM company | p |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         done: set[frozenset[str]] = set()  # a pair of baselines is compared once (b − a is −(a − b))
         for baseline in BASELINES:
             if baseline not in runs:
@@ -146,13 +182,26 @@ def comparisons(runs: dict[str, Path], modes: list[str], folder: Path, seed: int
                 if not (a / "predictions.jsonl").is_file() or not (b / "predictions.jsonl").is_file():
                     continue
                 done.add(frozenset((method, baseline)))
-                result = compare(a, b, folder / f"{mode}_{method}_vs_{baseline}", seed)
-                cells = [method, baseline]
-                for key in ("mean", "university", "company"):
-                    r = result.get(key)
-                    cells += ["–", "–"] if r is None else [with_interval(r["diff_exact_match"], r["ci95"], signed=True),
-                                                         f"{r['p_sign_flip']:.3g}"]
-                lines.append("| " + " | ".join(cells) + " |")
+                result = compare(a, b, folder / f"{mode}_{method}_vs_{baseline}", seed, fields=list(FAR))
+                rows.append((mode, method, baseline, result["mean"], result["+".join(FAR)]))
+    family = [i for i, (_, m, b, _, _) in enumerate(rows) if m == "attention_diff" and b in FAMILY]
+    adjusted = dict(zip(family, holm([rows[i][3]["p_sign_flip"] for i in family])))
+    q = benjamini_hochberg([r[k]["p_sign_flip"] for r in rows for k in (3, 4)])
+    lines = ["Paired comparisons on the same questions (one training seed): Δ = method − baseline in percentage "
+             "points, 95 % bootstrap interval of Δ exact match resampling people, two-sided sign-flip p over "
+             "per-person differences. Holm: over the attention_diff − control tests (random, shuffled, position; all "
+             f"fields; {', '.join(modes)}), the family the sweep asks about. q: Benjamini–Hochberg over all "
+             f"{len(q)} p-values of this table (exploratory).", ""]
+    for mode in modes:
+        lines += [f"### {mode}", "", "| method | vs | Δ EM all fields [95% CI] | p | p Holm | q | Δ EM university+company "
+                  "[95% CI] | p | q |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for i, (m, method, baseline, whole, far) in enumerate(rows):
+            if m != mode:
+                continue
+            lines.append(f"| {method} | {baseline} | {with_interval(whole['diff_exact_match'], whole['ci95'], True)} | "
+                         f"{whole['p_sign_flip']:.3g} | {f'{adjusted[i]:.3g}' if i in adjusted else '–'} | "
+                         f"{q[2 * i]:.3g} | {with_interval(far['diff_exact_match'], far['ci95'], True)} | "
+                         f"{far['p_sign_flip']:.3g} | {q[2 * i + 1]:.3g} |")
         lines.append("")
     text = "\n".join(lines)
     write_text_atomic(folder / "summary.md", text + "\n")
@@ -194,9 +243,10 @@ def provenance_line(cfg: RunExperimentConfig, runs: dict[str, Path]) -> str:
             "predictions.jsonl and eval_meta.json in each run's eval*/ folder; loss curves in lora/loss.csv.")
 
 
-def study_report(cfg: RunExperimentConfig, methods: list[str]) -> Path:
+def study_report(cfg: RunExperimentConfig, methods: list[str], draw: bool = True) -> Path:
     """Write the report of ``methods`` under ``cfg``'s other settings (see the module docstring); return the
-    path of ``summary.md``."""
+    path of ``summary.md``. ``draw=False`` leaves the figures as they are (Figure 4 needs the attention dumps,
+    which are not committed)."""
     root = Path(cfg.out_root) / cfg.name
     runs = method_runs(cfg, methods)
     frame = summary_rows(runs, cfg.modes)
@@ -207,7 +257,8 @@ def study_report(cfg: RunExperimentConfig, methods: list[str]) -> Path:
             + headline(runs, cfg.modes, cfg.seed) + "\n\n" + summary_markdown(frame, cfg.modes))
     write_text_atomic(root / "summary.md", text + "\n")
     comparisons(runs, cfg.modes, root / "compare", cfg.seed)
-    figures(cfg, runs, cfg.modes, root / "figures")
+    if draw:
+        figures(cfg, runs, cfg.modes, root / "figures")
     log.info("wrote the report of %d runs to %s", len(runs), root)
     return root / "summary.md"
 
