@@ -3,6 +3,7 @@
     python scripts/prereg.py list                 # the units (arm × seed) in run order, and which are done
     python scripts/prereg.py run [--only N ...]   # run the units not done yet, one after the other (resumable)
     python scripts/prereg.py analyze              # results/cpu_prereg/analysis.{md,json} from the committed runs
+    python scripts/prereg.py pilot                # the pilot's table (results/cpu_prereg_pilot/), as in PREREGISTRATION.md
 
 A unit is one ``run_experiment.py experiment=cpu_prereg`` run (one arm, one training seed) with the arm's
 training length; ``run`` skips finished units and resumes an interrupted one (run_experiment does). The analysis
@@ -26,7 +27,7 @@ from elusive.study import Comparison, DerivedArm, Plan  # noqa: E402 (the projec
 
 PRESET = "cpu_prereg"
 SEEDS = (0, 1, 2)  # training seeds, shared by every arm (paired)
-GRID = (2, 4, 6, 8)  # passes every arm chooses from (the paper searched 10-30 epochs with 10 copies)
+GRID = (3, 6, 9, 12)  # passes every arm chooses from (from the pilot; the paper searched 10-30 epochs with 10 copies)
 COPIES = 3  # augmented copies per original (the paper: 10): an augmented pass takes COPIES + 1 times the steps
 FAR = ("university", "company")  # the primary endpoint's fields: the far fields the paper reports
 ALL = ("date", "city", "university", "major", "company")
@@ -122,13 +123,16 @@ def done(arm: str, seed: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("list", "run", "analyze"))
+    parser.add_argument("command", choices=("list", "run", "analyze", "pilot"))
     parser.add_argument("--only", type=int, nargs="+", help="unit numbers (as `list` prints them)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "list":
         for i, (arm, seed) in enumerate(UNITS):
             print(f"{i:2d} {arm:15s} seed {seed}  {'done' if done(arm, seed) else 'to do'}  {run_folder(arm, seed)}")
+        return 0
+    if args.command == "pilot":
+        print(pilot_table(ROOT / "results" / "cpu_prereg_pilot"))
         return 0
     if args.command == "run":
         for i, (arm, seed) in enumerate(UNITS):
@@ -142,6 +146,27 @@ def main(argv: list[str] | None = None) -> int:
                 return status
         return 0
     return analyze()
+
+
+def pilot_table(root: Path) -> str:
+    """Per arm and kept pass of the pilot: steps, loss on the originals, far-field and all-field QA exact match."""
+    import json
+
+    lines = ["| arm | pass | steps | loss on the originals | QA university+company | QA all fields | QA wall time (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for run in sorted(root.glob("*/*/run.json")):
+        folder = run.parent
+        for kept in sorted(folder.glob("pass-*"), key=lambda p: int(p.name.split("-")[1])):
+            meta = json.loads((folder / "lora" / kept.name / "train_meta.json").read_text())
+            results = json.loads((kept / "eval" / "results.json").read_text())
+            wall = json.loads((kept / "eval" / "eval_meta.json").read_text())["wall_time_s"]
+            far = sum(round(results[f]["exact_match"] * results[f]["n"]) for f in FAR)
+            right = sum(round(r["exact_match"] * r["n"]) for r in results.values())
+            total = sum(r["n"] for r in results.values())
+            lines.append(f"| {folder.parent.name} | {kept.name.split('-')[1]} | {meta['global_step']} | "
+                         f"{meta['loss_originals']:.3f} | {far}/{2 * results[FAR[0]]['n']} | {right}/{total} | "
+                         f"{wall:.0f} |")
+    return "\n".join(lines)
 
 
 def analyze() -> int:
