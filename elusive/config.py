@@ -328,6 +328,9 @@ class EvaluateConfig(EvaluateSettings):
     device: str = setting("auto", "auto (CUDA if available; under accelerate launch this process's GPU), cpu, "
                           "cuda, or multi")
     seed: int = setting(0, "seed of the few-shot draw and of the bootstrap intervals", SEED)
+    every_pass: bool = setting(False, "also evaluate each adapter train.py kept at a pass (save_at_passes: "
+                               "model_dir/pass-<E>/) into output_dir/pass-<E>/; the final adapter still goes to "
+                               "output_dir")
 
 
 @dataclass

@@ -80,6 +80,27 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict] | None:
         return _run(cfg, questions, lm, tokenizer, part, started)
 
 
+def evaluate_passes(cfg: EvaluateConfig) -> dict[str, dict] | None:
+    """``every_pass=true``: :func:`evaluate` the final adapter into ``output_dir``, then each adapter kept at a pass
+    (``model_dir/pass-<E>/``, by E) into ``output_dir/pass-<E>/``; returns the final adapter's results.
+
+    Raises:
+        InputError: ``model_dir`` holds no kept pass (or is null), or as :func:`evaluate`.
+    """
+    from dataclasses import replace
+
+    from elusive.training import kept_passes
+
+    if cfg.model_dir is None or not kept_passes(Path(cfg.model_dir)):
+        raise InputError(f"every_pass=true: model_dir={cfg.model_dir} holds no adapter kept at a pass (pass-<E>/ with "
+                         "its train_meta.json); train with save_at_passes=[...], or set every_pass=false")
+    final = evaluate(replace(cfg, every_pass=False))  # first: output_dir becomes evaluate's folder
+    for folder in kept_passes(Path(cfg.model_dir)):
+        evaluate(replace(cfg, model_dir=str(folder), output_dir=str(Path(cfg.output_dir) / folder.name),
+                         every_pass=False))
+    return final
+
+
 def _run(cfg: EvaluateConfig, questions: list[Question], lm, tokenizer, part: Share, started: float
          ) -> dict[str, dict] | None:
     """Answer, score and write (the part of :func:`evaluate` after every check, under the lock of output_dir)."""

@@ -331,3 +331,21 @@ def test_save_at_passes_must_increase_from_one(small_model, bios, tmp_path, valu
     proc = _train(small_model, bios, tmp_path / "lora", "epochs=2", f"save_at_passes={value}")
     assert proc.returncode == 2
     assert _error_lines(proc.stderr)[0].endswith("must be increasing whole numbers >= 1, e.g. [4,8,12]")
+
+
+def test_evaluate_every_pass_scores_each_kept_adapter(searched, small_model, bios, tmp_path):
+    out = tmp_path / "eval"
+    proc = run_script("evaluate.py", f"model={small_model}", f"model_dir={searched}", f"eval_data={bios}",
+                      f"output_dir={out}", "every_pass=true", "max_people=2", "shots=1", "max_new_tokens=2",
+                      "device=cpu", hydra_dir=tmp_path / "hydra")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for folder, adapter in ((out / "pass-1", searched / "pass-1"), (out / "pass-2", searched / "pass-2"),
+                            (out, searched)):
+        meta = json.loads((folder / "eval_meta.json").read_text())
+        assert meta["adapter_sha256"] == _sha(adapter / "adapter_model.safetensors")
+        assert json.loads((folder / "results.json").read_text())["company"]["n"] == 2
+    assert json.loads((out / "pass-2" / "eval_meta.json").read_text())["training"]["passes"] == 2
+    none = run_script("evaluate.py", f"model={small_model}", f"model_dir={searched / 'pass-1'}", f"eval_data={bios}",
+                      f"output_dir={tmp_path / 'none'}", "every_pass=true", "device=cpu", hydra_dir=tmp_path / "h2")
+    assert none.returncode == 2 and "holds no adapter kept at a pass" in none.stderr
+    assert not (tmp_path / "none").exists()
