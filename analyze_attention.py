@@ -3,16 +3,16 @@
     python analyze_attention.py attn_dump=out/focus_diff output=out/fig3_top10_diff
     python analyze_attention.py attn_dump=out/focus_large output=out/fig2_top10_large k=10
 
-`python analyze_attention.py --help` lists every key with its type, default and meaning (elusive/config.py).
+`python analyze_attention.py --help` lists every key with its type, default and meaning (elusive/core/config.py).
 """
 
-from elusive.cli import script
-from elusive.config import AnalyzeAttentionConfig
+from elusive.core.cli import script
+from elusive.core.config import AnalyzeAttentionConfig
 
 
 @script("analyze_attention")
 def main(cfg: AnalyzeAttentionConfig) -> None:
-    from elusive.analysis import analyze_attention  # imported here: --help and config errors need no torch
+    from elusive.reporting.analysis import analyze_attention  # imported here: --help and config errors need no torch
 
     print(analyze_attention(cfg))
 

@@ -6,16 +6,16 @@ arms and BH q-values for the rest.
     python analyze_sweep.py root=out/experiments/table2_gemma2_2b reference=plain primary=[attention_diff] \
         output=out/table2_gemma2_2b_analysis
 
-`python analyze_sweep.py --help` lists every key with its type, default and meaning (elusive/config.py).
+`python analyze_sweep.py --help` lists every key with its type, default and meaning (elusive/core/config.py).
 """
 
-from elusive.cli import script
-from elusive.config import AnalyzeSweepConfig
+from elusive.core.cli import script
+from elusive.core.config import AnalyzeSweepConfig
 
 
 @script("analyze_sweep")
 def main(cfg: AnalyzeSweepConfig) -> None:
-    from elusive.study import analyze_sweep  # imported here: --help and config errors need no numpy work
+    from elusive.reporting.study import analyze_sweep  # imported here: --help and config errors need no numpy work
 
     print(analyze_sweep(cfg))
 

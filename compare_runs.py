@@ -7,16 +7,16 @@ each seed.
     python compare_runs.py a=[plain/s0/eval,plain/s1/eval] b=[diff/s0/eval,diff/s1/eval] fields=[university,company] \
         output=out/compare/diff_vs_plain_2seeds
 
-`python compare_runs.py --help` lists every key with its type, default and meaning (elusive/config.py).
+`python compare_runs.py --help` lists every key with its type, default and meaning (elusive/core/config.py).
 """
 
-from elusive.cli import script
-from elusive.config import CompareRunsConfig
+from elusive.core.cli import script
+from elusive.core.config import CompareRunsConfig
 
 
 @script("compare_runs")
 def main(cfg: CompareRunsConfig) -> None:
-    from elusive.compare import compare_runs  # imported here: --help and config errors need no torch
+    from elusive.reporting.compare import compare_runs  # imported here: --help and config errors need no torch
 
     print(compare_runs(cfg))
 

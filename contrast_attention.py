@@ -2,16 +2,16 @@
 
     python contrast_attention.py attn_dump_large=out/attn_large attn_dump_small=out/attn_small attn_diff=out/attn_diff
 
-`python contrast_attention.py --help` lists every key with its type, default and meaning (elusive/config.py).
+`python contrast_attention.py --help` lists every key with its type, default and meaning (elusive/core/config.py).
 """
 
-from elusive.cli import script
-from elusive.config import ContrastAttentionConfig
+from elusive.core.cli import script
+from elusive.core.config import ContrastAttentionConfig
 
 
 @script("contrast_attention")
 def main(cfg: ContrastAttentionConfig) -> None:
-    from elusive.contrast import contrast_attention  # imported here: --help and config errors need no torch
+    from elusive.attention.contrast import contrast_attention  # imported here: --help and config errors need no torch
 
     print(f"wrote {contrast_attention(cfg)}")
 

@@ -6,16 +6,16 @@ r"""Stage 3: token-dropout copies, the token of rank r dropped with p(r) = alpha
         model=models/qwen2.5-coder-0.5b dataset=data/biography.csv save_name=out/bio_random
     sweep: python data_augmentation.py -m alpha=0.6,0.7 beta=0.01,0.05 'save_name=out/aug_a${alpha}_b${beta}' ...
 
-`python data_augmentation.py --help` lists every key with its type, default and meaning (elusive/config.py).
+`python data_augmentation.py --help` lists every key with its type, default and meaning (elusive/core/config.py).
 """
 
-from elusive.cli import script, seed_everything
-from elusive.config import DataAugmentationConfig
+from elusive.core.cli import script, seed_everything
+from elusive.core.config import DataAugmentationConfig
 
 
 @script("data_augmentation")
 def main(cfg: DataAugmentationConfig) -> None:
-    from elusive.augment import data_augmentation  # imported here: --help and config errors need no torch
+    from elusive.augment.stage import data_augmentation  # imported here: --help and config errors need no torch
 
     seed_everything(cfg.seed)
     print(f"wrote {data_augmentation(cfg)}")

@@ -5,16 +5,16 @@
     python evaluate.py model=models/qwen2.5-coder-0.5b model_dir=null output_dir=out/eval_base
     python evaluate.py model=models/qwen2.5-coder-0.5b model_dir=out/lora every_pass=true output_dir=out/eval  # + pass-<E>/
 
-`python evaluate.py --help` lists every key with its type, default and meaning (elusive/config.py).
+`python evaluate.py --help` lists every key with its type, default and meaning (elusive/core/config.py).
 """
 
-from elusive.cli import script, seed_everything
-from elusive.config import EvaluateConfig
+from elusive.core.cli import script, seed_everything
+from elusive.core.config import EvaluateConfig
 
 
 @script("evaluate")
 def main(cfg: EvaluateConfig) -> None:
-    from elusive.evaluation import evaluate, evaluate_passes, markdown_table  # here: --help needs no torch
+    from elusive.evaluation.stage import evaluate, evaluate_passes, markdown_table  # here: --help needs no torch
 
     seed_everything(cfg.seed)
     results = evaluate_passes(cfg) if cfg.every_pass else evaluate(cfg)

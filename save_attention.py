@@ -5,16 +5,16 @@
     the released code's arithmetic (for a faithful replay of its ranking): ... aggregate=released
     several GPUs: accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes 8 save_attention.py ...
 
-`python save_attention.py --help` lists every key with its type, default and meaning (elusive/config.py).
+`python save_attention.py --help` lists every key with its type, default and meaning (elusive/core/config.py).
 """
 
-from elusive.cli import script, seed_everything
-from elusive.config import SaveAttentionConfig
+from elusive.core.cli import script, seed_everything
+from elusive.core.config import SaveAttentionConfig
 
 
 @script("save_attention")
 def main(cfg: SaveAttentionConfig) -> None:
-    from elusive.attention import save_attention  # imported here: --help and config errors need no torch
+    from elusive.attention.stage import save_attention  # imported here: --help and config errors need no torch
 
     seed_everything(cfg.seed)
     path = save_attention(cfg)

@@ -2,16 +2,16 @@
 
     python summarize.py runs=[out/experiments/table2_gemma2_2b] output=out/table2_gemma2_2b
 
-`python summarize.py --help` lists every key with its type, default and meaning (elusive/config.py).
+`python summarize.py --help` lists every key with its type, default and meaning (elusive/core/config.py).
 """
 
-from elusive.cli import script
-from elusive.config import SummarizeConfig
+from elusive.core.cli import script
+from elusive.core.config import SummarizeConfig
 
 
 @script("summarize")
 def main(cfg: SummarizeConfig) -> None:
-    from elusive.summary import summarize  # imported here: --help and config errors need no torch
+    from elusive.reporting.summary import summarize  # imported here: --help and config errors need no torch
 
     print(summarize(cfg))
 

@@ -4,16 +4,16 @@ r"""Stage 4: LoRA continual pretraining on the (augmented) biographies.
     accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes 8 train.py \
         model=meta-llama/Meta-Llama-3-8B quant=8bit dataset=out/bio_aug.csv model_dir=out/lora
 
-`python train.py --help` lists every key with its type, default and meaning (elusive/config.py).
+`python train.py --help` lists every key with its type, default and meaning (elusive/core/config.py).
 """
 
-from elusive.cli import script, seed_everything
-from elusive.config import TrainConfig
+from elusive.core.cli import script, seed_everything
+from elusive.core.config import TrainConfig
 
 
 @script("train")
 def main(cfg: TrainConfig) -> None:
-    from elusive.training import train  # imported here: --help and config errors need no torch
+    from elusive.training.stage import train  # imported here: --help and config errors need no torch
 
     seed_everything(cfg.seed)
     path = train(cfg)

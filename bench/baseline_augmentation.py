@@ -4,7 +4,7 @@ As the released script does: import transformers, load the tokenizer with ``Auto
 tokenise; per copy and per token look the id up (``convert_ids_to_tokens``), draw the drop, and rebuild the
 string token by token (``convert_tokens_to_string`` per kept token). Written here from the method's
 description (not copied). Ranks come from the dump's per-token scores, and the random numbers are drawn in
-the same order as ``elusive.augment`` draws them, so both keep the same tokens (whitespace aside).
+the same order as ``elusive.augment.stage`` draws them, so both keep the same tokens (whitespace aside).
 :func:`run_baseline` is also what ``bench_augmentation.py`` times in-process.
 
     python bench/baseline_augmentation.py --model models/qwen2.5-coder-0.5b --dataset bios.csv \\
@@ -28,8 +28,8 @@ def run_baseline(tokenizer, dataset: Path, dump: Path, out: Path, alpha: float, 
     """The released method: per-token id→token lookups and string rebuilding, same drop decisions as ours."""
     from safetensors.numpy import load_file
 
-    from elusive.tags import strip_tags
-    from elusive.tokens import is_droppable
+    from elusive.text.tags import strip_tags
+    from elusive.text.tokens import is_droppable
 
     texts = [strip_tags(t) for t in pd.read_csv(dataset, dtype=str, keep_default_na=False)["text"]]
     arrays = load_file(str(dump))

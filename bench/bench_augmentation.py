@@ -1,4 +1,4 @@
-"""Stage 3 benchmark: attention-guided token dropout, ours (elusive.augment.data_augmentation) vs the released method.
+"""Stage 3 benchmark: attention-guided token dropout, ours (elusive.augment.stage.data_augmentation) vs the released method.
 
 Both read the same biography CSV and the same attention dump (random per-token scores: the scores' values
 do not change the work), make ``--multiply`` copies of every text with p(r) = alpha (1 - exp(-beta r)),
@@ -45,10 +45,12 @@ LINEAR_TOLERANCE = 1.2
 def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0, kind: str = "attention") -> tuple[Path, Path]:
     """Write ``n`` tagged biographies to a CSV and a matching dump of random scores (of ``kind``, with the
     metadata stage 1 writes); return both paths."""
-    from elusive.artifacts import AttentionDump, sha256_file, tokenizer_sha256, tokens_sha256, vocab_sha256
-    from elusive.biographies import biography_texts
-    from elusive.tags import strip_tags
-    from elusive.tokens import encode_many
+    from elusive.attention.dump import AttentionDump
+    from elusive.core.files import sha256_file
+    from elusive.text.biographies import biography_texts
+    from elusive.text.fingerprints import tokenizer_sha256, tokens_sha256, vocab_sha256
+    from elusive.text.tags import strip_tags
+    from elusive.text.tokens import encode_many
 
     tagged = biography_texts(n, seed)
     dataset = folder / f"bios_{n}.csv"
@@ -76,12 +78,13 @@ def make_inputs(tokenizer, n: int, folder: Path, seed: int = 0, kind: str = "att
 def run_ours(tokenizer, model: str, dataset: Path, dump: Path, out: Path, alpha: float, beta: float, multiply: int,
              seed: int = 0) -> Path:
     """Our stage 3 end to end, with ``load_tokenizer`` answered from the already-loaded tokenizer."""
-    from elusive import augment, ranking_inputs
+    from elusive.augment import inputs as ranking_inputs
+    from elusive.augment import stage as augment
 
     original = ranking_inputs.load_tokenizer
     ranking_inputs.load_tokenizer = functools.partial(lambda tok, *_a, **_k: tok, tokenizer)
     try:
-        from elusive.config import DataAugmentationConfig
+        from elusive.core.config import DataAugmentationConfig
 
         return augment.data_augmentation(DataAugmentationConfig(
             augment_type="attention", alpha=alpha, beta=beta, multiply=multiply, model=model, dataset=str(dataset),
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model = resolve_model(args)
 
-    from elusive.models import load_tokenizer
+    from elusive.core.models import load_tokenizer
 
     load_seconds, tokenizer = timed(lambda: load_tokenizer(model))
     sizes = sorted(set(args.sizes) | {args.baseline_size})
@@ -195,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             for m in sizes))
         notes.append(f"tokenizer {model} (load {load_seconds:.2f} s, excluded); alpha={args.alpha}, beta={args.beta}, "
                      f"multiply={args.multiply}; baseline {fmt_seconds(base_seconds)}")
-        from elusive import augment, ranking_inputs
-        from elusive.artifacts import AttentionDump
+        from elusive.attention.dump import AttentionDump
+        from elusive.augment import inputs as ranking_inputs
+        from elusive.augment import stage as augment
 
         reused = ranking_inputs.dump_tokens(AttentionDump.load(inputs[n][1]), tokenizer) is not None
         notes.append(f"ours: tokens taken from the dump (tokens_sha256 matches): {'yes' if reused else 'no'}; "

@@ -1,4 +1,4 @@
-"""Stage 5 benchmark: few-shot QA generation, ours (elusive.evaluation.generate_answers) vs the released method.
+"""Stage 5 benchmark: few-shot QA generation, ours (elusive.evaluation.stage.generate_answers) vs the released method.
 
 The same questions (same people, fields and 5 few-shot examples per question, from ``build_questions``)
 go to both, on the same loaded model.
@@ -34,7 +34,7 @@ SPEED_TARGET = 3.0
 
 def questions(people: int, shots: int, seed: int = 0, eval_data: Path | None = None, shared: bool = False):
     """``people`` × fields questions, built exactly as stage 5 builds them (``shared``: one shot set per field)."""
-    from elusive.questions import build_questions, load_people, load_prompts
+    from elusive.evaluation.questions import build_questions, load_people, load_prompts
 
     templates = load_prompts(ROOT / "data" / "prompts.csv")
     fields = list(templates)
@@ -69,10 +69,10 @@ def ours_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batc
                  shared: bool = False) -> list[str]:
     """Stage 5's answers; with ``shared`` shots, through ``answer_questions`` (each field's shots run once)."""
     if shared:
-        from elusive.generation import answer_questions
+        from elusive.evaluation.generation import answer_questions
 
         return answer_questions(model, tokenizer, qs, max_new_tokens, batch_size, True)
-    from elusive.generation import generate_answers
+    from elusive.evaluation.generation import generate_answers
 
     return generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model_dir = resolve_model(args)
 
-    from elusive.generation import load_for_eval
+    from elusive.evaluation.adapters import load_for_eval
 
     model, tokenizer = load_for_eval(model_dir, None, "cpu", "float32", None)
     qs = questions(args.people, args.shots, shared=args.shared_shots)

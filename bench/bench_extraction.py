@@ -1,4 +1,4 @@
-"""Stage 1 benchmark: attention extraction, ours (elusive.attention.score_texts) vs the released code's method.
+"""Stage 1 benchmark: attention extraction, ours (elusive.attention.scores.score_texts) vs the released code's method.
 
 Baseline (the released code's method, re-written here): one text at a time (batch 1), the full causal LM
 forward (LM head included) with ``output_attentions=True``, every layer's [1, H, n, n] attention kept,
@@ -6,7 +6,7 @@ forward (LM head included) with ``output_attentions=True``, every layer's [1, H,
 is then taken from the averaged n×n matrix.
 
 Ours: ``score_texts`` — base model only (no LM head), attention computed per block of 128 queries against
-only the keys each block may see and reduced to [B, n] at once (``elusive.attention.BLOCKED``), texts batched
+only the keys each block may see and reduced to [B, n] at once (``elusive.attention.kernel.BLOCKED``), texts batched
 by length.
 
 Measures tokens/s at each ``--lengths`` (``--texts`` texts each), peak RSS above the loaded model at
@@ -53,8 +53,8 @@ FLOP_TARGET = 0.80
 
 def make_token_ids(tokenizer, length: int, count: int, seed: int = 0) -> list[list[int]]:
     """``count`` token-id lists of exactly ``length`` tokens, each from consecutive tag-free biographies."""
-    from elusive.biographies import biography_texts
-    from elusive.tags import strip_tags
+    from elusive.text.biographies import biography_texts
+    from elusive.text.tags import strip_tags
 
     per_text = max(4, length // 20)  # a biography is >= ~50 tokens with real tokenizers; extend if short
     out = []
@@ -73,7 +73,7 @@ def make_token_ids(tokenizer, length: int, count: int, seed: int = 0) -> list[li
 
 
 def load(model_dir: str):
-    from elusive.models import load_model, load_tokenizer
+    from elusive.core.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, device="cpu", dtype="float32", attn_implementation="eager")
@@ -98,8 +98,8 @@ def baseline_all(model, texts: list[list[int]], aggregate: str = "received") -> 
 
 def ours_all(model, tokenizer, texts: list[list[int]], aggregate: str = "received", batch_size: int = 8) -> list[np.ndarray]:
     """Our stage 1 on pre-tokenised texts (``score_texts`` only reads ``input_ids``)."""
-    from elusive.attention import score_texts, select_layers
-    from elusive.tokens import Encoded
+    from elusive.attention.scores import score_texts, select_layers
+    from elusive.text.tokens import Encoded
 
     n_layers = model.config.get_text_config().num_hidden_layers
     encoded = [
@@ -132,7 +132,7 @@ def breakdown(model, tokenizer, texts: list[list[int]], aggregate: str, batch_si
     reduction in the eager fallback's hook, the MLPs, and everything else."""
     import time
 
-    from elusive import attention
+    from elusive.attention import scores as attention
 
     spent = {"attention projections": 0.0, "attention core": 0.0, "reduction (hook, eager fallback only)": 0.0,
              "MLP": 0.0}

@@ -1,6 +1,6 @@
 """Quantised LoRA training on the CPU: peak memory and step time of fp32 vs quant=8bit vs quant=4bit.
 
-Each setting trains with ``elusive.training.train`` (LoRA r=16, alpha 16, every linear layer but the LM head,
+Each setting trains with ``elusive.training.stage.train`` (LoRA r=16, alpha 16, every linear layer but the LM head,
 lr 5e-4, batch 4 biographies of data/biography.csv, 1 epoch of ``(warm-up + steps) × batch`` texts) in a fresh
 subprocess, so memory one setting's allocator keeps cannot hide another's. Baseline = fp32, ours = the
 quantised setting; ratios are ours ÷ baseline for memory (lower is better) and baseline ÷ ours for step time.
@@ -109,7 +109,7 @@ def worker(args) -> None:
     import torch
     from transformers import TrainerCallback
 
-    from elusive import training
+    from elusive.training import stage as training
 
     started = time.perf_counter()
     vm = psutil.virtual_memory()
@@ -164,7 +164,7 @@ def worker(args) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
         dataset = Path(tmp) / "bios.csv"
         pd.read_csv(ROOT / "data" / "biography.csv").head(n_texts).to_csv(dataset, index=False)
-        from elusive.config import TrainConfig
+        from elusive.core.config import TrainConfig
 
         training.train(TrainConfig(model=args.model, dataset=str(dataset), model_dir=str(Path(tmp) / "lora"), epochs=1,
                                    batch_size=args.batch_size, max_length=args.max_length,

@@ -50,7 +50,7 @@ ENGINE_FIRST_CALLS = """
 import time
 start = time.perf_counter()
 import numpy as np
-from elusive import augment_engine as e
+from elusive.augment import engine as e
 codes, ts, spans = e.codes_of("abc defgh"), np.array([0, 9]), np.array([[0, 3], [4, 9]])
 e.ranks_by_group(np.array([0.5, 0.25], np.float32), np.array([0, 2]))
 cand, cs = e.candidates(np.ones(9, bool), ts, np.array([0, 2]), spans, np.ones(2, bool))
@@ -60,14 +60,14 @@ print(time.perf_counter() - start)
 """
 
 # Hydra alone: an app that does nothing, on the same config as data_augmentation.py (its typed config, stored
-# under the script's name as elusive.cli does)
+# under the script's name as elusive.core.cli does)
 EMPTY_APP = """import sys
 
 import hydra
 from hydra.core.config_store import ConfigStore
 
 sys.path.insert(0, {root!r})
-from elusive.config import SCHEMAS
+from elusive.core.config import SCHEMAS
 
 ConfigStore.instance().store(name="data_augmentation", node=SCHEMAS["data_augmentation"])
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         folder = Path(tmp)
         os.environ["ELUSIVE_CACHE"] = str(folder / "setup-cache")  # this process's records stay out of the children's
-        from elusive.models import load_tokenizer
+        from elusive.core.models import load_tokenizer
 
         tokenizer = load_tokenizer(model)
         dataset, dump = make_inputs(tokenizer, args.bios, folder, kind="attention_diff")

@@ -1,4 +1,4 @@
-"""Stage 4 benchmark: LoRA training, ours (elusive.training.train) vs a plain HF Trainer run of the same config.
+"""Stage 4 benchmark: LoRA training, ours (elusive.training.stage.train) vs a plain HF Trainer run of the same config.
 
 Both train the same LoRA (r=16, alpha=16, dropout 0, every linear layer but the LM head) with the same
 hyper-parameters, seed, data order and texts (tags removed, EOS appended), one checkpoint per epoch.
@@ -6,7 +6,7 @@ hyper-parameters, seed, data order and texts (tags removed, EOS appended), one c
 Baseline: the plain Hugging Face recipe — tokenise, ``DataCollatorForLanguageModeling(mlm=False)`` (batches
 padded to their longest text, pad positions masked from the loss), ``peft.get_peft_model``, ``Trainer``.
 
-Ours: ``elusive.training.train`` end to end (it also loads the model, writes TensorBoard logs and saves
+Ours: ``elusive.training.stage.train`` end to end (it also loads the model, writes TensorBoard logs and saves
 the adapter).
 
 Tokens/s counts real (non-pad) tokens over the training loop's wall time (``Trainer.train``). Both runs use
@@ -117,7 +117,7 @@ class TimedTrainer(Trainer):
 
 
 def make_dataset(n: int, folder: Path, seed: int = 0) -> Path:
-    from elusive.biographies import biography_texts
+    from elusive.text.biographies import biography_texts
 
     path = folder / "bios.csv"
     pd.DataFrame({"text": biography_texts(n, seed)}).to_csv(path, index=False, lineterminator="\n")
@@ -130,13 +130,13 @@ def hyper(args) -> dict:
 
 
 def run_ours(model: str, dataset: Path, out: Path, args, **extra) -> float:
-    """``elusive.training.train`` with the timing Trainer swapped in; returns the whole call's wall time."""
-    from elusive import training
+    """``elusive.training.stage.train`` with the timing Trainer swapped in; returns the whole call's wall time."""
+    from elusive.training import stage as training
 
     original = training.Trainer
     training.Trainer = TimedTrainer
     try:
-        from elusive.config import TrainConfig
+        from elusive.core.config import TrainConfig
 
         cfg = TrainConfig(model=model, dataset=str(dataset), model_dir=str(out), logging_steps=1, device="cpu",
                           dtype="float32", **hyper(args), **extra)
@@ -152,7 +152,7 @@ def run_baseline(model: str, dataset: Path, out: Path, args) -> float:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, TrainingArguments
 
-    from elusive.tags import strip_tags
+    from elusive.text.tags import strip_tags
 
     def run():
         h = hyper(args)
@@ -182,8 +182,8 @@ def run_baseline(model: str, dataset: Path, out: Path, args) -> float:
 
 
 def real_tokens(model: str, dataset: Path, max_length: int) -> int:
-    from elusive.models import load_tokenizer
-    from elusive.tags import strip_tags
+    from elusive.core.models import load_tokenizer
+    from elusive.text.tags import strip_tags
 
     tokenizer = load_tokenizer(model)
     texts = [strip_tags(t) + tokenizer.eos_token for t in pd.read_csv(dataset, dtype=str)["text"]]

@@ -33,8 +33,8 @@ import logging
 import re
 from pathlib import Path
 
-from elusive.artifacts import dump_path, sha256_file, write_text_atomic
-from elusive.config import (
+from elusive.attention.dump import dump_path
+from elusive.core.config import (
     ContrastAttentionConfig,
     DataAugmentationConfig,
     EvaluateConfig,
@@ -43,12 +43,13 @@ from elusive.config import (
     TrainConfig,
     check,
 )
-from elusive.data import load_texts, read_csv
-from elusive.distributed import launched
-from elusive.errors import InputError
-from elusive.models import describe
-from elusive.provenance import record_path
-from elusive.wiki import is_wiki
+from elusive.core.distributed import launched
+from elusive.core.errors import InputError
+from elusive.core.files import sha256_file, write_text_atomic
+from elusive.core.models import describe
+from elusive.core.provenance import record_path
+from elusive.text.data import load_texts, read_csv
+from elusive.text.wiki import is_wiki
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,12 @@ def resolve_params(cfg: RunExperimentConfig) -> tuple[float, float]:
 
 def model_identity(model: str | None) -> str | None:
     """What a run or dump key names a model by: its content, the SHA-256 of its ``config.json`` and of its weight
-    files (:func:`elusive.identity.base_identity`, the identity train.py records and evaluate.py checks), so new
+    files (:func:`elusive.core.identity.base_identity`, the identity train.py records and evaluate.py checks), so new
     weights under the same path never reuse old dumps, adapters or scores; ``model`` as given (a hub id) when
     neither can be found on this machine."""
     if model is None:
         return None
-    from elusive.identity import base_identity
+    from elusive.core.identity import base_identity
 
     found = base_identity(model)
     if found["config_sha256"] is None and found["weights_sha256"] is None:
@@ -120,10 +121,10 @@ def validate(cfg: RunExperimentConfig) -> None:
             f"n_texts={cfg.n_texts}: only cuts CSV datasets; dataset={cfg.dataset} (Wikipedia .json/.jsonl) is used "
             "whole, so set n_texts=null (or give a smaller file)"
         )
-    from elusive.augment import check_schedule
-    from elusive.evaluation import check_inputs  # the stage's own readers (no model)
-    from elusive.models import check_model_path
-    from elusive.outputs import Output, check_outputs
+    from elusive.augment.stage import check_schedule
+    from elusive.core.models import check_model_path
+    from elusive.core.outputs import Output, check_outputs
+    from elusive.evaluation.stage import check_inputs  # the stage's own readers (no model)
 
     if cfg.method != "plain":
         check_schedule(RANKED.get(cfg.method, cfg.method), resolve_params(cfg)[0])
@@ -136,7 +137,7 @@ def validate(cfg: RunExperimentConfig) -> None:
             check_model_path(getattr(cfg, key), key)
     check_devices(cfg)
     root = Path(cfg.out_root) / cfg.name
-    # last: a sweep's check before its first job stops here (elusive.outputs.paths_only), after every other check
+    # last: a sweep's check before its first job stops here (elusive.core.outputs.paths_only), after every other check
     check_outputs("run_experiment", [Output("out_root", cfg.out_root, root, folder=True)],
                   {"dataset": cfg.dataset, "eval_data": cfg.eval_data, "fewshot_data": cfg.evaluate.fewshot_data,
                    "prompts": cfg.evaluate.prompts, "model": cfg.model, "small_model": cfg.small_model,
@@ -152,7 +153,7 @@ def check_devices(cfg: RunExperimentConfig) -> None:
     """
     for key, device in (("device", cfg.device), ("attention.device", cfg.attention.device)):
         if device is not None and (device.startswith("cuda") or device == "multi"):
-            from elusive.models import resolve_device
+            from elusive.core.models import resolve_device
 
             try:
                 resolve_device(device)
@@ -215,10 +216,10 @@ def attention_device(cfg: RunExperimentConfig) -> str:
 
 
 def numerics_key(cfg: RunExperimentConfig, ranked: bool) -> dict | None:
-    """Per stage, the device type, GPUs, dtype (:func:`elusive.models.numerics`) and batch size that decide its
+    """Per stage, the device type, GPUs, dtype (:func:`elusive.core.models.numerics`) and batch size that decide its
     exact numbers; None when every stage runs on the CPU in float32, where they do not (so such runs keep their
     keys)."""
-    from elusive.models import numerics
+    from elusive.core.models import numerics
 
     stages = {"train": (numerics(cfg.device, cfg.train.dtype), cfg.train.batch_size),
               "evaluate": (numerics(cfg.device, cfg.evaluate.dtype), cfg.evaluate.batch_size)}
@@ -277,7 +278,7 @@ def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, ag
     aggregate, layers, dtype, quantisation, text_prefix, length limit, batch size; on GPUs or in bf16 also the
     device type and GPUs), so a dump is reused only when all of them match.
     """
-    from elusive.models import numerics
+    from elusive.core.models import numerics
 
     attention = dataclasses.asdict(cfg.attention)
     device = attention_device(cfg)
@@ -292,7 +293,7 @@ def ensure_dump(model: str, data: Path, root: Path, cfg: RunExperimentConfig, ag
     if dump_path(out).is_file():
         log.info("reusing %s", dump_path(out))
         return dump_path(out)
-    from elusive.attention import save_attention
+    from elusive.attention.stage import save_attention
 
     return save_attention(SaveAttentionConfig(
         model=model, dataset=str(data), save_name=str(out), aggregate=aggregate, layers=cfg.layers,
@@ -311,7 +312,7 @@ def ranking_dump(cfg: RunExperimentConfig, data: Path, root: Path) -> Path | Non
     out = root / "dumps" / f"diff-{large.stem}--{small.stem}"
     if dump_path(out).is_file():
         return dump_path(out)
-    from elusive.contrast import contrast_attention
+    from elusive.attention.contrast import contrast_attention
 
     return contrast_attention(ContrastAttentionConfig(attn_dump_large=str(large), attn_dump_small=str(small),
                                                       attn_diff=str(out)))
@@ -343,7 +344,7 @@ def run_experiment(cfg: RunExperimentConfig) -> dict[str, dict] | None:
     validate(cfg)
     root = Path(cfg.out_root) / cfg.name
     if cfg.dry_run:
-        from elusive.identity import locate
+        from elusive.core.identity import locate
 
         unresolved = []
         for key in ("model", "small_model", "large_model"):  # where each model comes from (hub ids too)
@@ -370,7 +371,8 @@ def run_experiment(cfg: RunExperimentConfig) -> dict[str, dict] | None:
         log.info("skipping training: %s is complete", adapter)
     else:
         train_csv = augmented_data(cfg, data, root, run)
-        from elusive.training import last_complete_checkpoint, train
+        from elusive.training.checkpoints import last_complete_checkpoint
+        from elusive.training.stage import train
 
         resume = last_complete_checkpoint(adapter) is not None
         train(TrainConfig(model=cfg.model, dataset=str(train_csv), model_dir=str(adapter), device=cfg.device,
@@ -384,7 +386,7 @@ def run_experiment(cfg: RunExperimentConfig) -> dict[str, dict] | None:
                 log.info("skipping evaluation (%s): %s exists", mode, out / "results.json")
                 results[mode] = json.loads((out / "results.json").read_text())
                 continue
-            from elusive.evaluation import evaluate
+            from elusive.evaluation.stage import evaluate
 
             results[mode] = evaluate(eval_config(cfg, eval_data, folder, adapter_dir, mode))
     log.info("finished %s: %s", run, json.dumps(results))
@@ -404,7 +406,7 @@ def evaluated_adapters(cfg: RunExperimentConfig, run: Path, adapter: Path) -> li
 def invocations(earlier: list[dict]) -> list[dict]:
     """The machines and code that worked on a run, oldest first: ``earlier`` plus this invocation's, unless it
     is the same as the last one (a resumed run on another machine, or after a code change, adds a line)."""
-    from elusive.provenance import code_version, machine
+    from elusive.core.provenance import code_version, machine
 
     now = {"machine": machine(), "code": code_version()}
     return earlier if earlier and earlier[-1] == now else [*earlier, now]
@@ -415,7 +417,7 @@ def augmented_data(cfg: RunExperimentConfig, data: Path, root: Path, run: Path) 
     alpha, beta = resolve_params(cfg)
     if cfg.method == "plain" and not cfg.plain_copies:
         return data
-    from elusive.augment import data_augmentation
+    from elusive.augment.stage import data_augmentation
 
     if cfg.method == "plain":  # the same number of steps as the augmented runs: unchanged copies
         aug = DataAugmentationConfig(augment_type="random", alpha=0.0, beta=0.0, multiply=cfg.plain_copies,

@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from elusive.artifacts import write_text_atomic  # noqa: E402
-from elusive.cli import fail  # noqa: E402
-from elusive.errors import InputError  # noqa: E402
-from elusive.outputs import Output, check_outputs  # noqa: E402
+from elusive.core.cli import fail  # noqa: E402
+from elusive.core.errors import InputError  # noqa: E402
+from elusive.core.files import write_text_atomic  # noqa: E402
+from elusive.core.outputs import Output, check_outputs  # noqa: E402
 
 
 def cpu_name() -> str:

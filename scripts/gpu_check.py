@@ -35,8 +35,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and tests/tiny.p
 
 import torch  # noqa: E402
 
-from elusive.config import EvaluateConfig, TrainConfig  # noqa: E402
-from elusive.models import check_quant, load_model, load_tokenizer, resolve_device  # noqa: E402
+from elusive.core.config import EvaluateConfig, TrainConfig  # noqa: E402
+from elusive.core.models import check_quant, load_model, load_tokenizer, resolve_device  # noqa: E402
 
 log = logging.getLogger("gpu_check")
 
@@ -146,7 +146,7 @@ class Checker:
     # --- 2. a short LoRA epoch -------------------------------------------------------------------------
 
     def train(self, model: Path, quant: str | None, dtype: str, name: str, texts: int) -> tuple[bool, str]:
-        from elusive.training import train
+        from elusive.training.stage import train
 
         peak = _peak_start(self.cuda)
         out = train(TrainConfig(model=str(model), dataset=str(self.biographies(texts // 2, 2)), quant=quant,
@@ -167,7 +167,7 @@ class Checker:
     # --- 3. evaluation -----------------------------------------------------------------------------------
 
     def questions(self, model: Path, people: int, shots: int):
-        from elusive.evaluation import check_inputs
+        from elusive.evaluation.stage import check_inputs
 
         return check_inputs(EvaluateConfig(model=str(model), output_dir=str(self.work / "unused"), shots=shots,
                                            eval_data=str(self.biographies(people)), max_new_tokens=6,
@@ -179,7 +179,8 @@ class Checker:
         merging would change."""
         from peft import PeftModel
 
-        from elusive.generation import answer_questions, load_for_eval
+        from elusive.evaluation.adapters import load_for_eval
+        from elusive.evaluation.generation import answer_questions
 
         questions = self.questions(model, people, shots)
         lm, tok = load_for_eval(str(model), adapter, self.device, dtype, None)
@@ -196,7 +197,8 @@ class Checker:
                                   f"{len(questions)} predictions differ")
 
     def batch_sizes(self, model: Path, adapter: Path, dtype: str, people: int, shots: int) -> tuple[bool, str]:
-        from elusive.generation import answer_questions, load_for_eval
+        from elusive.evaluation.adapters import load_for_eval
+        from elusive.evaluation.generation import answer_questions
 
         questions = self.questions(model, people, shots)
         lm, tok = load_for_eval(str(model), adapter, self.device, dtype, None)
@@ -212,9 +214,9 @@ class Checker:
 
     def attention(self, model: Path, dtype: str, texts: int) -> tuple[bool, str]:
         """Blocked attention vs the eager weights the model returns (forward hooks), one right-padded batch."""
-        from elusive.attention import score_batch
-        from elusive.data import load_texts
-        from elusive.tokens import encode_many
+        from elusive.attention.scores import score_batch
+        from elusive.text.data import load_texts
+        from elusive.text.tokens import encode_many
 
         tok = load_tokenizer(str(model))
         lm = load_model(str(model), device=self.device, dtype=dtype, attn_implementation="eager")

@@ -52,8 +52,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from elusive.artifacts import sha256_file, umask
-from elusive.errors import InputError
+from elusive.core.errors import InputError
+from elusive.core.files import sha256_file, umask
 
 log = logging.getLogger(__name__)
 

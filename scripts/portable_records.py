@@ -5,7 +5,7 @@ Usage (from the project root)::
     python scripts/portable_records.py results/cpu_study            # list what would change
     python scripts/portable_records.py results/cpu_study --in-place # rewrite the text records
 
-Records written before the project named paths relative to its root (``elusive.provenance.record_path``) hold
+Records written before the project named paths relative to its root (``elusive.core.provenance.record_path``) hold
 the absolute paths of the machine that made them, e.g. ``/work/study/results/cpu_study/plain/...``. A path
 is rewritten when it runs through a project checkout, recognised by one of the project's top-level folders
 (``results/``, ``models/``, ``out/``, ``data/``, ``conf/``): everything before that folder is dropped

@@ -7,7 +7,7 @@
 
 A unit is one ``run_experiment.py experiment=cpu_prereg`` run (one arm, one training seed) with the arm's
 training length; ``run`` skips finished units and resumes an interrupted one (run_experiment does). The analysis
-is the :class:`elusive.study.Plan` below, written before any run of the study; it reads only the runs' committed
+is the :class:`elusive.reporting.study.Plan` below, written before any run of the study; it reads only the runs' committed
 files (predictions of every kept pass, run.json), so anyone can recompute it on another machine.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from elusive.study import Comparison, DerivedArm, Plan  # noqa: E402 (the project root, when run as a script)
+from elusive.reporting.study import Comparison, DerivedArm, Plan  # noqa: E402 (the project root, when run as a script)
 
 PRESET = "cpu_prereg"
 SEEDS = (0, 1, 2)  # training seeds, shared by every arm (paired)
@@ -107,8 +107,9 @@ def overrides(arm: str, seed: int) -> list[str]:
 
 def run_folder(arm: str, seed: int) -> Path:
     """The unit's run folder, found from its settings alone (as run_experiment names it)."""
-    from elusive.cli import compose_settings
-    from elusive.experiment import run_folder as folder_of, run_settings, training_data
+    from elusive.core.cli import compose_settings
+    from elusive.experiment import run_folder as folder_of
+    from elusive.experiment import run_settings, training_data
 
     cfg = compose_settings("run_experiment", overrides(arm, seed))
     root = Path(cfg.out_root) / cfg.name
@@ -170,9 +171,10 @@ def pilot_table(root: Path) -> str:
 
 
 def analyze() -> int:
-    from elusive.errors import InputError
-    from elusive.provenance import record_path
-    from elusive.study import analyze as run_analysis, load_evaluations, write
+    from elusive.core.errors import InputError
+    from elusive.core.provenance import record_path
+    from elusive.reporting.study import analyze as run_analysis
+    from elusive.reporting.study import load_evaluations, write
 
     ran = tuple(a for a in ARMS if all(done(a, s) for s in SEEDS))
     missing = [a for a in PRIMARY_ARMS if a not in ran]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from elusive.artifacts import write_text_atomic  # noqa: E402
+from elusive.core.files import write_text_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {

@@ -4,7 +4,7 @@
 
 The same report the preset's Hydra callback writes at the end of ``python run_experiment.py -m experiment=<preset>``,
 without running anything: for a committed sweep whose runs are all done (e.g. to recompute it with newer statistics,
-or on another machine). Runs are found by their settings' key, or by their recorded method and seed (elusive/report.py).
+or on another machine). Runs are found by their settings' key, or by their recorded method and seed (elusive/reporting/report.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from elusive.cli import compose_settings  # noqa: E402 (the project root, when run as a script)
-from elusive.config import METHODS  # noqa: E402
-from elusive.errors import InputError  # noqa: E402
-from elusive.report import study_report  # noqa: E402
+from elusive.core.cli import compose_settings  # noqa: E402 (the project root, when run as a script)
+from elusive.core.config import METHODS  # noqa: E402
+from elusive.core.errors import InputError  # noqa: E402
+from elusive.reporting.report import study_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

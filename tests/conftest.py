@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
-from elusive import cache
+from elusive.core import cache
 
 
 def _isolate_cache() -> None:
@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))  # o
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-
 from tiny import corpus, save_tiny, train_tokenizer  # noqa: E402 (tests/tiny.py)
 
 ROOT = Path(__file__).resolve().parent.parent

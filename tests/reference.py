@@ -9,8 +9,8 @@ import re
 
 import numpy as np
 
-from elusive.augment import SHUFFLE_STREAM, DropSettings, drop_probabilities, ranks_from_scores
-from elusive.tokens import Encoded, is_droppable
+from elusive.augment.stage import SHUFFLE_STREAM, DropSettings, drop_probabilities, ranks_from_scores
+from elusive.text.tokens import Encoded, is_droppable
 
 _SPACES = re.compile(r"[ \t]+")
 _SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
@@ -38,7 +38,7 @@ def droppable_tokens(text: str, enc: Encoded) -> np.ndarray:
 
 
 def reference_ranks(text: str, enc: Encoded, scores, settings: DropSettings, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """The candidates of one text and their ranks, as the documentation of ``elusive.augment.drop_plan`` says."""
+    """The candidates of one text and their ranks, as the documentation of ``elusive.augment.stage.drop_plan`` says."""
     cand = droppable_tokens(text, enc)
     kind = settings.augment_type
     if kind == "random":

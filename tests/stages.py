@@ -1,13 +1,16 @@
 """The stage functions called the short way in tests: positional paths first, settings as keywords.
 
-Each builds the stage's config dataclass (elusive/config.py, the one definition of every setting) and calls
+Each builds the stage's config dataclass (elusive/core/config.py, the one definition of every setting) and calls
 the library function with it, as the top-level scripts do.
 """
 
 from __future__ import annotations
 
-from elusive import analysis, attention, augment, contrast, evaluation, experiment, figure_distance, figure_keep, summary, training
-from elusive.config import (
+from elusive import experiment
+from elusive.attention import contrast
+from elusive.attention import stage as attention
+from elusive.augment import stage as augment
+from elusive.core.config import (
     AnalyzeAttentionConfig,
     ContrastAttentionConfig,
     DataAugmentationConfig,
@@ -19,6 +22,9 @@ from elusive.config import (
     SummarizeConfig,
     TrainConfig,
 )
+from elusive.evaluation import stage as evaluation
+from elusive.reporting import analysis, figure_distance, figure_keep, summary
+from elusive.training import stage as training
 
 
 def _s(path):

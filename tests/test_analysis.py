@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import torch
 from conftest import run_script
+from stages import contrast_attention, save_attention
 from transformers import AutoModelForCausalLM
 
-from elusive.analysis import field_shares, focus_entries
-from elusive.artifacts import AttentionDump
-from stages import save_attention
-from stages import contrast_attention
-from elusive.data import load_tagged
+from elusive.attention.dump import AttentionDump
+from elusive.reporting.analysis import field_shares, focus_entries
+from elusive.text.data import load_tagged
 
 
 def test_focus_rows_are_the_attention_of_the_word_before_each_field(small_model, bios, tmp_path):
@@ -99,8 +98,8 @@ def test_analyze_attention_writes_its_three_outputs(small_model, large_model, bi
 
 def test_punctuation_and_special_tokens_are_left_out_unless_asked_for(word_model, tmp_path):
     """Footnote 2 of the paper: the figures leave out periods, commas and spaces; the control uses the same keys."""
-    from elusive.analysis import focus_entries, rankable
-    from elusive.models import load_tokenizer
+    from elusive.core.models import load_tokenizer
+    from elusive.reporting.analysis import focus_entries, rankable
 
     data = tmp_path / "bio.csv"
     pd.DataFrame({"text": ["<name>Tim Cook</name> , . was born in <city>Oslo</city> ."]}).to_csv(data, index=False)

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from elusive.artifacts import AttentionDump, atomic_path, canonical_safetensors, dump_path
-from elusive.errors import InputError
-from elusive.tags import parse_tagged, tag_problem
+from elusive.attention.dump import AttentionDump, canonical_safetensors, dump_path
+from elusive.core.errors import InputError
+from elusive.core.files import atomic_path
+from elusive.text.tags import parse_tagged, tag_problem
 
 
 def _dump():
@@ -102,7 +103,7 @@ def test_tag_problems_are_named(text, problem):
 def test_the_well_tagged_fast_path_agrees_with_the_tag_by_tag_check():
     """tag_problem first asks one regex whether the text is well tagged; on random texts built from tag
     pieces, that regex says yes exactly when the tag-by-tag loop finds no problem."""
-    from elusive.tags import _WELL_TAGGED_RE, _first_tag_problem
+    from elusive.text.tags import _WELL_TAGGED_RE, _first_tag_problem
 
     pieces = ["<name>", "</name>", "<city>", "</city>", "<Name>", "</x>", "<", ">", "</", "a", " ", "\n", "<<city>",
               "<c ity>", "<_a>", "</city >"]

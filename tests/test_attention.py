@@ -9,16 +9,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+from stages import save_attention
 from transformers import AutoModelForCausalLM
 
-from elusive.artifacts import AttentionDump
-from elusive import attention
-from elusive.attention import finish_scores, reduce_attention, score_batch, select_layers
-from stages import save_attention
-from elusive.data import load_texts
-from elusive.errors import InputError
-from elusive.models import load_tokenizer
-from elusive.tokens import encode_many
+from elusive.attention import kernel as attention_kernel
+from elusive.attention import scores as attention_scores
+from elusive.attention.dump import AttentionDump
+from elusive.attention.scores import finish_scores, reduce_attention, score_batch, select_layers
+from elusive.core.errors import InputError
+from elusive.core.models import load_tokenizer
+from elusive.text.data import load_texts
+from elusive.text.tokens import encode_many
 
 A = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
 
@@ -66,7 +67,7 @@ def _reference_scores(model_dir, text, layers=None):
 def test_hooked_scores_match_brute_force_attention(request, fixture, bios, block, monkeypatch):
     """Against transformers' own output_attentions, with one query block and with several (the Gemma fixture's
     sliding window is 16 tokens)."""
-    monkeypatch.setattr(attention, "QUERY_BLOCK", block)
+    monkeypatch.setattr(attention_kernel, 'QUERY_BLOCK', block)
     model_dir = request.getfixturevalue(fixture)
     text = load_texts(bios)[0]
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
@@ -95,19 +96,19 @@ def test_blocked_attention_gives_the_eager_scores_and_rows_on_a_padded_batch(req
     focus = [(0, 5), (2, len(encoded[2].input_ids) - 1), (1, 20)]
     if softcap is not None:  # Gemma 2 caps attention logits inside the family's eager function: so do we here
         uncapped = score_batch(model, ids, mask, [0, 1], blocked=False)[0]
-        family = sys.modules[type(attention.attention_modules(model)[0]).__module__]
+        family = sys.modules[type(attention_scores.attention_modules(model)[0]).__module__]
         monkeypatch.setattr(family, "eager_attention_forward",
                             functools.partial(family.eager_attention_forward, softcap=softcap))
         assert not torch.allclose(uncapped, score_batch(model, ids, mask, [0, 1], blocked=False)[0], atol=1e-4)
     calls = []
-    family = attention._family_eager(attention.attention_modules(model)[0])
+    family = attention_kernel.family_eager(attention_scores.attention_modules(model)[0])
 
     def counted(module, query, key, *args, **kwargs):
         calls.append((query.shape[2], key.shape[2]))
         return family(module, query, key, *args, **kwargs)
 
-    monkeypatch.setattr(attention, "QUERY_BLOCK", 8)
-    monkeypatch.setattr(attention, "_family_eager", lambda module: counted)
+    monkeypatch.setattr(attention_kernel, 'QUERY_BLOCK', 8)
+    monkeypatch.setattr(attention_kernel, 'family_eager', lambda module: counted)
     for aggregate in ("received", "released"):
         chosen = select_layers(None, model.config.num_hidden_layers)
         blocked, blocked_rows = score_batch(model, ids, mask, chosen, aggregate, focus)

@@ -8,19 +8,21 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from elusive import augment, augment_engine, ranking_inputs
-from elusive.artifacts import AttentionDump, sha256_file, tokenizer_sha256, tokens_sha256, vocab_sha256
-from stages import save_attention
-from elusive.augment import DropSettings, drop_plan, drop_probabilities, ranks_from_scores
-from elusive.config import AUGMENT_TYPES
 from reference import droppable_tokens, reference_copies, reference_ranks, remove_spans
-from stages import data_augmentation
-from stages import contrast_attention
-from elusive.data import load_texts
-from elusive.errors import InputError
-from elusive.models import load_tokenizer
-from elusive.tokens import EncodedBatch, encode, encode_many, is_droppable, word_chars
+from stages import contrast_attention, data_augmentation, save_attention
+
+from elusive.attention.dump import AttentionDump
+from elusive.augment import engine as augment_engine
+from elusive.augment import inputs as ranking_inputs
+from elusive.augment import stage as augment
+from elusive.augment.stage import DropSettings, drop_plan, drop_probabilities, ranks_from_scores
+from elusive.core.config import AUGMENT_TYPES
+from elusive.core.errors import InputError
+from elusive.core.files import sha256_file
+from elusive.core.models import load_tokenizer
+from elusive.text.data import load_texts
+from elusive.text.fingerprints import tokenizer_sha256, tokens_sha256, vocab_sha256
+from elusive.text.tokens import EncodedBatch, encode, encode_many, is_droppable, word_chars
 
 
 def test_drop_probability_by_hand():
@@ -88,7 +90,7 @@ def test_output_layout_and_originals(small_model, bios, dumps, tmp_path):
 
 def test_alpha_zero_changes_nothing_and_random_alpha_one_is_refused(small_model, bios, tmp_path, caplog):
     texts = load_texts(bios)
-    with caplog.at_level("WARNING", logger="elusive.augment"):
+    with caplog.at_level("WARNING", logger="elusive.augment.stage"):
         frame = _copies(data_augmentation("random", 0.0, 0.05, 2, str(small_model), bios, tmp_path / "a0",
                                           attn_weights=tmp_path / "unused"))
     assert (frame["text"] == [texts[i] for i in frame["source_row"]]).all()
@@ -101,7 +103,7 @@ def test_alpha_zero_changes_nothing_and_random_alpha_one_is_refused(small_model,
 def test_copies_that_dropped_every_token_are_counted_and_left_out_of_training(small_model, tmp_path, caplog):
     """Short texts without punctuation under a high alpha: some copies are empty. Stage 3 writes them (its draws
     stay as documented) and counts them; train.py's reader leaves them out and keeps the originals' places."""
-    from elusive.data import training_texts
+    from elusive.text.data import training_texts
 
     data = tmp_path / "short.csv"
     pd.DataFrame({"text": ["Ann Lee lived in Oslo", "Bo Li worked at Acme"]}).to_csv(data, index=False)
@@ -480,7 +482,7 @@ def test_survival_is_the_share_of_copies_that_keep_each_tagged_value(small_model
     out = data_augmentation("random", 0.3, 0.0, 4, small_model, bios, tmp_path / "aug", seed=5)
     record = json.loads((tmp_path / "aug.json").read_text())
     rows = pd.read_csv(out, dtype={"text": str}, keep_default_na=False)
-    from elusive.data import load_tagged
+    from elusive.text.data import load_tagged
 
     tagged = load_tagged(bios)
     copies = rows[rows["copy"] > 0]

@@ -25,12 +25,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, run_in_process, run_script
+from stages import contrast_attention, save_attention
 
-from elusive.artifacts import AttentionDump, canonical_safetensors
-from elusive.identity import base_identity
-from stages import save_attention
-from stages import contrast_attention
-from elusive.tags import FIELDS
+from elusive.attention.dump import AttentionDump, canonical_safetensors
+from elusive.core.identity import base_identity
+from elusive.text.tags import FIELDS
 
 KNOWN = ", ".join(FIELDS)
 
@@ -207,7 +206,7 @@ def _predictions(gold: str | None = None, made_on_other: bool = False):
     """predictions.jsonl about row 0's city, with ``gold`` (else the right one); ``made_on_other``: its
     eval_meta.json names other.csv, where row 0's sentences come in another order (same people, same facts)."""
     def setup(w: Path, ctx: dict) -> None:
-        from elusive.tags import parse_tagged
+        from elusive.text.tags import parse_tagged
 
         frame = pd.read_csv(ctx["bios"])
         _, spans = parse_tagged(frame["text"][0])

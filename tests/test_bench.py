@@ -42,7 +42,7 @@ def test_augmentation_baseline_keeps_the_same_tokens_as_ours(tmp_path, bpe_token
 
     tok_dir = tmp_path / "tok"
     bpe_tokenizer.save_pretrained(tok_dir)
-    from elusive.models import load_tokenizer
+    from elusive.core.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(tok_dir))
     dataset, dump = make_inputs(tokenizer, 30, tmp_path)
@@ -56,7 +56,7 @@ def test_startup_bench_runs_the_baseline_script_and_ours_as_processes_keeping_th
     from bench.bench_augmentation import make_inputs, same_tokens
     from bench.bench_startup import ROOT as BENCH_ROOT
     from bench.bench_startup import run, top_level_scripts
-    from elusive.models import load_tokenizer
+    from elusive.core.models import load_tokenizer
 
     assert {"data_augmentation", "save_attention", "train"} <= set(top_level_scripts())
     tok_dir = tmp_path / "tok"

@@ -11,8 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from elusive import biographies as bio
-from elusive.biographies import (
+from elusive.core.errors import InputError
+from elusive.text import biographies as bio_biographies
+from elusive.text import pools as bio_pools
+from elusive.text.biographies import (
     ATTRIBUTE_FIELDS,
     FEWSHOT_PEOPLE,
     MAX_PEOPLE,
@@ -23,8 +25,7 @@ from elusive.biographies import (
     make_fewshot,
     render_biography,
 )
-from elusive.errors import InputError
-from elusive.tags import FIELDS, parse_tagged
+from elusive.text.tags import FIELDS, parse_tagged
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -67,21 +68,21 @@ SAM = Person("Sam Okafor", "nonbinary", "July 4, 1976", "Accra, Ghana", "the Uni
 
 
 def test_pools_are_large_and_clean():
-    assert len(bio.MALE_FIRST_NAMES) >= 150 and len(bio.FEMALE_FIRST_NAMES) >= 150
-    assert len(bio.LAST_NAMES) >= 200 and len(bio.CITIES) >= 150 and len(bio.UNIVERSITIES) >= 150
-    assert len(bio.MAJORS) >= 60 and len(bio.COMPANIES) >= 150
-    for pool in (bio.MALE_FIRST_NAMES, bio.FEMALE_FIRST_NAMES, bio.LAST_NAMES, bio.CITIES, bio.UNIVERSITIES,
-                 bio.MAJORS, bio.COMPANIES):
+    assert len(bio_pools.MALE_FIRST_NAMES) >= 150 and len(bio_pools.FEMALE_FIRST_NAMES) >= 150
+    assert len(bio_pools.LAST_NAMES) >= 200 and len(bio_pools.CITIES) >= 150 and len(bio_pools.UNIVERSITIES) >= 150
+    assert len(bio_pools.MAJORS) >= 60 and len(bio_pools.COMPANIES) >= 150
+    for pool in (bio_pools.MALE_FIRST_NAMES, bio_pools.FEMALE_FIRST_NAMES, bio_pools.LAST_NAMES, bio_pools.CITIES, bio_pools.UNIVERSITIES,
+                 bio_pools.MAJORS, bio_pools.COMPANIES):
         assert len(set(pool)) == len(pool)
         assert all(v == v.strip() and v[-1] not in ".,;:" and "<" not in v for v in pool)
     # every city carries its country, "Oslo, Norway"
-    assert all(re.fullmatch(r"[A-Z][^,]+, [A-Z][^,]+", c) for c in bio.CITIES)
-    assert "Oslo, Norway" in bio.CITIES and "Melbourne, Australia" in bio.CITIES
-    assert not set(bio.MALE_FIRST_NAMES) & set(bio.FEMALE_FIRST_NAMES)
-    assert any(c.startswith("the ") for c in bio.COMPANIES)
+    assert all(re.fullmatch(r"[A-Z][^,]+, [A-Z][^,]+", c) for c in bio_pools.CITIES)
+    assert "Oslo, Norway" in bio_pools.CITIES and "Melbourne, Australia" in bio_pools.CITIES
+    assert not set(bio_pools.MALE_FIRST_NAMES) & set(bio_pools.FEMALE_FIRST_NAMES)
+    assert any(c.startswith("the ") for c in bio_pools.COMPANIES)
     assert MAX_PEOPLE > 10_000
-    assert all(len(frames) >= 3 for frames in bio.TEMPLATES["varied"].values())
-    assert all(len(frames) == 1 for frames in bio.TEMPLATES["paper"].values())
+    assert all(len(frames) >= 3 for frames in bio_pools.TEMPLATES["varied"].values())
+    assert all(len(frames) == 1 for frames in bio_pools.TEMPLATES["paper"].values())
 
 
 def test_people_unique_and_valid():
@@ -91,13 +92,13 @@ def test_people_unique_and_valid():
         first, last = p.name.split(" ", 1)
         assert first != last
         if p.gender != "nonbinary":
-            assert p.gender == ("male" if first in bio.MALE_FIRST_NAMES else "female")
+            assert p.gender == ("male" if first in bio_pools.MALE_FIRST_NAMES else "female")
         month, day, year = re.fullmatch(r"([A-Z][a-z]+) (\d{1,2}), (\d{4})", p.date).groups()
         assert 1900 <= int(year) <= 2005 and not day.startswith("0")
     # a small seeded share of they-people (10 % expected), drawn from both first-name pools
     they = [p for p in people if p.gender == "nonbinary"]
     assert 0.07 < len(they) / len(people) < 0.13
-    assert {p.name.split()[0] in bio.MALE_FIRST_NAMES for p in they} == {True, False}
+    assert {p.name.split()[0] in bio_pools.MALE_FIRST_NAMES for p in they} == {True, False}
 
 
 def test_rows_parse_with_person_values():
@@ -287,7 +288,7 @@ def test_paper_template_with_other_field_orders(order):
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, key):
-    out = tmp_path / "bio.csv"
+    out = tmp_path / "bio_biographies.csv"
     args = {"n_people": 5, "seed": 0, "field_order": "fixed", "output": out} | kwargs
     with pytest.raises(InputError) as err:
         make_biographies(**args)
@@ -319,7 +320,7 @@ def test_fewshot_file():
         assert _fields_of(text) == {f: getattr(person, f) for f in FIELDS}
         assert _matches_paper(text), text
         first, _, last = person.name.partition(" ")
-        assert not (first in bio._FIRST_NAMES and last in bio.LAST_NAMES)
+        assert not (first in bio_biographies._FIRST_NAMES and last in bio_pools.LAST_NAMES)
         assert person.name not in generated
 
 
@@ -366,11 +367,11 @@ def test_script_bad_argument_exits_2(tmp_path):
 
 
 def test_an_existing_file_is_replaced_only_with_overwrite(tmp_path):
-    out = tmp_path / "bio.csv"
+    out = tmp_path / "bio_biographies.csv"
     first = make_biographies(5, 0, "fixed", out).read_bytes()
     before = out.stat().st_mtime_ns
     assert make_biographies(5, 0, "fixed", out) == out and out.stat().st_mtime_ns == before  # same bytes: untouched
-    with pytest.raises(InputError, match=r"^output=.*bio.csv: the file exists .* add overwrite=true to replace it$"):
+    with pytest.raises(InputError, match=r"^output=.*bio_biographies.csv: the file exists .* add overwrite=true to replace it$"):
         make_biographies(6, 0, "fixed", out)
     assert out.read_bytes() == first
     make_biographies(6, 0, "fixed", out, overwrite=True)

@@ -7,10 +7,10 @@ import json
 import pytest
 from conftest import run_in_process
 
-from elusive.compare import compare, compare_runs
-from elusive.config import CompareRunsConfig
-from elusive.errors import InputError
-from elusive.stats import mcnemar_exact, paired_bootstrap_ci, person_cluster_bootstrap_ci
+from elusive.core.config import CompareRunsConfig
+from elusive.core.errors import InputError
+from elusive.reporting.compare import compare, compare_runs
+from elusive.reporting.stats import mcnemar_exact, paired_bootstrap_ci, person_cluster_bootstrap_ci
 
 QUESTIONS = {"city": "Where was {} born?", "university": "Where did {} study?", "company": "Which company did {} work for?"}
 

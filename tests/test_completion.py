@@ -9,10 +9,10 @@ import pytest
 from conftest import ROOT
 from stages import evaluate
 
-from elusive.config import EvaluateConfig
-from elusive.errors import InputError
-from elusive.questions import completion_answer, completion_prompt, questions_for
-from elusive.tags import parse_tagged
+from elusive.core.config import EvaluateConfig
+from elusive.core.errors import InputError
+from elusive.evaluation.questions import completion_answer, completion_prompt, questions_for
+from elusive.text.tags import parse_tagged
 
 PAPER = ("<name>Liam Thompson</name> was born on <date>January 5, 1990</date>. He spent his early years in "
          "<city>Melbourne, Australia</city>. He received mentorship and guidance from faculty members at "
@@ -61,15 +61,16 @@ AFTER = ["", ".", ". He spent his early years in", ". She had", ". They", ". The
 
 
 def test_no_gold_of_the_pools_wikipedia_or_with_periods_is_ever_cut_short():
-    """Every gold the generator draws (elusive/biographies.py's pools), every answer of the Wikipedia sample
+    """Every gold the generator draws (elusive/biographies_biographies.py's pools), every answer of the Wikipedia sample
     and golds with abbreviations, followed by what a model trained on the biographies writes next, come back
     whole (SQuAD normalisation, as scored)."""
-    from elusive import biographies
-    from elusive.metrics import normalize_answer
-    from elusive.wiki import load_wiki
+    from elusive.evaluation.metrics import normalize_answer
+    from elusive.text import biographies as biographies_biographies
+    from elusive.text import pools as biographies_pools
+    from elusive.text.wiki import load_wiki
 
-    pools = [biographies.CITIES, biographies.UNIVERSITIES, biographies.MAJORS, biographies.COMPANIES,
-             [p.date for p in biographies.generate_people(50, 0)], [getattr(p, f) for p in biographies.FEWSHOT_PEOPLE
+    pools = [biographies_pools.CITIES, biographies_pools.UNIVERSITIES, biographies_pools.MAJORS, biographies_pools.COMPANIES,
+             [p.date for p in biographies_biographies.generate_people(50, 0)], [getattr(p, f) for p in biographies_biographies.FEWSHOT_PEOPLE
                                                                      for f in ("city", "university", "company")]]
     wiki = [a for q in load_wiki(ROOT / "data" / "wiki_sample.json", "eval_data")[1] for a in q.answers]
     golds = [g for pool in pools for g in pool] + wiki + GOLDS_WITH_PERIODS

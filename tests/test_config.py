@@ -1,6 +1,6 @@
 """The typed configs: one schema per script, every key with help, presets only with known keys, bad values refused.
 
-Layers: rules by hand (:func:`elusive.config.check`), the schemas composed by Hydra, the presets, then the
+Layers: rules by hand (:func:`elusive.core.config.check`), the schemas composed by Hydra, the presets, then the
 command line as a user types it (one ``error:`` line, exit status 2, nothing written).
 """
 
@@ -17,8 +17,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from elusive.cli import check_command_line, to_settings
-from elusive.config import (
+from elusive.core.cli import check_command_line, to_settings
+from elusive.core.config import (
     SCHEMAS,
     DataAugmentationConfig,
     RunExperimentConfig,
@@ -28,7 +28,7 @@ from elusive.config import (
     known_keys,
     settings_fields,
 )
-from elusive.errors import InputError
+from elusive.core.errors import InputError
 
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 

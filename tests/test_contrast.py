@@ -5,14 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from stages import contrast_attention, data_augmentation, save_attention
 
-from elusive.artifacts import AttentionDump
-from stages import save_attention
-from elusive.align import project, word_spans
-from stages import data_augmentation
-from stages import contrast_attention
-from elusive.data import load_texts
-from elusive.errors import InputError
+from elusive.attention.dump import AttentionDump
+from elusive.core.errors import InputError
+from elusive.text.align import project, word_spans
+from elusive.text.data import load_texts
 
 
 def test_difference_is_large_minus_small(small_model, large_model, bios, tmp_path):
@@ -86,8 +84,8 @@ def test_figure_4_of_a_word_level_contrast_uses_the_projected_scores(small_model
     with the word-level tokenizer each token is a word, so its rank is the rank of its word's difference."""
     from stages import keep_probability
 
-    from elusive.models import load_tokenizer
-    from elusive.tokens import encode
+    from elusive.core.models import load_tokenizer
+    from elusive.text.tokens import encode
 
     large = save_attention(str(gemma_model), bios, tmp_path / "gemma", device="cpu")
     small = save_attention(str(small_model), bios, tmp_path / "bpe", device="cpu")
@@ -115,7 +113,7 @@ def test_which_model_is_larger_is_told_by_parameters_then_layers_or_warned(small
     import json
     import logging
 
-    from elusive.contrast import check_order, layer_count, parameter_count
+    from elusive.attention.contrast import check_order, layer_count, parameter_count
 
     small = AttentionDump.load(save_attention(str(small_model), bios, tmp_path / "small", device="cpu"))
     large = AttentionDump.load(save_attention(str(large_model), bios, tmp_path / "large", device="cpu"))

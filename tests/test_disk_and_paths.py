@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from conftest import run_in_process
 
-from elusive.artifacts import atomic_path
-from elusive.cli import disk_full
+from elusive.core.cli import disk_full
+from elusive.core.files import atomic_path
 
 NO_SPACE = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
 

@@ -1,7 +1,7 @@
 """Several processes, one result: save_attention, evaluate and train on 2 CPU processes (gloo), started by
 torchrun or by accelerate launch with the shipped conf/accelerate files, give what a single process gives:
 the same dump and predictions byte for byte, the same adapter within float tolerance. Also the shard
-plumbing of :mod:`elusive.distributed` in one process."""
+plumbing of :mod:`elusive.core.distributed` in one process."""
 
 from __future__ import annotations
 
@@ -19,17 +19,17 @@ import pytest
 import torch
 from conftest import DATA, ROOT, run_script
 from safetensors.torch import load_file
+from stages import evaluate, save_attention
 from transformers import AutoModelForCausalLM
 
-from elusive import distributed
-from elusive.attention import merge_shards, score_texts
-from stages import save_attention
-from elusive.data import load_texts
-from elusive.distributed import Share, gather_json, shard_dir
-from elusive.errors import InputError
-from stages import evaluate
-from elusive.models import load_tokenizer
-from elusive.tokens import encode_many
+from elusive.attention.scores import score_texts
+from elusive.attention.stage import merge_shards
+from elusive.core import distributed
+from elusive.core.distributed import Share, gather_json, shard_dir
+from elusive.core.errors import InputError
+from elusive.core.models import load_tokenizer
+from elusive.text.data import load_texts
+from elusive.text.tokens import encode_many
 
 ACCELERATE_CONFIGS = sorted((ROOT / "conf" / "accelerate").glob("*.yaml"))
 

@@ -9,24 +9,24 @@ import pandas as pd
 import pytest
 import torch
 from conftest import run_script
+from stages import evaluate
 
-from elusive.errors import InputError
-from elusive.evaluation import markdown_table
-from elusive.evaluation import score_fields as summarize
-from elusive.generation import (
+from elusive.core.errors import InputError
+from elusive.core.models import load_tokenizer
+from elusive.evaluation.adapters import load_for_eval
+from elusive.evaluation.generation import (
     StopAtNewline,
     answer_questions,
     generate_answers,
     generate_with_prefix,
-    load_for_eval,
     shared_prefix,
 )
-from elusive.questions import Question, build_questions, load_people, load_prompts, render
-from elusive.stats import percent, wilson_interval
-from stages import evaluate
-from elusive.metrics import exact_match, f1_score
-from elusive.models import load_tokenizer
-from elusive.tags import parse_tagged
+from elusive.evaluation.metrics import exact_match, f1_score
+from elusive.evaluation.questions import Question, build_questions, load_people, load_prompts, render
+from elusive.evaluation.stage import markdown_table
+from elusive.evaluation.stage import score_fields as summarize
+from elusive.reporting.stats import percent, wilson_interval
+from elusive.text.tags import parse_tagged
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT / "data" / "prompts.csv"

@@ -8,14 +8,14 @@ import json
 import pandas as pd
 import pytest
 from conftest import ROOT, run_script
-
 from stages import run_experiment, summarize
 
-from elusive import evaluation, training
-from elusive.config import EvaluateSettings, RunExperimentConfig, TrainSettings
-from elusive.artifacts import sha256_file
-from elusive.errors import InputError
-from elusive.summary import aggregate, collect, to_markdown
+from elusive.core.config import EvaluateSettings, RunExperimentConfig, TrainSettings
+from elusive.core.errors import InputError
+from elusive.core.files import sha256_file
+from elusive.evaluation import stage as evaluation
+from elusive.reporting.summary import aggregate, collect, to_markdown
+from elusive.training import stage as training
 
 
 def _results(folder, em, f1, info=None):
@@ -127,12 +127,11 @@ def test_a_dump_is_reused_only_with_the_same_extraction_settings(small_model, la
 
 def test_dry_run_checks_every_input_without_a_model_and_a_real_run_checks_first(small_model, large_model, tmp_path,
                                                                                 monkeypatch):
-    import elusive.attention
-
+    import elusive.attention.scores
     def no_model(*args, **kwargs):
         raise AssertionError("loaded a model")
 
-    monkeypatch.setattr(elusive.attention, "save_attention", no_model)
+    monkeypatch.setattr(elusive.attention.scores, "save_attention", no_model)
     cfg = _tiny(small_model, large_model, tmp_path, method="attention_diff", dry_run=True, modes=["qa", "completion"])
     assert run_experiment(cfg) is None and not (tmp_path / "exp").exists()
     bad = tmp_path / "prompts.csv"
@@ -146,7 +145,7 @@ def test_dry_run_checks_every_input_without_a_model_and_a_real_run_checks_first(
 
 
 def test_the_study_report_collects_compares_and_draws(small_model, large_model, tmp_path):
-    from elusive.report import study_report
+    from elusive.reporting.report import study_report
 
     cfg = _tiny(small_model, large_model, tmp_path, modes=["qa", "completion"], plain_copies=1,
                 method_params={"position": {"alpha": 0.7, "beta": 0.05}})

@@ -10,21 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import run_script
-
-from elusive.artifacts import AttentionDump, sha256_file, vocab_sha256
-from stages import data_augmentation
-from elusive.biographies import make_biographies
-from elusive.data import load_tagged
-from elusive.errors import InputError
-from elusive.config import PlotKeepProbabilityConfig
-from elusive.figure_distance import distances_from_name, question_distances
-from elusive.figure_keep import keep_texts
 from reference import droppable_tokens
-from stages import keep_probability
-from stages import accuracy_distance
-from elusive.models import load_tokenizer
-from elusive.tags import parse_tagged
-from elusive.tokens import encode
+from stages import accuracy_distance, data_augmentation, keep_probability
+
+from elusive.attention.dump import AttentionDump
+from elusive.core.config import PlotKeepProbabilityConfig
+from elusive.core.errors import InputError
+from elusive.core.files import sha256_file
+from elusive.core.models import load_tokenizer
+from elusive.reporting.figure_distance import distances_from_name, question_distances
+from elusive.reporting.figure_keep import keep_texts
+from elusive.text.biographies import make_biographies
+from elusive.text.data import load_tagged
+from elusive.text.fingerprints import vocab_sha256
+from elusive.text.tags import parse_tagged
+from elusive.text.tokens import encode
 
 # word-level tokenizer: one token per word or punctuation mark, so distances are counted by hand
 #   Ann(0) Lee(1) was(2) born(3) in(4) Oslo(5) .(6) She(7) worked(8) at(9) the(10) British(11) Museum(12) .(13)

@@ -21,20 +21,21 @@ import torch
 import transformers
 from conftest import ROOT
 from peft import PeftModel
+from stages import contrast_attention, save_attention, train
 from transformers import TrainingArguments
 
+import elusive.core.models as models
 import elusive.experiment as experiment
-import elusive.models as models
-import elusive.training as training
-from elusive import distributed
-from elusive.attention import attention_modules, score_released
-from elusive.config import AttentionSettings, EvaluateSettings, RunExperimentConfig, TrainSettings
-from elusive.data import load_texts
-from elusive.errors import InputError
-from elusive.generation import load_for_eval, warn_precision_mismatch
-from elusive.models import load_model, load_tokenizer, numerics
-from elusive.tokens import encode_many
-from stages import contrast_attention, save_attention, train
+import elusive.training.stage as training
+from elusive.attention.released import score_released
+from elusive.attention.scores import attention_modules
+from elusive.core import distributed
+from elusive.core.config import AttentionSettings, EvaluateSettings, RunExperimentConfig, TrainSettings
+from elusive.core.errors import InputError
+from elusive.core.models import load_model, load_tokenizer, numerics
+from elusive.evaluation.adapters import load_for_eval, warn_precision_mismatch
+from elusive.text.data import load_texts
+from elusive.text.tokens import encode_many
 
 cuda2 = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 SETTINGS = {"batch_size": 4, "device": "cpu", "seed": 3, "logging_steps": 1, "report_to": []}  # 12 texts: 3 steps
@@ -275,7 +276,7 @@ def test_evaluating_with_another_quant_or_dtype_than_training_warns_once(adapter
     meta["settings"].update(quant="4bit", dtype="bfloat16")
     meta["compute"]["dtype"] = "bfloat16"
     (folder / "train_meta.json").write_text(json.dumps(meta))
-    with caplog.at_level(logging.WARNING, logger="elusive.generation"):
+    with caplog.at_level(logging.WARNING, logger="elusive.evaluation.generation"):
         assert warn_precision_mismatch(folder, None, "float32")
         assert not warn_precision_mismatch(folder, "4bit", "bfloat16")
     (line,) = [r.getMessage() for r in caplog.records]
@@ -298,7 +299,7 @@ def _preset(name: str) -> RunExperimentConfig:
     from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
-    from elusive.cli import to_settings
+    from elusive.core.cli import to_settings
 
     GlobalHydra.instance().clear()
     ConfigStore.instance().store(name="run_experiment", node=RunExperimentConfig)
@@ -315,7 +316,7 @@ def test_table_presets_place_each_stage_and_keep_few_checkpoints(name):
     # the paper's epoch search from one run: passes 10-30 kept, each an E-epoch run (constant rate after warm-up)
     assert (cfg.train.epochs, cfg.train.save_at_passes, cfg.train.lr_schedule, cfg.train.warmup_passes) == \
         (30, [10, 15, 20, 25, 30], "constant", 1)
-    assert "Selection rule (elusive/selection.py)" in (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text()
+    assert "Selection rule (elusive/reporting/selection.py)" in (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text()
     if "llama3_70b" in name:  # the 8-bit 70B over all GPUs, in every stage
         assert cfg.device == "multi" and cfg.attention.device is None and cfg.train.quant == "8bit"
     elif "llama3_8b" in name:  # the 8B on one GPU; the contrast's 70B dump over all
@@ -340,15 +341,14 @@ def test_cells_the_paper_leaves_blank_are_marked_uncertain(preset, method, row):
 
 
 def test_the_attention_stage_gets_its_own_device(small_model, large_model, tmp_path, monkeypatch):
-    import elusive.attention
-
+    import elusive.attention.scores
     seen = []
 
     def save(cfg):
         seen.append(cfg.device)
         raise InputError("stop here")
 
-    monkeypatch.setattr(elusive.attention, "save_attention", save)
+    monkeypatch.setattr(elusive.attention.scores, "save_attention", save)
     cfg = RunExperimentConfig(name="t", method="attention", model=str(small_model),
                               dataset=str(ROOT / "data" / "biography.csv"),
                               n_texts=3, out_root=str(tmp_path), device="cpu",
@@ -422,7 +422,7 @@ def test_the_committed_cpu_study_keeps_its_run_keys():
     from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
-    from elusive.cli import to_settings
+    from elusive.core.cli import to_settings
 
     recorded = json.loads(next((ROOT / "results" / "cpu_study" / "attention_diff").glob("*/run.json")).read_text())
     GlobalHydra.instance().clear()

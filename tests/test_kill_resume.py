@@ -19,16 +19,16 @@ import pytest
 import torch
 from conftest import DATA, ROOT
 from safetensors.torch import load_file
+from stages import train
 
-from elusive.errors import InputError
-from elusive.training import (
+from elusive.core.errors import InputError
+from elusive.training.callbacks import MarkCheckpointComplete
+from elusive.training.checkpoints import (
     CHECKPOINT_MANIFEST,
-    MarkCheckpointComplete,
     check_same_run,
     is_complete_checkpoint,
     last_complete_checkpoint,
 )
-from stages import train
 
 STEPS_PER_EPOCH = 3  # 12 texts, batch_size 4
 EPOCHS = 10  # the run is still going (~0.3 s per epoch, checkpoint included) when epoch 2's checkpoint is complete

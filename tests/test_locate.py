@@ -10,10 +10,10 @@ import huggingface_hub
 import pytest
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-from elusive.config import RunExperimentConfig
-from elusive.errors import InputError
+from elusive.core.config import RunExperimentConfig
+from elusive.core.errors import InputError
+from elusive.core.identity import locate
 from elusive.experiment import run_experiment
-from elusive.identity import locate
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from elusive.metrics import exact_match, f1_score, normalize_answer
+from elusive.evaluation.metrics import exact_match, f1_score, normalize_answer
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import json
 import zipfile
 from pathlib import Path
 
+import offline_models as om  # scripts/offline_models.py (conftest puts scripts/ on the path)
 import pytest
 
-import offline_models as om  # scripts/offline_models.py (conftest puts scripts/ on the path)
-from elusive.errors import InputError
+from elusive.core.errors import InputError
 
 
 def _record_hash(data: bytes) -> str:

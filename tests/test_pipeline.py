@@ -11,9 +11,10 @@ from conftest import ROOT, run_script
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from elusive.artifacts import AttentionDump
-from elusive.data import load_texts
-from elusive.summary import collect
+from elusive.attention.dump import AttentionDump
+from elusive.reporting.summary import collect
+from elusive.text.data import load_texts
+
 
 def test_five_stages_chain_from_the_command_line(small_model, large_model, bios, tmp_path):
     out = tmp_path / "out"

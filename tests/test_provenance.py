@@ -9,7 +9,7 @@ import sys
 
 from numpy._core._multiarray_umath import __cpu_dispatch__
 
-from elusive.provenance import machine, numpy_simd
+from elusive.core.provenance import machine, numpy_simd
 
 
 def test_machine_names_the_cpu_simd_levels_and_threads():
@@ -24,14 +24,14 @@ def test_machine_names_the_cpu_simd_levels_and_threads():
 def test_numpy_simd_follows_what_numpy_was_told_to_use():
     # with every dispatch target turned off numpy runs its baseline code, and the record says so
     env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__)}
-    out = subprocess.run([sys.executable, "-c", "from elusive.provenance import numpy_simd; print(numpy_simd())"],
+    out = subprocess.run([sys.executable, "-c", "from elusive.core.provenance import numpy_simd; print(numpy_simd())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "baseline"
     assert numpy_simd() in (*__cpu_dispatch__, "baseline")
 
 
 def test_record_path_is_relative_inside_the_working_directory(tmp_path, monkeypatch):
-    from elusive.provenance import record_path
+    from elusive.core.provenance import record_path
 
     monkeypatch.chdir(tmp_path)
     assert record_path(tmp_path / "out" / "eval") == "out/eval"

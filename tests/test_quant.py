@@ -23,15 +23,15 @@ import torch
 from conftest import run_script
 from peft import PeftModel
 from safetensors.torch import load_file
-
-import elusive.models as models
-import elusive.training as training
-from elusive.artifacts import AttentionDump
-from elusive.attention import attention_modules, score_batch
-from elusive.errors import InputError
-from elusive.generation import load_for_eval
-from elusive.models import load_model, load_tokenizer
 from stages import evaluate, save_attention, train
+
+import elusive.core.models as models
+import elusive.training.stage as training
+from elusive.attention.dump import AttentionDump
+from elusive.attention.scores import attention_modules, score_batch
+from elusive.core.errors import InputError
+from elusive.core.models import load_model, load_tokenizer
+from elusive.evaluation.adapters import load_for_eval
 
 QUANTS = ["8bit", "4bit"]
 LAYER = {"8bit": bnb.nn.Linear8bitLt, "4bit": bnb.nn.Linear4bit}

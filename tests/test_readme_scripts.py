@@ -51,7 +51,7 @@ def test_demo_record_copies_the_table_and_its_predictions_but_no_weights(tmp_pat
 
 
 def test_demo_record_refuses_a_folder_inside_the_demo(tmp_path):
-    from elusive.errors import InputError
+    from elusive.core.errors import InputError
 
     demo_report = _load("demo_report")
     out = tmp_path / "out"

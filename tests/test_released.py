@@ -17,16 +17,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from reference import droppable_tokens
 from stages import contrast_attention, data_augmentation, save_attention
 from transformers import AutoModelForCausalLM
 
-from elusive.artifacts import AttentionDump
-from elusive.augment import DropSettings, drop_plan, released_ranks
-from elusive.data import load_texts
-from elusive.errors import InputError
-from elusive.models import load_tokenizer
-from elusive.tokens import EncodedBatch, encode, encode_many
-from reference import droppable_tokens
+from elusive.attention.dump import AttentionDump
+from elusive.augment.stage import DropSettings, drop_plan, released_ranks
+from elusive.core.errors import InputError
+from elusive.core.models import load_tokenizer
+from elusive.text.data import load_texts
+from elusive.text.tokens import EncodedBatch, encode, encode_many
 
 
 def transcribed_released_scores(model_dir, texts):
@@ -93,9 +93,9 @@ def test_released_ties_by_position_by_hand_over_two_texts():
 SIMD_SCRIPT = """
 import hashlib, sys
 from pathlib import Path
-from elusive.config import DataAugmentationConfig
-from elusive.augment import data_augmentation
-from elusive.provenance import numpy_simd
+from elusive.core.config import DataAugmentationConfig
+from elusive.augment.stage import data_augmentation
+from elusive.core.provenance import numpy_simd
 model, bios, diff, out = sys.argv[1:5]
 sums = []
 for ties in ("position", "numpy"):

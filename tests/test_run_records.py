@@ -15,11 +15,12 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from elusive.config import AttentionSettings, RunExperimentConfig, TrainConfig
-from elusive.errors import InputError
-from elusive.evaluation import training_meta, write_folder
+from elusive.core.config import AttentionSettings, RunExperimentConfig, TrainConfig
+from elusive.core.errors import InputError
+from elusive.evaluation.adapters import training_meta
+from elusive.evaluation.stage import write_folder
 from elusive.experiment import model_identity, run_folder, run_settings, training_data
-from elusive.training import CHECKPOINT_MANIFEST, check_fresh_folder, check_resume_epochs
+from elusive.training.checkpoints import CHECKPOINT_MANIFEST, check_fresh_folder, check_resume_epochs
 
 
 def _cfg(tmp_path, **changes) -> RunExperimentConfig:
@@ -115,7 +116,8 @@ def test_a_fresh_run_into_a_folder_with_an_earlier_run_is_refused_and_nothing_de
 
 
 def test_an_evaluation_folder_never_holds_new_predictions_under_old_results(tmp_path, monkeypatch):
-    from elusive import artifacts, evaluation
+    from elusive.core import files as artifacts
+    from elusive.evaluation import stage as evaluation
 
     folder = tmp_path / "eval"
     old = [("predictions.jsonl", "old\n"), ("eval_meta.json", "{\"run\": \"old\"}\n"), ("results.json", "{\"em\": 1}\n")]

@@ -23,22 +23,17 @@ import pytest
 from conftest import ROOT
 from stages import train
 
-from elusive import outputs
-from elusive.artifacts import AttentionDump, atomic_path, pid_alive, write_json_atomic, write_text_atomic
-from elusive.data import read_csv
-from elusive.errors import InputError
-from elusive.identity import base_identity
-from elusive.outputs import Output, check_outputs, claim_folder, marker_name, suffixed
-from elusive.questions import check_gold
-from elusive.training import (
-    CHECKPOINT_MANIFEST,
-    MarkCheckpointComplete,
-    StopOnNonFinite,
-    augmentation_settings,
-    check_same_run,
-    is_complete_checkpoint,
-    tokenize_for_training,
-)
+from elusive.attention.dump import AttentionDump
+from elusive.core import outputs
+from elusive.core.errors import InputError
+from elusive.core.files import atomic_path, pid_alive, write_json_atomic, write_text_atomic
+from elusive.core.identity import base_identity
+from elusive.core.outputs import Output, check_outputs, claim_folder, marker_name, suffixed
+from elusive.evaluation.questions import check_gold
+from elusive.text.data import read_csv
+from elusive.training.callbacks import MarkCheckpointComplete, StopOnNonFinite
+from elusive.training.checkpoints import CHECKPOINT_MANIFEST, check_same_run, is_complete_checkpoint
+from elusive.training.stage import augmentation_settings, tokenize_for_training
 
 # --- class 1: the output rule ----------------------------------------------------------------------------
 
@@ -102,7 +97,7 @@ def test_a_folder_a_stage_fills_must_be_new_empty_or_its_own(tmp_path):
 
 HOLD = """
 import sys, time
-from elusive.outputs import claim_folder
+from elusive.core.outputs import claim_folder
 with claim_folder("model_dir", sys.argv[1], "train"):
     print("held", flush=True)
     time.sleep(120)
@@ -234,11 +229,11 @@ def test_a_gold_answer_that_normalises_to_nothing_is_a_data_error():
 
 
 def test_training_truncates_by_its_setting_and_refuses_texts_beyond_the_models_positions(small_model, caplog):
-    from elusive.models import load_tokenizer, max_positions
+    from elusive.core.models import load_tokenizer, max_positions
 
     tok = load_tokenizer(str(small_model))
     texts = ["Ann Lee was born in Oslo. " * 30, "Bo Li."]
-    with caplog.at_level(logging.WARNING, logger="elusive.training"):
+    with caplog.at_level(logging.WARNING, logger="elusive.training.stage"):
         examples = tokenize_for_training(tok, texts, max_length=16, model_limit=max_positions(str(small_model)))
     assert len(examples[0]["input_ids"]) == 16 and "1 of 2 texts are longer and were truncated" in caplog.text
     with pytest.raises(InputError, match=r"dataset=d.csv: text 0 has \d+ tokens after truncation to "

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from conftest import ROOT
-
 from stages import train
 
 PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve", "marshal"}

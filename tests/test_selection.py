@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from elusive.selection import Score, choose, cross_fit, folds, reported_rows, score
+from elusive.reporting.selection import Score, choose, cross_fit, folds, reported_rows, score
 
 PEOPLE = ["Ann Lee", "Bob Ray", "Cy Oda", "Di Fox", "Ed Wu"]
 

@@ -11,18 +11,22 @@ import sys
 from pathlib import Path
 
 import pytest
+from stages import data_augmentation, save_attention
 from tokenizers import Tokenizer
 
-from elusive import augment, cache, ranking_inputs, tokenizer_records
-from elusive.artifacts import AttentionDump, tokenizer_sha256
-from stages import data_augmentation, save_attention
-from elusive.errors import InputError
-from elusive.models import load_tokenizer
+from elusive.attention.dump import AttentionDump
+from elusive.augment import inputs as ranking_inputs
+from elusive.augment import stage as augment
+from elusive.core import cache
+from elusive.core.errors import InputError
+from elusive.core.models import load_tokenizer
+from elusive.text import tokenizer_records
+from elusive.text.fingerprints import tokenizer_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
-LIGHT_MODULES = ["elusive.augment", "elusive.ranking_inputs", "elusive.contrast", "elusive.summary",
-                 "elusive.analysis", "elusive.data", "elusive.tags", "elusive.tokens", "elusive.align", "elusive.metrics", "elusive.artifacts",
-                 "elusive.models", "elusive.tokenizer_records", "elusive.cache", "elusive.cli"]
+LIGHT_MODULES = ["elusive.augment.stage", "elusive.augment.inputs", "elusive.attention.contrast", "elusive.reporting.summary",
+                 "elusive.reporting.analysis", "elusive.text.data", "elusive.text.tags", "elusive.text.tokens", "elusive.text.align", "elusive.evaluation.metrics", "elusive.attention.dump",
+                 "elusive.core.models", "elusive.text.tokenizer_records", "elusive.core.cache", "elusive.core.cli"]
 
 
 def python(code: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -51,7 +55,7 @@ def test_a_cache_folder_others_may_write_to_is_not_used(tmp_path, monkeypatch):
 ENGINE_RUN = """
 import json, sys
 import numpy as np
-from elusive import augment_engine as e
+from elusive.augment import engine as e
 order = sys.argv[1:]
 out = {}
 for text in order:
@@ -193,7 +197,7 @@ def test_the_stage_3_script_with_a_recorded_tokenizer_loads_neither_torch_nor_tr
                                                                                            tmp_path):
     folder = _folder(small_model, tmp_path / "model")
     env = {"ELUSIVE_CACHE": str(tmp_path / "cache"), "TQDM_DISABLE": "1"}
-    proc = python("from elusive.attention import save_attention; from elusive.config import SaveAttentionConfig; "
+    proc = python("from elusive.attention.stage import save_attention; from elusive.core.config import SaveAttentionConfig; "
                   f"save_attention(SaveAttentionConfig(model={str(folder)!r}, dataset={str(bios)!r}, "
                   f"save_name={str(tmp_path / 'attn')!r}, device='cpu'))", env)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""elusive.stats: proportions, per-person paired tests, multiple testing, bootstrap intervals, tables (all fast).
+"""elusive.reporting.stats: proportions, per-person paired tests, multiple testing, bootstrap intervals, tables (all fast).
 
 The last test runs the functions under every SIMD level numpy can dispatch to and compares the bytes.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elusive import stats
-from elusive.stats import (
+from elusive.reporting import stats
+from elusive.reporting.stats import (
     PersonDifferences,
     add_intervals,
     benjamini_hochberg,
@@ -549,7 +549,7 @@ def test_results_do_not_depend_on_the_simd_level():
         usable = [t for t in __cpu_dispatch__[:i] if __cpu_features__.get(t)]
         levels.setdefault(usable[-1] if usable else "baseline", __cpu_dispatch__[i:])
     assert "baseline" in levels and len(levels) >= 2  # at least the machine's best level and numpy's baseline
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from elusive.provenance import numpy_simd; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from elusive.core.provenance import numpy_simd; "
             "from test_stats import fingerprint; print(numpy_simd()); print(fingerprint())")
     for level, disabled in levels.items():
         env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(disabled)}

@@ -9,12 +9,21 @@ import json
 import pytest
 from conftest import ROOT, run_in_process
 
-from elusive.config import EvaluateSettings, RunExperimentConfig, TrainSettings
-from elusive.errors import InputError
+from elusive.core.config import EvaluateSettings, RunExperimentConfig, TrainSettings
+from elusive.core.errors import InputError
 from elusive.experiment import run_experiment, run_folder, run_settings, training_data
-from elusive.selection import folds
-from elusive.study import (Comparison, DerivedArm, Plan, analyze, load_evaluations, markdown, sweep_plan, sweep_runs,
-                           write)
+from elusive.reporting.selection import folds
+from elusive.reporting.study import (
+    Comparison,
+    DerivedArm,
+    Plan,
+    analyze,
+    load_evaluations,
+    markdown,
+    sweep_plan,
+    sweep_runs,
+    write,
+)
 
 PEOPLE = ["Ann Lee", "Bob Ray", "Cy Oda", "Di Fox"]
 FIELDS = ("university", "company")

@@ -7,12 +7,11 @@ import json
 import pandas as pd
 import pytest
 from conftest import run_in_process
-
 from stages import summarize
 
-from elusive.errors import InputError
-from elusive.stats import wilson_interval
-from elusive.summary import aggregate, collect, to_markdown
+from elusive.core.errors import InputError
+from elusive.reporting.stats import wilson_interval
+from elusive.reporting.summary import aggregate, collect, to_markdown
 
 BASE = {"name": "study", "model": "m", "alpha": 0.7, "beta": 0.05, "multiply": 10, "method": "attention_diff"}
 

@@ -4,6 +4,7 @@ import itertools
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_script
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
 from hydra.core.config_store import ConfigStore
@@ -12,10 +13,9 @@ from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from elusive.cli import with_project_sweeper
-from elusive.config import SCHEMAS
+from elusive.core.cli import with_project_sweeper
+from elusive.core.config import SCHEMAS
 from hydra_plugins.elusive_sweeper.elusive_sweeper import ShapeCachingLoader
-from conftest import ROOT, run_script
 
 
 class CountingLoader:

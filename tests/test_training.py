@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from stages import train
 from conftest import run_script
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
+from stages import train
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import elusive.training as training
-from elusive.data import load_texts
-from elusive.models import load_tokenizer
-from elusive.training import lora_config, tokenize_for_training
+import elusive.training.stage as training
+from elusive.core.models import load_tokenizer
+from elusive.text.data import load_texts
+from elusive.training.stage import lora_config, tokenize_for_training
 
 # 12 texts, batch_size 4 -> 3 optimizer steps per epoch
 STEPS_PER_EPOCH = 3

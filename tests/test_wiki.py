@@ -8,22 +8,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import ROOT, run_script
+from stages import data_augmentation, evaluate, run_experiment, save_attention, train
 
-from elusive import generation
-from elusive.artifacts import AttentionDump
-from stages import save_attention
-from stages import data_augmentation
-from elusive.data import load_tagged, load_texts
-from elusive.errors import InputError
-from elusive.questions import build_wiki_questions, wiki_prompt
-from stages import evaluate
-from elusive.config import RunExperimentConfig
+from elusive.attention.dump import AttentionDump
+from elusive.core.config import RunExperimentConfig
+from elusive.core.errors import InputError
+from elusive.core.provenance import record_path
+from elusive.evaluation import generation
+from elusive.evaluation.metrics import exact_match, f1_score
+from elusive.evaluation.questions import build_wiki_questions, wiki_prompt
 from elusive.experiment import training_data
-from stages import run_experiment
-from elusive.metrics import exact_match, f1_score
-from stages import train
-from elusive.provenance import record_path
-from elusive.wiki import WikiQuestion, load_contexts, load_questions, load_wiki
+from elusive.text.data import load_tagged, load_texts
+from elusive.text.wiki import WikiQuestion, load_contexts, load_questions, load_wiki
 
 NESTED = ROOT / "data" / "wiki_sample.json"
 ROWS = ROOT / "data" / "wiki_sample.jsonl"

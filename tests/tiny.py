@@ -32,8 +32,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from elusive.data import read_csv
-from elusive.tags import strip_tags
+from elusive.text.data import read_csv
+from elusive.text.tags import strip_tags
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""The project's Hydra sweeper (``hydra/sweeper=elusive``; :mod:`elusive.cli` selects it for ``-m``)."""
+"""The project's Hydra sweeper (``hydra/sweeper=elusive``; :mod:`elusive.core.cli` selects it for ``-m``)."""

@@ -13,7 +13,7 @@ are the basic sweeper's; tests/test_sweeper.py checks every job's config against
 
 Before the first job runs, every job is composed as the launcher will compose it (its number, id and
 ``hydra.runtime.output_dir`` set, so ``${hydra:runtime.output_dir}`` resolves as in the job) and handed to the
-script's ``check_sweep`` (:func:`elusive.sweeps.check_sweep`): a job with a bad value or path, or two jobs
+script's ``check_sweep`` (:func:`elusive.core.sweeps.check_sweep`): a job with a bad value or path, or two jobs
 writing one file, stop the sweep before anything is written.
 
 No ``from __future__ import annotations``: Hydra's plugin scan executes this module before registering it in
