@@ -320,7 +320,7 @@ def add_model_args(parser, tiny_help: str = "") -> None:
     """``--model`` / ``--tiny`` / ``--json`` shared by every bench script."""
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: %(default)s)")
     parser.add_argument("--tiny", action="store_true",
-                        help="build a tiny random Llama with a BPE tokenizer (tests/tiny.py) and use it: seconds, any machine"
+                        help="build a tiny random Llama with a BPE tokenizer (tests/helpers/tiny.py) and use it: seconds, any machine"
                         + (f"; {tiny_help}" if tiny_help else ""))
     parser.add_argument("--json", default=None, help="also write the table and notes to this JSON file")
 
@@ -332,8 +332,8 @@ def tiny_model(layers: int = 2, hidden: int = 64, heads: int = 4) -> str:
     """Build (once per process) a tiny random Llama with a byte-level BPE tokenizer; return its directory."""
     key = (layers, hidden)
     if key not in _TINY_DIRS:
-        sys.path.insert(0, str(ROOT / "tests"))  # tests/tiny.py: the test models (not research code)
-        from tiny import build_model, corpus, train_tokenizer
+        sys.path.insert(0, str(ROOT / "tests"))  # tests/helpers/tiny.py: the test models (not research code)
+        from helpers.tiny import build_model, corpus, train_tokenizer
 
         data = ROOT / "data"
         tokenizer = train_tokenizer("bpe", corpus([data / "biography.csv", data / "biography_fewshot.csv", data / "prompts.csv"]))

@@ -35,6 +35,8 @@ from pathlib import Path
 
 from elusive.attention.dump import dump_path
 from elusive.core.config import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
     ContrastAttentionConfig,
     DataAugmentationConfig,
     EvaluateConfig,
@@ -75,8 +77,8 @@ def short_hash(payload: object) -> str:
 def resolve_params(cfg: RunExperimentConfig) -> tuple[float, float]:
     """alpha and beta for the run: explicit values win, else the preset's ``method_params[method]``."""
     preset = cfg.method_params.get(cfg.method, {})
-    alpha = cfg.alpha if cfg.alpha is not None else preset.get("alpha", 0.7)
-    beta = cfg.beta if cfg.beta is not None else preset.get("beta", 0.05)
+    alpha = cfg.alpha if cfg.alpha is not None else preset.get("alpha", DEFAULT_ALPHA)
+    beta = cfg.beta if cfg.beta is not None else preset.get("beta", DEFAULT_BETA)
     return float(alpha), float(beta)
 
 
@@ -110,10 +112,6 @@ def validate(cfg: RunExperimentConfig) -> None:
         InputError: Naming the key and the fix.
     """
     check(cfg)
-    for key in ("modes",):
-        unknown = [m for m in cfg.modes if m not in EVAL_FOLDERS]
-        if unknown or not cfg.modes:
-            raise InputError(f"{key}={cfg.modes}: use a non-empty list of {', '.join(EVAL_FOLDERS)}")
     if cfg.method in ("attention_diff", "released") and not (cfg.small_model and cfg.large_model):
         raise InputError(f"method={cfg.method}: needs small_model=<...> and large_model=<...> (a same-family pair)")
     if cfg.n_texts is not None and is_wiki(cfg.dataset):
@@ -136,12 +134,36 @@ def validate(cfg: RunExperimentConfig) -> None:
         if getattr(cfg, key) is not None and (key == "model" or cfg.method in RANKED):
             check_model_path(getattr(cfg, key), key)
     check_devices(cfg)
+    check_layers(cfg)
     root = Path(cfg.out_root) / cfg.name
     # last: a sweep's check before its first job stops here (elusive.core.outputs.paths_only), after every other check
     check_outputs("run_experiment", [Output("out_root", cfg.out_root, root, folder=True)],
                   {"dataset": cfg.dataset, "eval_data": cfg.eval_data, "fewshot_data": cfg.evaluate.fewshot_data,
                    "prompts": cfg.evaluate.prompts, "model": cfg.model, "small_model": cfg.small_model,
                    "large_model": cfg.large_model})
+
+
+def check_layers(cfg: RunExperimentConfig) -> None:
+    """``layers=`` against the layer count of every model stage 1 will score, read from a local folder's
+    ``config.json`` (a hub id or a ``.gguf`` file is checked when stage 1 loads it).
+
+    Raises:
+        InputError: A layer index the model does not have, naming the model.
+    """
+    if cfg.layers is None:
+        return
+    keys = ("large_model", "small_model") if cfg.method in ("attention_diff", "released") else (
+        ("model",) if cfg.method == "attention" else ())
+    for key in keys:
+        config = Path(str(getattr(cfg, key))).expanduser() / "config.json"
+        if not config.is_file():
+            continue
+        settings = json.loads(config.read_text(encoding="utf-8"))
+        n_layers = settings.get("text_config", settings).get("num_hidden_layers")
+        bad = [layer for layer in cfg.layers if n_layers is not None and not -n_layers <= layer < n_layers]
+        if bad:
+            raise InputError(f"layers={list(cfg.layers)}: layer {bad[0]} does not exist in {key}={getattr(cfg, key)} "
+                             f"({n_layers} layers); fix layers (negative indices count from the end)")
 
 
 def check_devices(cfg: RunExperimentConfig) -> None:

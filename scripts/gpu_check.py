@@ -7,7 +7,7 @@
 It runs the paths a paper-scale sweep takes — bitsandbytes kernels, short 8-bit and 16-bit LoRA epochs, evaluation
 merged vs unmerged and at batch 1 vs 8, stage 1 blocked vs the model's own attention weights in float32 and bf16 on
 Qwen2.5-Coder 0.5B and a tiny Gemma 2 (soft-capping, sliding window), 8-bit Gemma generation — on the converted
-models under ``models/`` (``make models``) and on tiny models built here (tests/tiny.py), and prints one table:
+models under ``models/`` (``make models``) and on tiny models built here (tests/helpers/tiny.py), and prints one table:
 PASS, FAIL or SKIPPED (why). Exit status 1 when a check failed. ``--json`` also writes the rows to a file.
 
 Not research code (it lives outside the package); it calls the package's own stage functions.
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and tests/tiny.py (tiny models and tokenizers)
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and tests/helpers/tiny.py (tiny models and tokenizers)
 
 import torch  # noqa: E402
 
@@ -119,7 +119,7 @@ class Checker:
 
     def tiny_models(self) -> dict[str, Path]:
         """A tiny Llama (byte-level BPE, like Llama 3 and Qwen) and a tiny Gemma 2 (Unigram with BOS), saved here."""
-        from tiny import corpus, save_tiny, train_tokenizer
+        from helpers.tiny import corpus, save_tiny, train_tokenizer
 
         texts = corpus([DATA / "biography.csv", DATA / "biography_fewshot.csv", DATA / "prompts.csv"])
         return {"tiny llama": save_tiny(self.work / "llama", "llama", train_tokenizer("bpe", texts), layers=2, seed=1),

@@ -34,7 +34,6 @@ import base64
 import contextlib
 import csv
 import datetime as _dt
-import fcntl
 import hashlib
 import io
 import json
@@ -48,12 +47,12 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from elusive.core.errors import InputError
-from elusive.core.files import sha256_file, umask
+from elusive.core.files import file_lock, sha256_file, umask
 
 log = logging.getLogger(__name__)
 
@@ -529,12 +528,8 @@ def _lock(spec: ModelSpec, models_dir: str | os.PathLike[str]) -> Iterator[None]
     """Hold an exclusive lock on ``{models_dir}/.cache/{name}.lock`` (blocks while another run holds it)."""
     path = cache_dir(models_dir) / f"{spec.name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(path):
+        yield
 
 
 def _remove_leftovers(spec: ModelSpec, models_dir: str | os.PathLike[str]) -> None:

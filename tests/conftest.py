@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random models with tokenizers trained on the project's corpus, built once per session.
+"""Shared fixtures (the helpers tests import live in tests/helpers/): tiny random models with tokenizers trained on the project's corpus, built once per session.
 
 * ``small_model`` / ``large_model`` — Llama architecture, 2 vs 3 layers, one byte-level BPE tokenizer
   (no BOS, like Llama 3 / Qwen): the small/large pair for the contrast.
@@ -9,15 +9,11 @@
 from __future__ import annotations
 
 import atexit
-import logging
 import os
-import runpy
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from unittest import mock
 
 from elusive.core import cache
 
@@ -41,10 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))  # o
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from tiny import corpus, save_tiny, train_tokenizer  # noqa: E402 (tests/tiny.py)
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data"
+from helpers.run import DATA, ROOT  # noqa: E402
+from helpers.tiny import corpus, save_tiny, train_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -93,36 +87,3 @@ def bios(tiny_dir) -> Path:
     path = tiny_dir / "bios.csv"
     pd.read_csv(DATA / "biography.csv").head(12).to_csv(path, index=False)
     return path
-
-
-def run_script(script: str, *overrides: str, cwd: Path = ROOT, hydra_dir: Path | None = None) -> subprocess.CompletedProcess:
-    """Run a top-level script as a user would, with Hydra overrides; its run folder goes to ``hydra_dir``."""
-    args = [sys.executable, str(ROOT / script), *overrides]
-    if hydra_dir is not None:
-        args.append(f"hydra.run.dir={hydra_dir}")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-def run_in_process(script: str, overrides: list[str], capsys) -> tuple[int, str]:
-    """Run the script as ``__main__`` with ``sys.argv`` set, as ``python script ...`` would; return status and stderr."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    capsys.readouterr()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level  # Hydra configures logging for the run: restore it after
-    status = 0
-    with mock.patch.object(sys, "argv", [str(ROOT / script), *overrides]):
-        try:
-            runpy.run_path(str(ROOT / script), run_name="__main__")
-        except SystemExit as exited:
-            status = exited.code
-        finally:
-            GlobalHydra.instance().clear()
-            for handler in root.handlers:
-                if handler not in handlers:
-                    handler.close()
-            root.handlers[:] = handlers
-            root.setLevel(level)
-    return status, capsys.readouterr().err

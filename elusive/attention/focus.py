@@ -1,4 +1,4 @@
-"""TODO docstring (attention.focus)."""
+"""Which tagged field each token lies in, and the token just before each field (the query of Figures 2-3)."""
 
 from __future__ import annotations
 

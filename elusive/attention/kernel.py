@@ -1,4 +1,8 @@
-"""TODO docstring (attention.kernel)."""
+"""Blocked attention: eager attention's weights, query block by query block, reduced to per-token sums at once.
+
+Registered with transformers' ``AttentionInterface`` under :data:`BLOCKED` when this module is imported; only
+:func:`elusive.attention.scores.score_batch` switches a model to it, for one forward pass.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""TODO docstring (attention.released)."""
+"""``aggregate=released``: the released code's attention score, replayed with its own arithmetic.
+
+A compatibility mode: every layer's n × n weights at once, in the model's dtype (bf16 in the released code), rows
+of the lower triangle summed and divided by i + 1. In exact arithmetic that is 1 / (i + 1) for any model, so the
+released contrast is decided by bf16 rounding and by the tie order of the ranking (docs/differences.md).
+"""
 
 from __future__ import annotations
 

@@ -36,8 +36,6 @@ from elusive.core.errors import InputError
 from elusive.core.models import model_device
 from elusive.text.tokens import Encoded
 
-AGGREGATES = ("received", "sum", "released")
-
 
 def attention_modules(model: PreTrainedModel) -> list[torch.nn.Module]:
     """Return the self-attention module of every layer, in depth order.

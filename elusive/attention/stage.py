@@ -1,4 +1,9 @@
-"""TODO docstring (attention.stage)."""
+"""Stage 1 (``save_attention.py``): score every text of a dataset and write the attention dump.
+
+Loads the model in eager attention, checks every text fits the model's positions, scores the texts in batches
+(:mod:`elusive.attention.scores`, or :mod:`elusive.attention.released`), merges the shares of several processes,
+and writes the dump whose format :mod:`elusive.attention.dump` defines.
+"""
 
 from __future__ import annotations
 

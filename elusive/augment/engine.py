@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from elusive.core import cache
+from elusive.core.files import file_lock
 
 CACHE = cache.configure_numba()  # before numba is imported: it reads NUMBA_CACHE_DIR once
 
@@ -72,18 +73,12 @@ def _cache_lock() -> Iterator[None]:
     if not CACHE or not folder:
         yield
         return
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: numba's own atomic renames only
+    if os.name != "posix":  # numba's own atomic renames only
         yield
         return
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    with open(os.path.join(folder, ".elusive.lock"), "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(os.path.join(folder, ".elusive.lock")):
+        yield
 
 
 def _first_call(kernel, *args):

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import math
 from collections.abc import Iterator

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -32,6 +33,13 @@ AGGREGATES = ("received", "sum", "released")
 METHODS = ("plain", "random", "attention", "attention_diff", "shuffled", "position", "released")
 MODES = ("qa", "completion")
 RELEASED_TIES = ("position", "numpy")
+FIELD_ORDER_MODES = ("fixed", "permuted")  # make_biographies.py field_order (or an explicit permutation of fields)
+TEMPLATE_MODES = ("paper", "varied")  # make_biographies.py template: the paper's frame per field, or several
+DEFAULT_ALPHA = 0.7  # stage 3's largest drop probability when neither the command line nor a preset sets one
+DEFAULT_BETA = 0.05  # stage 3's rank rate of p(r), likewise
+SHOTS = {"qa": 5, "completion": 0}  # solved examples before each question when shots=null, per mode
+REPORT_TARGETS = ("none", "all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
+                  "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb")  # transformers 5.23's loggers
 
 
 # --------------------------------------------------------------------------------------------------
@@ -71,7 +79,33 @@ def one_of(*choices: Any) -> Rule:
     return Rule(lambda v: v in choices, f"unknown; use one of {shown}")
 
 
+def default_shots(shots: int | None, mode: str) -> int:
+    """``shots`` as given, else the mode's default (:data:`SHOTS`)."""
+    return shots if shots is not None else SHOTS[mode]
+
+
+def _int_list(value: Any, low: int | None = None) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) > 0
+            and all(isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low) for v in value))
+
+
+DEVICE = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?|multi", v) is not None,
+              "unknown device; use auto, cpu, cuda, cuda:N or multi")
+LAYERS = Rule(_int_list, "must be a non-empty list of layer indices (negative = from the end), e.g. [0,-1]")
+MODE_LIST = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and set(v) <= set(MODES)
+                 and len(set(v)) == len(v), f"must be a non-empty list of distinct modes ({', '.join(MODES)}), "
+                 "e.g. [qa] or [qa,completion]")
+REPORT_TO = Rule(lambda v: isinstance(v, (list, tuple)) and set(v) <= set(REPORT_TARGETS),
+                 f"must be a list of Trainer loggers ({', '.join(REPORT_TARGETS)}), e.g. [tensorboard] or []")
+ROWS = Rule(lambda v: (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or _int_list(v, 0),
+            "must be a row number or a non-empty list of them (0-based), e.g. rows=[0,1,2] or rows=5")
+NAME = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", v) is not None,
+            "must be one folder name of letters, digits, '.', '_' or '-' (no '/', spaces or leading '.'), e.g. "
+            "name=my_study")
+
+
 SEED = within(0, SEED_MAX, " (an integer seed)")
+MULTIPLY = Rule(lambda v: 1 <= v <= 1000, "must be a whole number in [1, 1000] (augmented copies per text)")
 ALPHA = within(0, 1, " (the largest drop probability)")
 BETA = at_least(0, " (how fast the drop probability rises with rank)")
 
@@ -142,7 +176,8 @@ class AttentionSettings:
                                         "ranks, so nothing is truncated); null = the model's max_position_embeddings",
                                         at_least(2), null="null for the model's own limit")
     device: Optional[str] = setting(None, "device of stage 1 in run_experiment: auto, cpu, cuda or multi (e.g. multi "
-                                    "for a 70B dump while an 8B trains on one GPU)", null="null for the run's device")
+                                    "for a 70B dump while an 8B trains on one GPU)", DEVICE,
+                                    null="null for the run's device")
 
 
 @dataclass
@@ -176,9 +211,9 @@ class TrainSettings:
                                                         "must be increasing whole numbers >= 1, e.g. [4,8,12]"))
     max_grad_norm: float = setting(1.0, "gradient clipping norm, 0 = no clipping (the released code: 1.0)",
                                    at_least(0, " (0 = no clipping)"))
-    max_length: int = setting(512, "texts longer than this many tokens (EOS included) are truncated, with a warning "
-                              "that counts them (this project's choice); a text still longer than the model's "
-                              "positions is refused", at_least(2, " (at least one token and EOS)"))
+    max_length: int = setting(512, "longest text in tokens (EOS included), as in stage 1: a longer text is refused, "
+                              "never cut (a cut text loses its last fields); at most the model's positions",
+                              at_least(2, " (at least one token and EOS)"))
     lora_r: int = setting(16, "LoRA rank (the paper: 16)", at_least(1))
     lora_alpha: float = setting(16.0, "LoRA scaling numerator, usually 1-2 × rank (the released code: 16)", above(0))
     lora_dropout: float = setting(0.0, "dropout on the LoRA path (the released code: 0)", within(0, 1, "", open_high=True))
@@ -190,7 +225,7 @@ class TrainSettings:
     group_by_length: bool = setting(False, "batch texts of similar length together (less padding, another order)")
     report_to: list[str] = setting(["tensorboard"], "where the Trainer logs: [tensorboard] (model_dir/runs), [] or "
                                    "[none] for nothing, or any integration the Trainer supports that is installed "
-                                   "(e.g. [wandb])")
+                                   "(e.g. [wandb])", REPORT_TO)
     save_total_limit: Optional[int] = setting(None, "keep only the last N checkpoint-* folders",
                                               at_least(1), null="null to keep all")
 
@@ -239,11 +274,12 @@ class SaveAttentionConfig(AttentionSettings):
                              "total it receives; released = the released code's arithmetic (bf16, rows summed, "
                              "divided by i+1), for a faithful replay of its ranking", one_of(*AGGREGATES))
     layers: Optional[list[int]] = setting(None, "layer indices to average (negative = from the end); the paper "
-                                          "averages all layers and heads", null="null for all layers")
+                                          "averages all layers and heads", LAYERS,
+                                          null="null for all layers")
     text_prefix: str = setting("", "string put before each text, stored but never ranked or dropped; the paper "
                                "used \"Text: \" for Llama 3 (no BOS token: the first word becomes an attention sink)")
     device: str = setting("auto", "auto (CUDA if available; under accelerate launch this process's GPU), cpu, "
-                          "cuda, or multi (one process, one model over all GPUs)")
+                          "cuda, or multi (one process, one model over all GPUs)", DEVICE)
     focus: bool = setting(False, "also store the attention row of the token just before each tagged field (for "
                           "analyze_attention.py); needs tags")
     max_texts: Optional[int] = setting(None, "only the first N texts (quick trials)", at_least(1),
@@ -270,13 +306,10 @@ class DataAugmentationConfig:
                                 "(ranked by one model's dump) | attention_diff (ranked by a contrast) | shuffled "
                                 "(p(r) over a random ranking) | position (rank 0 = the last token): the last two "
                                 "are controls", one_of(*AUGMENT_TYPES))
-    alpha: float = setting(0.7, "largest drop probability (the paper's tables: 0.6 or 0.7)",
-                           ALPHA)
-    beta: float = setting(0.05, "how fast p(r) rises with rank (the paper's tables: 0.005-0.05); unused by random",
-                          BETA)
-    multiply: int = setting(10, "augmented copies per text (the paper: 10)",
-                            Rule(lambda v: 1 <= v <= 1000, "must be a whole number in [1, 1000] (augmented copies "
-                                 "per text)"))
+    alpha: float = setting(DEFAULT_ALPHA, "largest drop probability (the paper's tables: 0.6 or 0.7)", ALPHA)
+    beta: float = setting(DEFAULT_BETA, "how fast p(r) rises with rank (the paper's tables: 0.005-0.05); unused by "
+                          "random", BETA)
+    multiply: int = setting(10, "augmented copies per text (the paper: 10)", MULTIPLY)
     attn_weights: Optional[str] = path_setting(None, "the dump that ranks the tokens: {save_name} of save_attention "
                                            "(attention) or contrast_attention (attention_diff)",
                                            null="null for random, shuffled and position")
@@ -306,7 +339,7 @@ class TrainConfig(TrainSettings):
     model_dir: str = output_path(MISSING, "output folder: checkpoint-N per epoch, logs in runs/, the final adapter in "
                              "the folder itself")
     device: str = setting("auto", "auto (CUDA if available; under accelerate launch this process's GPU), cpu, "
-                          "cuda, or multi")
+                          "cuda, or multi", DEVICE)
     seed: int = setting(0, "LoRA initialisation and data order", SEED)
     resume: bool = setting(False, "continue from the last complete checkpoint-N in model_dir; refused if the data "
                            "or a setting changed (epochs may grow)")
@@ -326,7 +359,7 @@ class EvaluateConfig(EvaluateSettings):
                         "the words of their biography's own sentence up to the field (\"Liam Thompson had a "
                         "professional role at\"): what the model memorised", one_of(*MODES))
     device: str = setting("auto", "auto (CUDA if available; under accelerate launch this process's GPU), cpu, "
-                          "cuda, or multi")
+                          "cuda, or multi", DEVICE)
     seed: int = setting(0, "seed of the few-shot draw and of the bootstrap intervals", SEED)
     every_pass: bool = setting(False, "also evaluate each adapter train.py kept at a pass (save_at_passes: "
                                "model_dir/pass-<E>/) into output_dir/pass-<E>/; the final adapter still goes to "
@@ -340,7 +373,7 @@ class MakeBiographiesConfig:
     n_people: int = setting(300, "number of people, each with a unique full name (max 104,396)", at_least(1))
     seed: int = setting(0, "random seed: same settings give a byte-identical CSV", SEED)
     template: str = setting("paper", "paper = the paper's five fixed sentences; varied = several frames per "
-                            "field, picked at random", one_of("paper", "varied"))
+                            "field, picked at random", one_of(*TEMPLATE_MODES))
     field_order: Any = setting("fixed", "fixed (date, city, university, major, company), permuted (random per "
                                "person) or a list, e.g. [company, major, university, city, date]")
     output: str = output_path("data/biography.csv", "the CSV to write (one column text); an existing file is "
@@ -378,13 +411,13 @@ class PlotKeepProbabilityConfig:
     """``plot_keep_probability.py``: each token's keep probability 1 − p(r) under one augmentation (Figure 4)."""
 
     augment_type: str = setting("attention_diff", "as data_augmentation.py", one_of(*AUGMENT_TYPES))
-    alpha: float = setting(0.7, "as data_augmentation.py", ALPHA)
-    beta: float = setting(0.05, "as data_augmentation.py", BETA)
+    alpha: float = setting(DEFAULT_ALPHA, "as data_augmentation.py", ALPHA)
+    beta: float = setting(DEFAULT_BETA, "as data_augmentation.py", BETA)
     attn_weights: Optional[str] = path_setting(None, "the ranking dump, as data_augmentation.py",
                                            null="null for random, shuffled and position")
     model: str = setting(MISSING, "tokenizer source: the dump's tokenizer")
     dataset: str = path_setting("data/biography.csv", "the CSV the dump was computed on")
-    rows: Any = setting([0, 1, 2], "rows of the dataset to show (0-based), e.g. [0,1,2] or 5")
+    rows: Any = setting([0, 1, 2], "rows of the dataset to show (0-based), e.g. [0,1,2] or 5", ROWS)
     output: str = output_path(MISSING, "output path without suffix: writes {output}.html, .png and .csv")
     seed: int = setting(0, "shuffled only: the data_augmentation seed whose random ranking is shown", SEED)
     text_prefix: str = setting("", "prefix used for tokenising when no dump is given (a dump's own prefix wins)")
@@ -451,7 +484,7 @@ class RunExperimentConfig:
     """``run_experiment.py``: one table row end to end, from a preset in conf/experiment/."""
 
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"experiment": None}])
-    name: str = setting("default", "experiment name: everything goes under {out_root}/{name}/")
+    name: str = setting("default", "experiment name: everything goes under {out_root}/{name}/", NAME)
     out_root: str = output_path("out/experiments", "root folder of all experiments")
     method: str = setting("attention_diff", "plain | random | attention (the trained model's own attention) | "
                           "attention_diff | shuffled (control: random ranking) | position (control: rank by "
@@ -465,22 +498,25 @@ class RunExperimentConfig:
     n_texts: Optional[int] = setting(None, "only the first N texts of a CSV dataset (the released biography set has "
                                      "100 people)", at_least(1), null="null for all")
     alpha: Optional[float] = setting(None, "largest drop probability", within(0, 1),
-                                     null="null for the preset's method_params[method].alpha, else 0.7")
+                                     null=f"null for the preset's method_params[method].alpha, else {DEFAULT_ALPHA}")
     beta: Optional[float] = setting(None, "rank rate of p(r)", at_least(0),
-                                    null="null for the preset's method_params[method].beta, else 0.05")
+                                    null=f"null for the preset's method_params[method].beta, else {DEFAULT_BETA}")
     method_params: dict[str, dict[str, float]] = setting({}, "per-method alpha/beta, e.g. {random: {alpha: 0.6}, "
                                                          "attention_diff: {alpha: 0.6, beta: 0.03}}; on the command "
                                                          "line ++method_params.random.alpha=0.6", METHOD_PARAMS)
     multiply: int = setting(10, "augmented copies per text (the paper: 10, trained together with the originals)",
-                            within(1, 1000))
+                            MULTIPLY)
     plain_copies: int = setting(0, "method=plain: extra unchanged copies per text (= multiply gives every method "
                                 "the same number of steps); 0 = originals only (the paper)", within(0, 1000))
     text_prefix: str = setting("", "prefix for attention extraction (\"Text: \" guards the attention sink of models "
                                "without BOS)")
-    layers: Optional[list[int]] = setting(None, "layers averaged for the attention scores", null="null for all")
+    layers: Optional[list[int]] = setting(None, "layers averaged for the attention scores", LAYERS,
+                                          null="null for all")
     seed: int = setting(0, "seed of augmentation, LoRA initialisation, data order and few-shot sampling", SEED)
-    device: str = setting("auto", "auto (CUDA if available), cpu, cuda, or multi (one model over all GPUs)")
-    modes: list[str] = setting(["qa"], "evaluations of every run: [qa], [completion] or [qa, completion]")
+    device: str = setting("auto", "auto (CUDA if available), cpu, cuda, or multi (one model over all GPUs)",
+                          DEVICE)
+    modes: list[str] = setting(["qa"], "evaluations of every run: [qa], [completion] or [qa, completion]",
+                               MODE_LIST)
     dry_run: bool = setting(False, "check every input file and setting without loading a model, then exit")
     attention: AttentionSettings = field(default_factory=AttentionSettings, metadata={"help": "stage-1 settings"})
     train: TrainSettings = field(default_factory=TrainSettings, metadata={"help": "stage-4 settings"})

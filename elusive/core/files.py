@@ -1,4 +1,10 @@
-"""TODO docstring (core.files)."""
+"""Files written whole or not at all, strict JSON, file hashes and the one file lock.
+
+Every file a stage writes goes to a temporary name in its destination folder and is renamed into place only when
+complete (:func:`atomic_path`), so a failed run never leaves a half-written artifact; temporary files of killed
+runs on this host are removed by the next run. JSON is written with NaN and infinity refused
+(:func:`strict_json`), so every record parses anywhere.
+"""
 
 from __future__ import annotations
 
@@ -115,3 +121,31 @@ def sha256_file(path: str | os.PathLike[str], start: int = 0) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], blocking: bool = True) -> Iterator[int]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created, mode 0644 before the umask) while the block runs.
+
+    The one lock of the project: numba's cache, a stage's output folder and the model conversion use it. The
+    lock goes with its process, so a killed run leaves nothing stale. POSIX only, like the rest of the pipeline.
+
+    Yields:
+        The open file descriptor (a stage writes its marker through it).
+
+    Raises:
+        BlockingIOError: ``blocking=False`` and another process holds the lock.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        yield fd
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -24,7 +24,8 @@ from elusive.core.files import sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".ot", ".npz")
+"""Files of weights, of any framework: what a model's identity hashes, and what a tokenizer's fingerprint skips."""
 
 
 def model_files(model: str) -> tuple[Path | None, list[Path]]:
@@ -46,7 +47,7 @@ def model_files(model: str) -> tuple[Path | None, list[Path]]:
             return None, []
         folder = Path(found).parent
     config = folder / "config.json"
-    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
     return (config if config.is_file() else None), weights
 
 

@@ -23,6 +23,7 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from elusive.core.config import QUANTS
 from elusive.core.errors import InputError
 
 if TYPE_CHECKING:  # torch and transformers are imported where used: stages that only read files never load them
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # torch and transformers are imported where used: stages that
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes
-QUANTS = (None, "8bit", "4bit")
 BITSANDBYTES = "bitsandbytes==0.50.2"  # the version requirements.txt pins (its wheel has CPU and CUDA kernels)
 
 

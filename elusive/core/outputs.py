@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elusive.core.errors import InputError
+from elusive.core.files import file_lock
 
 OWN_FILES = {
     "train": ("train_meta.json", "adapter_config.json", "checkpoint-*/checkpoint_complete.json"),
@@ -211,28 +212,20 @@ def claim_folder(key: str, folder: str | os.PathLike[str], stage: str) -> Iterat
     Raises:
         InputError: Another run holds the lock.
     """
-    import fcntl  # POSIX only, like the rest of the pipeline
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / marker_name(stage)
-    fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder(marker)
-        os.close(fd)
-        raise InputError(f"{key}={folder}: another {stage} run ({holder}) is writing into it; wait for it to finish "
-                         f"or choose another {key}") from None
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            fd = stack.enter_context(file_lock(marker, blocking=False))
+        except BlockingIOError:
+            raise InputError(f"{key}={folder}: another {stage} run ({_holder(marker)}) is writing into it; wait for "
+                             f"it to finish or choose another {key}") from None
         record = {"stage": stage, "pid": os.getpid(), "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
         yield folder
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _holder(marker: Path) -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elusive.core.config import default_shots
 from elusive.core.errors import InputError
 from elusive.evaluation.metrics import normalize_answer
 from elusive.text.data import check_tags, read_csv
@@ -381,7 +382,7 @@ def questions_for(cfg) -> list[Question]:
         InputError: A data file is malformed, or the settings do not fit the data.
     """
     eval_data, fewshot_data, prompts = Path(cfg.eval_data), Path(cfg.fewshot_data), Path(cfg.prompts)
-    shots = cfg.shots if cfg.shots is not None else (5 if cfg.mode == "qa" else 0)
+    shots = default_shots(cfg.shots, cfg.mode)
     if is_wiki(eval_data):
         if cfg.mode == "completion":
             raise InputError(f"mode=completion: eval_data={eval_data} holds Wikipedia questions, not tagged fields to "

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from elusive.core import distributed
-from elusive.core.config import EvaluateConfig, check
+from elusive.core.config import EvaluateConfig, check, default_shots
 from elusive.core.distributed import Share
 from elusive.core.errors import InputError
 from elusive.core.files import atomic_path, sha256_file, strict_json
@@ -162,7 +162,7 @@ def eval_record(cfg: EvaluateConfig, n_questions: int, world_size: int, seconds:
         "max_people": cfg.max_people,
         "fewshot_data_sha256": digest(cfg.fewshot_data),
         "prompts_sha256": digest(cfg.prompts),
-        "shots": cfg.shots if cfg.shots is not None else (5 if cfg.mode == "qa" else 0),
+        "shots": default_shots(cfg.shots, cfg.mode),
         "shared_shots": cfg.shared_shots,
         "seed": cfg.seed,
         "max_new_tokens": cfg.max_new_tokens,

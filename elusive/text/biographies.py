@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from elusive.core.config import FIELD_ORDER_MODES, TEMPLATE_MODES
 from elusive.core.errors import InputError
 from elusive.core.files import atomic_path
 from elusive.text.pools import (
@@ -61,11 +62,6 @@ ATTRIBUTE_FIELDS = ("date", "city", "university", "major", "company")
 """The five non-name fields, in the ``"fixed"`` order."""
 
 
-FIELD_ORDER_MODES = ("fixed", "permuted")
-
-
-TEMPLATE_MODES = ("paper", "varied")
-"""``template`` values: the paper's one frame per field, or several frames per field drawn at random."""
 
 
 THEY_SHARE = 0.1

@@ -1,4 +1,8 @@
-"""TODO docstring (text.fingerprints)."""
+"""Fingerprints that bind tokens to the tokenizer that made them: vocabulary, whole tokenizer, and token arrays.
+
+Stage 1 writes them into a dump; stage 3 compares them with the tokenizer it would use (or with a recorded one,
+:mod:`elusive.text.tokenizer_records`) before it trusts the dump's tokens. Each is memoised per tokenizer object.
+"""
 
 from __future__ import annotations
 

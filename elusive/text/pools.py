@@ -1,4 +1,9 @@
-"""TODO docstring (text.pools)."""
+"""The word pools and sentence frames of the synthetic biographies (:mod:`elusive.text.biographies`).
+
+Hand-written for this project: no gender-ambiguous first names (a first name determines the pronoun), and no
+surname of the real people of ``data/biography_fewshot.csv``. Every frame starts with its subject, so any field
+order reads naturally.
+"""
 
 from __future__ import annotations
 

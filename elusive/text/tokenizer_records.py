@@ -34,13 +34,13 @@ from pathlib import Path
 
 from elusive.core import cache
 from elusive.core.files import write_json_atomic
+from elusive.core.identity import WEIGHT_SUFFIXES
 from elusive.text.fingerprints import tokenizer_sha256, vocab_sha256
 
 log = logging.getLogger(__name__)
 
 FORMAT = "elusive-tokenizer-record/1"
 RECIPE = 1  # bump when elusive.core.models.load_tokenizer changes what it returns for the same files
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".ot", ".npz")
 
 
 @dataclass(frozen=True)

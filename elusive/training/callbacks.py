@@ -1,4 +1,4 @@
-"""TODO docstring (training.callbacks)."""
+"""The Trainer callbacks of stage 4: no pickled arguments, complete checkpoints, kept passes, stop on NaN."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""TODO docstring (training.checkpoints)."""
+"""The Trainer's checkpoints and the kept passes of an epoch search, checked before a run resumes from them.
+
+A checkpoint counts only once :class:`elusive.training.callbacks.MarkCheckpointComplete` has written its manifest;
+resuming checks that the checkpoint belongs to the same run (data, settings) and the same number of epochs. Kept
+passes (``train.save_at_passes``) live in ``model_dir/pass-<E>/``.
+"""
 
 from __future__ import annotations
 

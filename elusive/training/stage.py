@@ -65,7 +65,7 @@ from elusive.training.checkpoints import (
 log = logging.getLogger(__name__)
 
 
-def lora_config(r: int = 16, lora_alpha: int = 16, lora_dropout: float = 0.0) -> LoraConfig:
+def lora_config(r: int, lora_alpha: float, lora_dropout: float) -> LoraConfig:
     """The only place the project builds a LoraConfig: every linear projection except the LM head."""
     return LoraConfig(
         r=r,
@@ -79,33 +79,30 @@ def lora_config(r: int = 16, lora_alpha: int = 16, lora_dropout: float = 0.0) ->
 
 def tokenize_for_training(tokenizer, texts: list[str], max_length: int, model_limit: int | None = None,
                           dataset: str | os.PathLike[str] = "") -> list[dict[str, list[int]]]:
-    """Tokenise each text and append EOS (kept even when the text is truncated to ``max_length`` tokens).
+    """Tokenise each text and append EOS; labels are the input ids (padding is masked by the collator).
 
-    Texts longer than ``max_length`` are truncated — the setting says so — with a warning that counts them. A
-    text that would still be longer than the model's positions (``model_limit``, when ``max_length`` is set
-    above it) is refused before any model is loaded. Labels are the input ids; padding is masked by the collator.
+    ``max_length`` means what it means in stage 1: the longest text allowed, in tokens (EOS included). A longer
+    text is refused, never cut — a cut biography silently loses its last fields, the ones the study measures —
+    and so is ``max_length`` above the model's positions (``model_limit``). Both before any model is loaded.
 
     Raises:
-        InputError: No EOS token, ``max_length`` < 2, or a text beyond the model's positions.
+        InputError: No EOS token, ``max_length`` < 2 or above the model's positions, or a text too long.
     """
     if tokenizer.eos_token_id is None:
         raise InputError(f"model={tokenizer.name_or_path}: the tokenizer has no EOS token to end each text")
     if max_length < 2:
         raise InputError(f"max_length={max_length}: must be >= 2 (at least one token and EOS)")
-    enc = tokenizer(texts, truncation=True, max_length=max_length - 1)
-    full = tokenizer(texts, return_length=True)["length"] if texts else []
-    cut = sum(n + 1 > max_length for n in full)
-    if cut:
-        log.warning("max_length=%d: %d of %d texts are longer and were truncated to their first %d tokens (+ EOS)",
-                    max_length, cut, len(texts), max_length - 1)
-    if model_limit is not None:
-        for row, ids in enumerate(enc["input_ids"]):
-            if len(ids) + 1 > model_limit:
-                raise InputError(
-                    f"dataset={dataset}: text {row} has {len(ids) + 1} tokens after truncation to max_length="
-                    f"{max_length}, more than the model's limit of {model_limit} positions; set max_length<="
-                    f"{model_limit}"
-                )
+    limit = max_length if model_limit is None else min(max_length, model_limit)
+    enc = tokenizer(texts)
+    for row, ids in enumerate(enc["input_ids"]):
+        if len(ids) + 1 > limit:
+            key = "max_length" if limit == max_length else "the model"
+            raise InputError(
+                f"dataset={dataset}: text {row} has {len(ids) + 1} tokens (EOS included), more than {key}'s limit of "
+                f"{limit}; split the long texts into shorter ones"
+                + (" (or raise max_length up to the model's limit)" if key == "max_length" and model_limit and
+                   model_limit > max_length else "")
+            )
     examples = []
     for ids in enc["input_ids"]:
         ids = [*ids, tokenizer.eos_token_id]

@@ -1,0 +1,255 @@
+"""The typed configs: one schema per script, every key with help, presets only with known keys, bad values refused.
+
+Layers: rules by hand (:func:`elusive.core.config.check`), the schemas composed by Hydra, the presets, then the
+command line as a user types it (one ``error:`` line, exit status 2, nothing written).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+
+import pytest
+from helpers.run import ROOT, run_in_process, run_script
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from elusive.core.cli import check_command_line, to_settings
+from elusive.core.config import (
+    SCHEMAS,
+    DataAugmentationConfig,
+    PlotKeepProbabilityConfig,
+    RunExperimentConfig,
+    TrainConfig,
+    check,
+    help_text,
+    known_keys,
+    settings_fields,
+)
+from elusive.core.errors import InputError
+
+PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+# --- the schema ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_every_script_has_a_schema_every_key_has_help_and_help_lists_it(name):
+    assert (ROOT / f"{name}.py").is_file()
+    keys = known_keys(SCHEMAS[name])
+    assert keys
+    for key, f in keys.items():
+        assert len(f.metadata.get("help", "")) >= 10, key
+    listed = "\n".join(help_text(SCHEMAS[name]))
+    leaves = [k for k, f in keys.items() if not dataclasses.is_dataclass(f.default_factory()
+                                                                          if f.default_factory is not dataclasses.MISSING
+                                                                          else None)]
+    for key in leaves:
+        assert f"  {key} (" in listed, key
+
+
+def test_every_script_file_is_thin_and_uses_its_schema():
+    for name in SCHEMAS:
+        source = (ROOT / f"{name}.py").read_text()
+        assert f'@script("{name}")' in source
+        assert len(source.splitlines()) <= 40, name
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_hydra_composes_every_schema_and_the_defaults_are_valid(name):
+    GlobalHydra.instance().clear()
+    ConfigStore.instance().store(name=name, node=SCHEMAS[name])
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name=name)
+    required = [k for k in known_keys(SCHEMAS[name]) if OmegaConf.is_missing(cfg, k)]
+    for key in required:  # fill the required keys, then every default must pass its rule
+        OmegaConf.update(cfg, key, [] if key in ("runs", "predictions") else "x")
+    check(OmegaConf.to_object(cfg))
+
+
+def test_rules_by_hand():
+    ok = DataAugmentationConfig(model="m", save_name="s")
+    check(ok)
+    for change, message in [
+        ({"alpha": 1.5}, "alpha=1.5: must be in [0, 1] (the largest drop probability)"),
+        ({"alpha": -0.0001}, "alpha=-0.0001: must be in [0, 1]"),
+        ({"beta": -1.0}, "beta=-1.0: must be >= 0"),
+        ({"beta": float("nan")}, "beta=nan: must be a finite number"),
+        ({"multiply": 0}, "multiply=0: must be a whole number in [1, 1000]"),
+        ({"multiply": 10**9}, "multiply=1000000000: must be a whole number in [1, 1000]"),
+        ({"augment_type": "dropout"}, "augment_type=dropout: unknown; use one of random, attention, attention_diff, "
+                                      "shuffled, position"),
+        ({"seed": -1}, "seed=-1: must be in [0, 4294967295] (an integer seed)"),
+        ({"seed": 2**70}, "seed=1180591620717411303424: must be in [0, 4294967295]"),
+        ({"model": "???"}, "missing required key(s) model"),
+    ]:
+        with pytest.raises(InputError) as err:
+            check(dataclasses.replace(ok, **change))
+        assert str(err.value).startswith(message), str(err.value)
+    check(dataclasses.replace(ok, alpha=0.0, beta=0.0, multiply=1000, seed=2**32 - 1))  # the edges are allowed
+    with pytest.raises(InputError, match=r"^train.learning_rate=inf: must be a finite number"):
+        check(RunExperimentConfig(model="m", train=dataclasses.replace(TrainConfig(model="m", dataset="d",
+                                                                                   model_dir="o"), learning_rate=float("inf"))))
+
+
+def test_rules_of_devices_layers_modes_loggers_rows_and_names_by_hand():
+    """Keys once checked only when a stage reached them (or never) are checked with the rest, before any work."""
+    run = RunExperimentConfig(model="m")
+    train = TrainConfig(model="m", dataset="d", model_dir="o")
+    keep = PlotKeepProbabilityConfig(model="m", dataset="d", output="o")
+    for config, change, message in [
+        (run, {"device": "gpu"}, "device=gpu: unknown device; use auto, cpu, cuda, cuda:N or multi"),
+        (run, {"device": "cuda:x"}, "device=cuda:x: unknown device"),
+        (run, {"layers": []}, "layers=[]: must be a non-empty list of layer indices"),
+        (run, {"layers": [0.5]}, "layers=[0.5]: must be a non-empty list of layer indices"),
+        (run, {"modes": ["qa", "qa"]}, "modes=['qa', 'qa']: must be a non-empty list of distinct modes (qa, "
+                                       "completion)"),
+        (run, {"modes": ["qa", "cloze"]}, "modes=['qa', 'cloze']: must be a non-empty list of distinct modes"),
+        (run, {"name": "a/../b"}, "name=a/../b: must be one folder name"),
+        (run, {"name": ""}, "name=: must be one folder name"),
+        (run, {"name": ".hidden"}, "name=.hidden: must be one folder name"),
+        (run, {"multiply": 0}, "multiply=0: must be a whole number in [1, 1000]"),
+        (train, {"report_to": ["tensorbored"]}, "report_to=['tensorbored']: must be a list of Trainer loggers"),
+        (train, {"device": "tpu"}, "device=tpu: unknown device"),
+        (keep, {"rows": "abc"}, "rows=abc: must be a row number or a non-empty list of them"),
+        (keep, {"rows": [1, -2]}, "rows=[1, -2]: must be a row number or a non-empty list of them"),
+        (keep, {"rows": []}, "rows=[]: must be a row number or a non-empty list of them"),
+    ]:
+        with pytest.raises(InputError) as err:
+            check(dataclasses.replace(config, **change))
+        assert str(err.value).startswith(message), str(err.value)
+    for change in ({"device": "cuda:1"}, {"device": "multi"}, {"layers": [0, -1]}, {"modes": ["completion", "qa"]},
+                   {"name": "study_2.v1-b"}):
+        check(dataclasses.replace(run, **change))  # accepted
+    check(dataclasses.replace(train, report_to=[]))
+    check(dataclasses.replace(keep, rows=5))
+
+
+def test_run_experiment_groups_reuse_the_stage_settings():
+    """One definition: run_experiment's train.* keys are train.py's hyper-parameters, with the same defaults."""
+    exp, stage = RunExperimentConfig(model="m"), TrainConfig(model="m", dataset="d", model_dir="o")
+    for f in settings_fields(type(exp.train)):
+        assert getattr(exp.train, f.name) == getattr(stage, f.name)
+    assert {"train.learning_rate", "evaluate.shots", "attention.dtype"} <= set(known_keys(RunExperimentConfig))
+
+
+# --- presets ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_with_known_keys_and_valid_values(preset):
+    GlobalHydra.instance().clear()
+    ConfigStore.instance().store(name="run_experiment", node=RunExperimentConfig)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="run_experiment", overrides=[f"experiment={preset}"])
+    if OmegaConf.is_missing(cfg, "dataset"):  # Table 3 presets: the Wikipedia file is the user's
+        cfg.dataset = "data/wiki_sample.json"
+    settings = to_settings(cfg, RunExperimentConfig)
+    assert settings.name == preset and settings.model
+    for method, params in settings.method_params.items():
+        check(dataclasses.replace(settings, method=method, alpha=params.get("alpha"), beta=params.get("beta")))
+    lines = (ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text().splitlines()
+    assert lines[0] == "# @package _global_" and "run_experiment.py" in lines[2]
+
+
+def test_a_preset_with_an_unknown_key_is_refused(tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "experiment" / "typo.yaml").write_text("# @package _global_\nname: typo\nmodel: m\nalpah: 0.5\n")
+    GlobalHydra.instance().clear()
+    ConfigStore.instance().store(name="run_experiment", node=RunExperimentConfig)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises(Exception, match="alpah"):
+            compose(config_name="run_experiment", overrides=["experiment=typo"])
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["alpah=0.5"], "alpah=0.5: unknown key; did you mean alpha? --help lists the keys"),
+    (["+alpah=0.5"], "alpah=0.5: unknown key; did you mean alpha?"),
+    (["alpha=0.7x"], "alpha=0.7x: must be a number;"),
+    (["multiply=ten"], "multiply=ten: must be an integer;"),
+    (["multiply=1e9"], "multiply=1e9: must be an integer;"),
+    (["-m", "alpha=0.5,1.5"], "alpha=1.5: must be in [0, 1]"),
+    (["beta=nan"], "beta=nan: must be a finite number"),
+    (["seed=-1"], "seed=-1: must be in [0, 4294967295]"),
+    (["+alpha=0.5"], "+alpha=0.5: alpha is already a key; write alpha=0.5 without +"),
+])
+def test_command_line_checked_against_the_schema(argv, message):
+    with pytest.raises(InputError) as err:
+        check_command_line(DataAugmentationConfig, argv)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lr=1e-4"], "lr=1e-4: unknown key (the released code's name for learning_rate); use learning_rate=1e-4"),
+    (["max_epochs=20"], "max_epochs=20: unknown key (the released code's name for epochs); use epochs=20"),
+    (["batch_size=2.5"], "batch_size=2.5: must be an integer;"),
+    (["learning_rate=inf"], "learning_rate=inf: must be a finite number"),
+    (["epochs=inf"], "epochs=inf: must be a finite number"),
+    (["report_to=wandb"], "report_to=wandb: must be a list like [1,2]"),
+])
+def test_train_command_line(argv, message):
+    with pytest.raises(InputError) as err:
+        check_command_line(TrainConfig, argv)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_hydra_options_groups_and_nested_keys_pass():
+    check_command_line(RunExperimentConfig, ["-m", "experiment=cpu_tiny", "train.learning_rate=1e-3", "seed=0,1",
+                                             "hydra.run.dir=x", "++method_params.random.alpha=0.6",
+                                             "++method_params={position: {beta: 0.01}}"])
+    for line in ("method_params.random.alpha=0.6", "method_params={random: {alpha: 0.6}}"):
+        with pytest.raises(InputError, match=rf"^{re.escape(line)}: method_params is a dict, and Hydra adds to a "
+                                             rf"dict only with \+\+; write \+\+{re.escape(line)}$"):
+            check_command_line(RunExperimentConfig, [line])
+    with pytest.raises(InputError, match=r"^train.lr=1e-3: unknown key \(the released code's name for "
+                                         r"train.learning_rate\); use train.learning_rate=1e-3"):
+        check_command_line(RunExperimentConfig, ["train.lr=1e-3"])
+
+
+def _run(script: str, argv: list[str], capsys, tmp_path) -> tuple[int, str]:
+    return run_in_process(script, [*argv, f"hydra.run.dir={tmp_path / 'h'}"], capsys)
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("data_augmentation.py", ["alpha=abc", "model=m", "save_name={o}/aug"], "error: alpha=abc: must be a number;"),
+    ("evaluate.py", ["shots=1.5", "model=m", "output_dir={o}/ev"], "error: shots=1.5: must be an integer;"),
+    ("train.py", ["prompt_data=p.csv"], "error: prompt_data=p.csv: unknown key"),
+    ("evaluate.py", ["+prompt_data=p.csv", "model=m", "output_dir={o}/ev"],
+     "error: prompt_data=p.csv: unknown key (the released code's name for prompts); use prompts=p.csv"),
+    ("train.py", ["model=m", "dataset=d", "model_dir={o}/lora", "seed=1180591620717411303424"],
+     "error: seed=1180591620717411303424: must be in [0, 4294967295]"),
+    ("save_attention.py", ["dataset=data/biography.csv"], "error: missing required key(s) model, save_name"),
+])
+def test_scripts_refuse_bad_values_in_one_line_with_status_2(script, argv, message, capsys, tmp_path):
+    out = tmp_path / "missing"
+    status, err = _run(script, [a.replace("{o}", str(out)) for a in argv], capsys, tmp_path)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1 and errors[0].startswith(message), err[-2000:]
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_help_is_fast_lists_keys_and_imports_no_torch(tmp_path):
+    proc = run_script("train.py", "--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "  learning_rate (number, default 0.0005): peak AdamW learning rate" in proc.stdout
+    probe = ("import runpy, sys; sys.argv = ['x', '--help']\n"
+             "try:\n    runpy.run_path(sys.argv[0] if False else %r, run_name='__main__')\n"
+             "except SystemExit: pass\nprint('torch' in sys.modules, 'transformers' in sys.modules)") % str(ROOT / "train.py")
+    proc = subprocess_python(probe, tmp_path)
+    assert proc.stdout.strip().splitlines()[-1] == "False False"
+
+
+def subprocess_python(code: str, cwd):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
