@@ -23,6 +23,7 @@ import numpy as np
 from elusive import distributed
 from elusive.artifacts import atomic_path, sha256_file, strict_json
 from elusive.config import EvaluateConfig, check
+from elusive.data import original_rows
 from elusive.distributed import Share
 from elusive.errors import InputError
 from elusive.identity import base_identity, mismatch
@@ -79,8 +80,6 @@ def trained_people(cfg: EvaluateConfig) -> tuple[EvaluateConfig, str | None]:
         path, digest = augmentation["dataset"], augmentation["dataset_sha256"]
         source = f"the originals of {record['dataset']}, named by the augmentation record in its train_meta.json"
     else:
-        from elusive.data import original_rows
-
         path, digest = record["dataset"], record["dataset_sha256"]
         source = "the dataset its train_meta.json names"
         if Path(path).is_file() and original_rows(path, "eval_data") is not None:
@@ -90,7 +89,7 @@ def trained_people(cfg: EvaluateConfig) -> tuple[EvaluateConfig, str | None]:
         what = "is missing here" if not Path(path).is_file() else "has changed since (another SHA-256)"
         raise InputError(f"eval_data=null: model_dir={folder} was trained on the people of {path}, which {what}; {fix}")
     log.info("eval_data=null: asking about the people model_dir=%s was trained on: %s (%s)", folder, path, source)
-    return replace(cfg, eval_data=str(Path(os.path.abspath(path)))), f"{record_path(folder)}: {source}"
+    return replace(cfg, eval_data=os.path.abspath(path)), f"{record_path(folder)}: {source}"
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, dict] | None:
