@@ -1,8 +1,8 @@
 """Stage 5: closed-book 5-shot QA per field (or the completion probe), exact match and F1 with 95 % intervals.
 
     python evaluate.py model=models/qwen2.5-coder-0.5b model_dir=out/lora eval_data=data/biography.csv output_dir=out/eval
-    python evaluate.py model=models/qwen2.5-coder-0.5b model_dir=out/lora mode=completion output_dir=out/eval_completion
-    python evaluate.py model=models/qwen2.5-coder-0.5b model_dir=null output_dir=out/eval_base
+    python evaluate.py model=models/qwen2.5-coder-0.5b model_dir=out/lora mode=completion output_dir=out/eval_completion  # eval_data: what out/lora learned
+    python evaluate.py model=models/qwen2.5-coder-0.5b model_dir=null eval_data=data/biography.csv output_dir=out/eval_base
     python evaluate.py model=models/qwen2.5-coder-0.5b model_dir=out/lora every_pass=true output_dir=out/eval  # + pass-<E>/
 
 `python evaluate.py --help` lists every key with its type, default and meaning (elusive/core/config.py).

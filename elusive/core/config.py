@@ -352,8 +352,11 @@ class EvaluateConfig(EvaluateSettings):
     model: str = setting(MISSING, "base model: hub id, local folder or .gguf (the one the adapter was trained on)")
     model_dir: Optional[str] = path_setting(None, "LoRA adapter folder from train.py (or a checkpoint-N in it)",
                                         null="null for the base model")
-    eval_data: str = path_setting("data/biography.csv", "tagged CSV of the people asked about, or a Wikipedia "
-                              ".json/.jsonl")
+    eval_data: Optional[str] = path_setting(None, "tagged CSV of the people asked about, or a Wikipedia "
+                                            ".json/.jsonl", null="null for the people model_dir was trained on (the "
+                                            "dataset its train_meta.json names; for stage 3's copies, their "
+                                            "originals), logged and recorded in eval_meta.json; refused without such "
+                                            "a record")
     output_dir: str = output_path(MISSING, "writes results.json, predictions.jsonl and eval_meta.json here")
     mode: str = setting("qa", "qa = k-shot questions per field (the paper); completion = the person's name and "
                         "the words of their biography's own sentence up to the field (\"Liam Thompson had a "

@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,11 @@ from elusive.core.files import atomic_path, sha256_file, strict_json
 from elusive.core.models import describe
 from elusive.core.outputs import Output, check_outputs, claim_folder
 from elusive.core.provenance import code_version, library_versions, machine, record_path
-from elusive.evaluation.adapters import check_adapter_base, training_meta
+from elusive.evaluation.adapters import check_adapter_base, check_adapter_folder, training_meta
 from elusive.evaluation.metrics import exact_match, f1_score
 from elusive.evaluation.questions import Question, completion_answer, questions_for
 from elusive.reporting.stats import add_intervals, format_table, mean_with_interval
+from elusive.text.data import original_rows
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,52 @@ def check_inputs(cfg: EvaluateConfig) -> list[Question]:
         InputError: Naming the key and the fix.
     """
     check(cfg)
-    return questions_for(cfg)
+    return questions_for(trained_people(cfg)[0])
+
+
+def trained_people(cfg: EvaluateConfig) -> tuple[EvaluateConfig, str | None]:
+    """``cfg`` with a null ``eval_data`` replaced by the data the adapter in ``model_dir`` was trained on, and
+    where that was found (None when ``eval_data`` was given).
+
+    The adapter's ``train_meta.json`` names its dataset (a ``checkpoint-N`` records only its SHA-256: the
+    ``train_meta.json`` beside it is used when it names a file of that SHA-256). When that was stage 3's CSV,
+    the people are its originals' file, which the augmentation record copied into ``train_meta.json`` names
+    (``augmentation.dataset``), never the copies. The file must still be the one trained on (same SHA-256).
+
+    Raises:
+        InputError: ``eval_data`` is null and there is no adapter, no record naming its data, or the file named
+            there is missing or has changed.
+    """
+    if cfg.eval_data is not None:
+        return cfg, None
+    fix = "give eval_data=<tagged CSV of the people to ask about, or a Wikipedia .json/.jsonl>"
+    if cfg.model_dir is None:
+        raise InputError(f"eval_data=null: model_dir=null has no training record to take the people from; {fix}")
+    check_adapter_folder(cfg.model_dir)
+    folder = Path(cfg.model_dir)
+    record = training_meta(folder) or {}
+    if "dataset" not in record and folder.name.startswith("checkpoint-"):
+        beside = training_meta(folder.parent) or {}
+        if beside.get("dataset_sha256") and beside.get("dataset_sha256") == record.get("dataset_sha256"):
+            record = beside
+    if not record.get("dataset") or not record.get("dataset_sha256"):
+        raise InputError(f"eval_data=null: model_dir={folder} has no train_meta.json naming the data it was trained "
+                         f"on; {fix}")
+    augmentation = record.get("augmentation")
+    if isinstance(augmentation, dict) and augmentation.get("dataset") and augmentation.get("dataset_sha256"):
+        path, digest = augmentation["dataset"], augmentation["dataset_sha256"]
+        source = f"the originals of {record['dataset']}, named by the augmentation record in its train_meta.json"
+    else:
+        path, digest = record["dataset"], record["dataset_sha256"]
+        source = "the dataset its train_meta.json names"
+        if Path(path).is_file() and original_rows(path, "eval_data") is not None:
+            raise InputError(f"eval_data=null: model_dir={folder} was trained on {path}, stage 3's copies, and its "
+                             f"train_meta.json does not name their originals; {fix}")
+    if not Path(path).is_file() or sha256_file(path) != digest:
+        what = "is missing here" if not Path(path).is_file() else "has changed since (another SHA-256)"
+        raise InputError(f"eval_data=null: model_dir={folder} was trained on the people of {path}, which {what}; {fix}")
+    log.info("eval_data=null: asking about the people model_dir=%s was trained on: %s (%s)", folder, path, source)
+    return replace(cfg, eval_data=os.path.abspath(path)), f"{record_path(folder)}: {source}"
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, dict] | None:
@@ -63,6 +110,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict] | None:
             is loaded), or a prompt does not fit the model's positions (before any model runs).
     """
     started = time.time()
+    check(cfg)
+    cfg, eval_data_from = trained_people(cfg)
     questions = check_inputs(cfg)
     check_outputs("evaluate", [Output("output_dir", cfg.output_dir, cfg.output_dir, fills=True)],
                   {"model": cfg.model, "model_dir": cfg.model_dir, "eval_data": cfg.eval_data,
@@ -77,7 +126,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict] | None:
     check_prompt_lengths(tokenizer, questions, cfg.max_new_tokens, max_positions(cfg.model))
     part = distributed.share()
     with claim_folder("output_dir", cfg.output_dir, "evaluate") if part.is_main else contextlib.nullcontext():
-        return _run(cfg, questions, lm, tokenizer, part, started)
+        return _run(cfg, questions, lm, tokenizer, part, started, eval_data_from)
 
 
 def evaluate_passes(cfg: EvaluateConfig) -> dict[str, dict] | None:
@@ -101,8 +150,8 @@ def evaluate_passes(cfg: EvaluateConfig) -> dict[str, dict] | None:
     return final
 
 
-def _run(cfg: EvaluateConfig, questions: list[Question], lm, tokenizer, part: Share, started: float
-         ) -> dict[str, dict] | None:
+def _run(cfg: EvaluateConfig, questions: list[Question], lm, tokenizer, part: Share, started: float,
+         eval_data_from: str | None = None) -> dict[str, dict] | None:
     """Answer, score and write (the part of :func:`evaluate` after every check, under the lock of output_dir)."""
     from elusive.evaluation.generation import answer_questions
 
@@ -120,7 +169,7 @@ def _run(cfg: EvaluateConfig, questions: list[Question], lm, tokenizer, part: Sh
     results = score_fields(questions, cfg.seed, cfg.bootstrap_resamples)
     lines = [strict_json(asdict(q), indent=None, ensure_ascii=False) for q in questions]
     predictions = ("\n".join(lines) + "\n").encode("utf-8")
-    meta = eval_record(cfg, len(questions), part.world_size, time.time() - started)
+    meta = eval_record(cfg, len(questions), part.world_size, time.time() - started, eval_data_from)
     meta["predictions_sha256"] = hashlib.sha256(predictions).hexdigest()  # ties the record to its predictions
     write_folder(output_dir, [("predictions.jsonl", predictions), ("eval_meta.json", strict_json(meta) + "\n"),
                               ("results.json", strict_json(results) + "\n")])
@@ -144,8 +193,10 @@ def write_folder(folder: Path, files: list[tuple[str, bytes | str]]) -> None:
             tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
-def eval_record(cfg: EvaluateConfig, n_questions: int, world_size: int, seconds: float) -> dict:
-    """``eval_meta.json``: what was evaluated, on which data (SHA-256), with which settings and code."""
+def eval_record(cfg: EvaluateConfig, n_questions: int, world_size: int, seconds: float,
+                eval_data_from: str | None = None) -> dict:
+    """``eval_meta.json``: what was evaluated, on which data (SHA-256, and where it came from when ``eval_data``
+    was null: :func:`trained_people`), with which settings and code."""
     model_dir = None if cfg.model_dir is None else Path(cfg.model_dir)
 
     def digest(path: str) -> str | None:
@@ -159,6 +210,7 @@ def eval_record(cfg: EvaluateConfig, n_questions: int, world_size: int, seconds:
         "mode": cfg.mode,
         "eval_data": record_path(cfg.eval_data),
         "eval_data_sha256": digest(cfg.eval_data),
+        "eval_data_from": eval_data_from,  # null: given as eval_data=
         "max_people": cfg.max_people,
         "fewshot_data_sha256": digest(cfg.fewshot_data),
         "prompts_sha256": digest(cfg.prompts),

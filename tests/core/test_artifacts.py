@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -51,7 +52,22 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert not target.exists() and not (tmp_path / "sub").exists()  # the folder made for it went too
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
-    assert target.read_text() == "whole" and oct(target.stat().st_mode & 0o777) != oct(0o600)
+    assert target.read_text() == "whole"
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o027, 0o077])
+def test_atomic_path_gives_the_mode_a_plain_open_would(tmp_path, mask):
+    """mkstemp creates 0600; the file written gets 0666 minus the umask, as open() would give it (0600 only
+    under umask 077)."""
+    before = os.umask(mask)
+    try:
+        with atomic_path(tmp_path / "written.txt") as tmp:
+            tmp.write_text("x")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(before)
+    mode = (tmp_path / "written.txt").stat().st_mode & 0o777
+    assert mode == 0o666 & ~mask == (tmp_path / "plain.txt").stat().st_mode & 0o777, oct(mode)
 
 
 def test_loading_something_else_is_a_clear_error(tmp_path):

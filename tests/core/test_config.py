@@ -20,10 +20,13 @@ from omegaconf import OmegaConf
 from elusive.core.cli import check_command_line, to_settings
 from elusive.core.config import (
     SCHEMAS,
+    AttentionSettings,
     DataAugmentationConfig,
+    EvaluateSettings,
     PlotKeepProbabilityConfig,
     RunExperimentConfig,
     TrainConfig,
+    TrainSettings,
     check,
     help_text,
     known_keys,
@@ -129,11 +132,55 @@ def test_rules_of_devices_layers_modes_loggers_rows_and_names_by_hand():
     check(dataclasses.replace(keep, rows=5))
 
 
-def test_run_experiment_groups_reuse_the_stage_settings():
-    """One definition: run_experiment's train.* keys are train.py's hyper-parameters, with the same defaults."""
-    exp, stage = RunExperimentConfig(model="m"), TrainConfig(model="m", dataset="d", model_dir="o")
-    for f in settings_fields(type(exp.train)):
-        assert getattr(exp.train, f.name) == getattr(stage, f.name)
+# Every setting of a group, changed from its default to another valid value: what run_experiment must hand on.
+TRAIN_CHANGED = dict(epochs=3.0, batch_size=2, gradient_accumulation_steps=2, learning_rate=1e-3, warmup_ratio=0.2,
+                     warmup_passes=1.0, lr_schedule="constant", save_at_passes=[1, 2], max_grad_norm=0.5,
+                     max_length=64, lora_r=4, lora_alpha=8.0, lora_dropout=0.1, quant="8bit", dtype="float32",
+                     logging_steps=3, group_by_length=True, report_to=[], save_total_limit=2)
+EVALUATE_CHANGED = dict(fewshot_data=str(ROOT / "data" / "biography_fewshot.csv"), prompts=str(ROOT / "data" / "prompts.csv"),
+                        shots=2, max_new_tokens=4, batch_size=3, max_people=2, dtype="float32", quant="4bit",
+                        shared_shots=True, bootstrap_resamples=500)
+ATTENTION_CHANGED = dict(batch_size=3, dtype="float32", quant="8bit", max_length=500, device="cpu")
+
+
+def test_run_experiment_hands_every_stage_setting_to_its_stage(small_model, tmp_path, monkeypatch):
+    """One definition: run_experiment's train.*, evaluate.* and attention.* keys reach train.py's, evaluate.py's
+    and save_attention.py's configs, each with the value given (every key changed from its default at once)."""
+    import elusive.attention.stage
+    from elusive import experiment
+    from elusive.training import stage as training
+
+    for group, changed in ((TrainSettings, TRAIN_CHANGED), (EvaluateSettings, EVALUATE_CHANGED),
+                           (AttentionSettings, ATTENTION_CHANGED)):
+        assert set(changed) == {f.name for f in settings_fields(group)}, group  # a new key needs a value here
+        defaults = group()
+        assert all(getattr(defaults, k) != v for k, v in changed.items()), group
+    cfg = RunExperimentConfig(
+        name="t", method="plain", model=str(small_model), dataset=str(ROOT / "data" / "biography.csv"), n_texts=3,
+        out_root=str(tmp_path / "exp"), device="auto", train=TrainSettings(**TRAIN_CHANGED),
+        evaluate=EvaluateSettings(**EVALUATE_CHANGED), attention=AttentionSettings(**ATTENTION_CHANGED))
+    seen = {}
+
+    class Handed(Exception):
+        pass
+
+    def capture(name):
+        def stage(stage_cfg):
+            seen[name] = stage_cfg
+            raise Handed
+
+        return stage
+
+    monkeypatch.setattr(training, "train", capture("train"))
+    with pytest.raises(Handed):
+        experiment.run_experiment(cfg)
+    monkeypatch.setattr(elusive.attention.stage, "save_attention", capture("attention"))
+    with pytest.raises(Handed):
+        experiment.ensure_dump(str(small_model), ROOT / "data" / "biography.csv", tmp_path / "exp", cfg, "received")
+    seen["evaluate"] = experiment.eval_config(cfg, ROOT / "data" / "biography.csv", tmp_path / "run", tmp_path / "lora", "qa")
+    for name, changed in (("train", TRAIN_CHANGED), ("evaluate", EVALUATE_CHANGED), ("attention", ATTENTION_CHANGED)):
+        assert {k: getattr(seen[name], k) for k in changed} == changed, name
+    assert seen["train"].device == "auto" and seen["attention"].device == "cpu"  # attention.device wins for stage 1
     assert {"train.learning_rate", "evaluate.shots", "attention.dtype"} <= set(known_keys(RunExperimentConfig))
 
 

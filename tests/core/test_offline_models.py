@@ -248,3 +248,56 @@ def test_real_qwen_0_5b_is_pretrained() -> None:
         trained = model(input_ids=ids, labels=ids).loss.item()
         untrained = random_model(input_ids=ids, labels=ids).loss.item()
     assert trained < 0.5 * untrained, (trained, untrained)
+
+
+# --- the conversion itself, on a real GGUF file of a tiny Llama ----------------------------------------------
+
+
+@pytest.mark.parametrize("tensor_type", ["F32", "F16"])
+def test_convert_gguf_gives_back_the_model_the_gguf_holds(small_model: Path, tmp_path: Path, tensor_type: str) -> None:
+    """The tiny Llama written as a llama.cpp GGUF (tests/tiny.py: GGUF names, q/k in GGUF's rotary order, the
+    byte-level BPE as a gpt2 vocabulary with merges), converted by the real convert_gguf: a plain float32
+    safetensors folder whose weights are the ones written (F16 matrices: rounded to float16), whose logits are
+    those of the model holding them, and whose tokenizer gives the original's token ids."""
+    import torch
+    from tiny import save_tiny_gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from elusive.core.files import umask
+    from elusive.core.models import load_tokenizer
+
+    gguf = save_tiny_gguf(tmp_path / "cache" / "tiny.gguf", small_model, tensor_type)
+    spec = om.ModelSpec(name="tiny-llama", description="a tiny random Llama", wheel_base="tiny-llama-part",
+                        version="0.0.1", n_parts=1, gguf_sha256=om.sha256_file(gguf), gguf_file=gguf.name,
+                        chunk_pattern=r"data/tiny\.gguf\.part(\d+)", first_chunk=0)
+    models = tmp_path / "models"
+    out = om.convert_gguf(spec, gguf, models)
+    assert out == models / "tiny-llama" and om.is_converted(spec, models)
+    assert sorted(p.name for p in models.iterdir()) == ["tiny-llama"]  # no temporary folder left
+    marker = json.loads((out / om.MARKER).read_text())
+    assert marker["gguf_sha256"] == spec.gguf_sha256 and marker["dtype"] == "float32"
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())  # a plain checkpoint
+    assert (out / "model.safetensors").is_file()
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask()
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~umask() for p in out.iterdir())
+
+    original = AutoModelForCausalLM.from_pretrained(small_model, dtype=torch.float32).eval()
+    written = {name: w.half().float() if tensor_type == "F16" and w.ndim == 2 else w
+               for name, w in original.state_dict().items()}
+    converted = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert converted.dtype == torch.float32 and marker["n_parameters"] == original.num_parameters()
+    got = converted.state_dict()
+    assert set(got) == set(written)
+    for name, weight in written.items():
+        assert torch.equal(got[name], weight), name
+    if tensor_type == "F16":
+        assert not torch.equal(got["model.layers.0.self_attn.q_proj.weight"],
+                               original.state_dict()["model.layers.0.self_attn.q_proj.weight"])  # really rounded
+
+    text = "Ignacio Wright was born on March 4, 1961, in Denver.\nWhich company did he work for?\nAnswer:"
+    ids = load_tokenizer(str(small_model))(text, return_tensors="pt")["input_ids"]
+    assert AutoTokenizer.from_pretrained(out)(text, return_tensors="pt")["input_ids"].tolist() == ids.tolist()
+    original.load_state_dict(written)
+    with torch.no_grad():
+        want, have = original(input_ids=ids).logits, converted(input_ids=ids).logits
+    torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-5)  # rms_norm_eps is stored as float32 in a GGUF

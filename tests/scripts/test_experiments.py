@@ -109,9 +109,16 @@ def test_runs_are_kept_apart_by_every_setting_and_skipped_when_done(small_model,
 
     monkeypatch.setattr(training, "train", never)
     monkeypatch.setattr(evaluation, "evaluate", never)
-    again = run_experiment(a)  # skipped, results read back
-    assert again["qa"] == json.loads((folders[0] / "eval" / "results.json").read_text()) or \
-        again["qa"] == json.loads((folders[1] / "eval" / "results.json").read_text())
+    (folder_a,) = [f for f in folders if json.loads((f / "run.json").read_text())["settings"]["train"]["learning_rate"]
+                   == 5e-4]
+    saved = {f: (f / "eval" / "results.json").read_text() for f in folders}
+    for f in folders:  # mark each run's results, so that what comes back names the folder it was read from
+        (f / "eval" / "results.json").write_text(json.dumps({**json.loads(saved[f]), "folder": f.name}))
+    again = run_experiment(a)  # skipped, a's results read back (not b's, not computed again)
+    assert again["qa"] == json.loads((folder_a / "eval" / "results.json").read_text())
+    assert again["qa"]["folder"] == folder_a.name
+    for f in folders:
+        (f / "eval" / "results.json").write_text(saved[f])
     table = summarize([tmp_path / "exp" / "t"])
     assert "train.learning_rate" in table and table.count("| t |") == 2  # two settings, never averaged as seeds
 
@@ -127,11 +134,11 @@ def test_a_dump_is_reused_only_with_the_same_extraction_settings(small_model, la
 
 def test_dry_run_checks_every_input_without_a_model_and_a_real_run_checks_first(small_model, large_model, tmp_path,
                                                                                 monkeypatch):
-    import elusive.attention.scores
+    import elusive.attention.stage
     def no_model(*args, **kwargs):
         raise AssertionError("loaded a model")
 
-    monkeypatch.setattr(elusive.attention.scores, "save_attention", no_model)
+    monkeypatch.setattr(elusive.attention.stage, "save_attention", no_model)
     cfg = _tiny(small_model, large_model, tmp_path, method="attention_diff", dry_run=True, modes=["qa", "completion"])
     assert run_experiment(cfg) is None and not (tmp_path / "exp").exists()
     bad = tmp_path / "prompts.csv"

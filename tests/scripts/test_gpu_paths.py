@@ -340,14 +340,14 @@ def test_cells_the_paper_leaves_blank_are_marked_uncertain(preset, method, row):
 
 
 def test_the_attention_stage_gets_its_own_device(small_model, large_model, tmp_path, monkeypatch):
-    import elusive.attention.scores
+    import elusive.attention.stage
     seen = []
 
     def save(cfg):
         seen.append(cfg.device)
         raise InputError("stop here")
 
-    monkeypatch.setattr(elusive.attention.scores, "save_attention", save)
+    monkeypatch.setattr(elusive.attention.stage, "save_attention", save)
     cfg = RunExperimentConfig(name="t", method="attention", model=str(small_model),
                               dataset=str(ROOT / "data" / "biography.csv"),
                               n_texts=3, out_root=str(tmp_path), device="cpu",

@@ -163,16 +163,24 @@ def test_augmentation_settings_ignore_a_sidecar_that_is_not_stage_3s(tmp_path):
 
 
 def test_training_stops_when_it_diverges_and_writes_no_adapter(small_model, bios, tmp_path):
+    """One step per pass (batch_size 12 = the 12 texts) and one pass of warm-up: step 1 runs at learning rate 0 and
+    ends pass 1 (checkpoint-1, the initial weights), step 2 at 1e30 ends pass 2 (checkpoint-2, weights ~1e30 but
+    finite), step 3 computes with them and diverges. Both checkpoints saved before it are complete and finite."""
+    from safetensors.numpy import load_file
+
     model_dir = tmp_path / "lora"
-    with pytest.raises(InputError, match=r"learning_rate=1e\+30: training diverged at step \d+ \(epoch") as raised:
-        train(small_model, bios, model_dir, epochs=2, batch_size=3, learning_rate=1e30, warmup_ratio=0.0,
-              logging_steps=1, device="cpu", report_to=[])
+    with pytest.raises(InputError, match=r"learning_rate=1e\+30: training diverged at step 3 \(epoch") as raised:
+        train(small_model, bios, model_dir, epochs=4, batch_size=12, learning_rate=1e30, warmup_passes=1.0,
+              lr_schedule="constant", logging_steps=1, device="cpu", report_to=[])
     assert "no adapter was written" in str(raised.value)
     assert not (model_dir / "adapter_model.safetensors").exists() and not (model_dir / "train_meta.json").exists()
-    for checkpoint in model_dir.glob("checkpoint-*"):  # any checkpoint saved before the divergence is finite
-        from safetensors.numpy import load_file
-
-        assert all(np.isfinite(v).all() for v in load_file(str(checkpoint / "adapter_model.safetensors")).values())
+    checkpoints = sorted(p.name for p in model_dir.glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-1", "checkpoint-2"]
+    for name in checkpoints:  # every checkpoint saved before the divergence is complete and finite
+        assert is_complete_checkpoint(model_dir / name)
+        weights = load_file(str(model_dir / name / "adapter_model.safetensors"))
+        assert weights and all(np.isfinite(v).all() for v in weights.values())
+    assert max(np.abs(v).max() for v in load_file(str(model_dir / "checkpoint-2" / "adapter_model.safetensors")).values()) > 1e20
 
 
 def test_the_guard_checks_weights_after_each_step_and_the_logged_loss():
