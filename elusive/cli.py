@@ -188,6 +188,13 @@ def usage(name: str, task: Callable) -> str:
     """``--help``: the script's docstring, then every key with its type, default and help."""
     doc = (sys.modules[task.__module__].__doc__ or "").strip()
     lines = [doc, "", f"Keys (override with key=value; Hydra sweeps with -m key=a,b):", *help_text(SCHEMAS[name])]
+    groups = sorted(_groups(SCHEMAS[name]))
+    if groups:  # e.g. experiment=cpu_tiny reads conf/experiment/cpu_tiny.yaml beside the script
+        conf = Path(sys.modules[task.__module__].__file__ or ".").resolve().parent / "conf"
+        lines += ["", "Config groups (a preset selects its pair and recipe itself; given here, they replace its choice):"]
+        for group in groups:
+            options = ", ".join(sorted(p.stem for p in (conf / group).glob("*.yaml")))
+            lines.append(f"  {group}=<name>: conf/{group}/<name>.yaml ({options})")
     lines += ["", "Hydra's own options: --hydra-help, --cfg job, -m/--multirun, hydra.run.dir=..."]
     return "\n".join(lines)
 

@@ -450,7 +450,10 @@ class AnalyzeSweepConfig:
 class RunExperimentConfig:
     """``run_experiment.py``: one table row end to end, from a preset in conf/experiment/."""
 
-    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"experiment": None}])
+    # config groups: conf/pair/ (a model pair and its precision), conf/recipe/ (a training recipe), then the
+    # preset (conf/experiment/), which selects both with `override /pair: ...`; each may be given on the command line
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"pair": None}, {"recipe": None},
+                                                         {"experiment": None}])
     name: str = setting("default", "experiment name: everything goes under {out_root}/{name}/")
     out_root: str = output_path("out/experiments", "root folder of all experiments")
     method: str = setting("attention_diff", "plain | random | attention (the trained model's own attention) | "
