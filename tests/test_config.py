@@ -200,7 +200,8 @@ def test_a_group_chosen_on_the_command_line_replaces_the_presets(tmp_path):
         ("meta-llama/Meta-Llama-3-8B", "meta-llama/Meta-Llama-3-70B", "Text: ", "8bit")
     assert llama.model == "google/gemma-2-2b"  # the preset's own keys stay
     bare = _compose_preset(["pair=gemma2", "recipe=paper", "model=google/gemma-2-2b"])  # no preset at all
-    assert (bare.large_model, bare.train.quant, bare.train.epochs, bare.multiply) == ("google/gemma-2-9b", "8bit", 30, 10)
+    assert (bare.large_model, bare.train.quant, bare.train.epochs, bare.multiply) == \
+        ("google/gemma-2-9b", "8bit", 30, 10)
     check_command_line(RunExperimentConfig, ["pair=llama3", "recipe=cpu", "model=m"])  # groups pass the early check
     listed = run_script("run_experiment.py", "--help", cwd=tmp_path).stdout
     assert "  pair=<name>: conf/pair/<name>.yaml (gemma2, llama3, qwen_coder)" in listed

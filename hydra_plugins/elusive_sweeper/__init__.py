@@ -1,1 +1,0 @@
-"""The project's Hydra sweeper (``hydra/sweeper=elusive``; :mod:`elusive.cli` selects it for ``-m``)."""
