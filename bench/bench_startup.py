@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# bench/ is a folder of scripts, not installed: run as `python bench/<x>.py`, Python puts bench/ first on the path,
+# and `bench.common` (shared by every bench) needs the project root. The package itself comes from the install.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_augmentation import make_inputs, same_tokens
@@ -59,12 +61,9 @@ print(time.perf_counter() - start)
 
 # Hydra alone: an app that does nothing, on the same config as data_augmentation.py (its typed config, stored
 # under the script's name as elusive.cli does)
-EMPTY_APP = """import sys
-
-import hydra
+EMPTY_APP = """import hydra
 from hydra.core.config_store import ConfigStore
 
-sys.path.insert(0, {root!r})
 from elusive.config import SCHEMAS
 
 ConfigStore.instance().store(name="data_augmentation", node=SCHEMAS["data_augmentation"])
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # what bounds the multirun row: Hydra's own cost per job, with an app that does nothing
         app = folder / "empty_app.py"
-        app.write_text(EMPTY_APP.format(conf=str(ROOT / "conf"), root=str(ROOT)))
+        app.write_text(EMPTY_APP.format(conf=str(ROOT / "conf")))
         hydra_keys = ["model=x", "save_name=y"]
         hydra_one = statistics.median(run([py, str(app), *hydra_keys, f"hydra.run.dir={folder / 'h1'}"], env)
                                       for _ in range(max(1, args.runs)))

@@ -29,22 +29,32 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and tests/tiny.py (tiny models and tokenizers)
+import torch
 
-import torch  # noqa: E402
-
-from elusive.config import EvaluateConfig, TrainConfig  # noqa: E402
-from elusive.models import check_quant, load_model, load_tokenizer, resolve_device  # noqa: E402
+from elusive.config import EvaluateConfig, TrainConfig
+from elusive.models import check_quant, load_model, load_tokenizer, resolve_device
 
 log = logging.getLogger("gpu_check")
 
+ROOT = Path(__file__).resolve().parent.parent
 QWEN = ROOT / "models" / "qwen2.5-coder-0.5b"
 GEMMA = ROOT / "models" / "gemma-3-270m"
 DATA = ROOT / "data"
 LLAMA3_70B = {"layers": 80, "hidden": 8192, "intermediate": 28672, "heads": 64, "kv_heads": 8, "vocab": 128256}
 """Meta-Llama-3-70B's config.json (the sizes the memory arithmetic needs)."""
+
+
+def tests_tiny() -> ModuleType:
+    """tests/tiny.py, the test suite's tiny models and tokenizers (test fixtures, not in the package), from its file."""
+    import importlib.util
+
+    if "tiny" not in sys.modules:  # under pytest it is imported already
+        spec = importlib.util.spec_from_file_location("tiny", ROOT / "tests" / "tiny.py")
+        sys.modules["tiny"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["tiny"])
+    return sys.modules["tiny"]
 
 
 @dataclasses.dataclass
@@ -119,8 +129,8 @@ class Checker:
 
     def tiny_models(self) -> dict[str, Path]:
         """A tiny Llama (byte-level BPE, like Llama 3 and Qwen) and a tiny Gemma 2 (Unigram with BOS), saved here."""
-        from tiny import corpus, save_tiny, train_tokenizer
-
+        corpus, save_tiny, train_tokenizer = (getattr(tests_tiny(), name) for name in
+                                              ("corpus", "save_tiny", "train_tokenizer"))
         texts = corpus([DATA / "biography.csv", DATA / "biography_fewshot.csv", DATA / "prompts.csv"])
         return {"tiny llama": save_tiny(self.work / "llama", "llama", train_tokenizer("bpe", texts), layers=2, seed=1),
                 "tiny gemma2": save_tiny(self.work / "gemma2", "gemma2", train_tokenizer("unigram", texts), layers=2,

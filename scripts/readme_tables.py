@@ -10,9 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from elusive.artifacts import write_text_atomic  # noqa: E402
+from elusive.artifacts import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {

@@ -12,14 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from elusive.cli import compose_settings  # noqa: E402 (the project root, when run as a script)
-from elusive.config import METHODS  # noqa: E402
-from elusive.errors import InputError  # noqa: E402
-from elusive.report import study_report  # noqa: E402
+from elusive.cli import compose_settings
+from elusive.config import METHODS
+from elusive.errors import InputError
+from elusive.report import study_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,6 @@ def _isolate_cache() -> None:
 
 
 _isolate_cache()
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))  # offline_models (not research code)
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402

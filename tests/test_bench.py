@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # bench/ is a folder of scripts, not installed: its modules import each other as
+    sys.path.insert(0, str(ROOT))  # bench.<module>, so the tests need the project root on the path to import them
 
 
 def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:

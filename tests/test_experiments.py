@@ -255,7 +255,7 @@ def test_make_demo_runs_its_preset_through_run_experiment_and_the_report(small_m
     assert (root / "compare" / "qa_attention_diff_vs_plain.json").is_file()
     assert (root / "figures" / "fig1_qa.png").read_bytes().startswith(b"\x89PNG")
     # the README's demo block is copied from this report (scripts/readme_tables.py)
-    from test_readme_scripts import _load
+    from script_modules import load_script
 
-    source, tables = _load("readme_tables").SOURCES["demo"]
+    source, tables = load_script("readme_tables").SOURCES["demo"]
     assert source == ROOT / str(conf.out_root) / str(conf.name) / "summary.md" and tables == 1

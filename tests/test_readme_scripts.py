@@ -1,21 +1,12 @@
 """The script that puts numbers into the README: the table blocks copied from the reports."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_modules import load_script
 
 
 def test_readme_blocks_are_replaced_between_their_markers_only(tmp_path, monkeypatch):
-    readme_tables = _load("readme_tables")
+    readme_tables = load_script("readme_tables")
     source = tmp_path / "summary.md"
     source.write_text("header\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nsecond\n\n| c |\n|---|\n| 3 |\n")
     readme = tmp_path / "README.md"
