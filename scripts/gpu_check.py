@@ -1,4 +1,4 @@
-"""The GPU check: run it once on a machine before a sweep there; offline, about ten minutes on one GPU.
+"""The GPU check: run it once on a machine before a sweep there; offline (never run on a GPU here, so not timed).
 
     make gpu-check                                      # = python scripts/gpu_check.py (device auto: the GPU)
     python scripts/gpu_check.py --device cpu            # what a CPU can check; CUDA-only rows say SKIPPED
