@@ -35,8 +35,8 @@ clean:  ## remove run outputs (not models/)
 models-qwen: setup  ## only the Qwen pair the demo needs
 	$(PY) scripts/fetch_models.py --models-dir models --only qwen2.5-coder-0.5b qwen2.5-coder-1.5b
 
-demo: models-qwen  ## the whole method on the offline Qwen pair, on CPU (see README for the measured time)
-	bash scripts/demo.sh
+demo: models-qwen  ## the demo preset (conf/experiment/cpu_qwen.yaml): six methods on the offline Qwen pair on CPU, report in results/cpu_qwen/
+	$(PY) run_experiment.py -m experiment=cpu_qwen
 
 study: models-qwen  ## the CPU study: every method on the Qwen pair, QA and completion, report in results/cpu_study/
 	$(PY) run_experiment.py -m experiment=cpu_study

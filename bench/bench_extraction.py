@@ -25,6 +25,8 @@ import argparse
 import sys
 from pathlib import Path
 
+# bench/ is a folder of scripts, not installed: run as `python bench/<x>.py`, Python puts bench/ first on the path,
+# and `bench.common` (shared by every bench) needs the project root. The package itself comes from the install.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np

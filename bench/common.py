@@ -27,11 +27,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # scripts run as `python bench/x.py` find the project without installing it
-    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TQDM_DISABLE", "1")  # the library's progress bars would garble the tables
 
 import psutil
@@ -328,12 +327,25 @@ def add_model_args(parser, tiny_help: str = "") -> None:
 _TINY_DIRS: dict[tuple[int, int], Path] = {}
 
 
+def tests_tiny() -> ModuleType:
+    """tests/helpers/tiny.py, the test suite's tiny models and tokenizers (test fixtures, not in the package), from its file."""
+    import importlib.util
+
+    if "helpers.tiny" in sys.modules:  # under pytest it is imported already
+        return sys.modules["helpers.tiny"]
+    if "tests_tiny" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("tests_tiny", ROOT / "tests" / "helpers" / "tiny.py")
+        sys.modules["tests_tiny"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["tests_tiny"])
+    return sys.modules["tests_tiny"]
+
+
 def tiny_model(layers: int = 2, hidden: int = 64, heads: int = 4) -> str:
     """Build (once per process) a tiny random Llama with a byte-level BPE tokenizer; return its directory."""
     key = (layers, hidden)
     if key not in _TINY_DIRS:
-        sys.path.insert(0, str(ROOT / "tests"))  # tests/helpers/tiny.py: the test models (not research code)
-        from helpers.tiny import build_model, corpus, train_tokenizer
+        tiny = tests_tiny()
+        build_model, corpus, train_tokenizer = tiny.build_model, tiny.corpus, tiny.train_tokenizer
 
         data = ROOT / "data"
         tokenizer = train_tokenizer("bpe", corpus([data / "biography.csv", data / "biography_fewshot.csv", data / "prompts.csv"]))

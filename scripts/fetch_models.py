@@ -21,9 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from offline_models import MODELS, OfflineModelError, ensure_model  # noqa: E402 (this folder)
+from offline_models import MODELS, OfflineModelError, ensure_model  # scripts/offline_models.py: this script's folder
 
 log = logging.getLogger("fetch_models")
 

@@ -1,4 +1,4 @@
-"""The GPU check: run it once on a machine before a sweep there; offline, about ten minutes on one GPU.
+"""The GPU check: run it once on a machine before a sweep there; offline (never run on a GPU here, so not timed).
 
     make gpu-check                                      # = python scripts/gpu_check.py (device auto: the GPU)
     python scripts/gpu_check.py --device cpu            # what a CPU can check; CUDA-only rows say SKIPPED
@@ -29,22 +29,34 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and tests/helpers/tiny.py (tiny models and tokenizers)
+import torch
 
-import torch  # noqa: E402
-
-from elusive.core.config import EvaluateConfig, TrainConfig  # noqa: E402
-from elusive.core.models import check_quant, load_model, load_tokenizer, resolve_device  # noqa: E402
+from elusive.core.config import EvaluateConfig, TrainConfig
+from elusive.core.models import check_quant, load_model, load_tokenizer, resolve_device
 
 log = logging.getLogger("gpu_check")
 
+ROOT = Path(__file__).resolve().parent.parent
 QWEN = ROOT / "models" / "qwen2.5-coder-0.5b"
 GEMMA = ROOT / "models" / "gemma-3-270m"
 DATA = ROOT / "data"
 LLAMA3_70B = {"layers": 80, "hidden": 8192, "intermediate": 28672, "heads": 64, "kv_heads": 8, "vocab": 128256}
 """Meta-Llama-3-70B's config.json (the sizes the memory arithmetic needs)."""
+
+
+def tests_tiny() -> ModuleType:
+    """tests/helpers/tiny.py, the test suite's tiny models and tokenizers (test fixtures, not in the package), from its file."""
+    import importlib.util
+
+    if "helpers.tiny" in sys.modules:  # under pytest it is imported already
+        return sys.modules["helpers.tiny"]
+    if "tests_tiny" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("tests_tiny", ROOT / "tests" / "helpers" / "tiny.py")
+        sys.modules["tests_tiny"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["tests_tiny"])
+    return sys.modules["tests_tiny"]
 
 
 @dataclasses.dataclass
@@ -119,8 +131,8 @@ class Checker:
 
     def tiny_models(self) -> dict[str, Path]:
         """A tiny Llama (byte-level BPE, like Llama 3 and Qwen) and a tiny Gemma 2 (Unigram with BOS), saved here."""
-        from helpers.tiny import corpus, save_tiny, train_tokenizer
-
+        corpus, save_tiny, train_tokenizer = (getattr(tests_tiny(), name) for name in
+                                              ("corpus", "save_tiny", "train_tokenizer"))
         texts = corpus([DATA / "biography.csv", DATA / "biography_fewshot.csv", DATA / "prompts.csv"])
         return {"tiny llama": save_tiny(self.work / "llama", "llama", train_tokenizer("bpe", texts), layers=2, seed=1),
                 "tiny gemma2": save_tiny(self.work / "gemma2", "gemma2", train_tokenizer("unigram", texts), layers=2,
@@ -327,7 +339,7 @@ def run_checks(checker: Checker) -> list[Row]:
     for name, path in gemmas:
         c.run(f"8-bit generation, {name}", lambda p=path: c.gemma_8bit(p))
     if torch.cuda.device_count() < 2:
-        c.skip("two GPUs: LoRA weights, released scores, n_gpu", "fewer than 2 GPUs (pytest tests/test_gpu_paths.py "
+        c.skip("two GPUs: LoRA weights, released scores, n_gpu", "fewer than 2 GPUs (pytest tests/scripts/test_gpu_paths.py "
                "runs them where there are)")
     else:
         c.run("two GPUs: LoRA weights, released scores, n_gpu", two_gpu_tests)
@@ -340,7 +352,7 @@ def run_checks(checker: Checker) -> list[Row]:
 
 
 def two_gpu_tests() -> tuple[bool, str]:
-    """The ``cuda2`` tests of tests/test_gpu_paths.py (tensors and models on two real GPUs)."""
+    """The ``cuda2`` tests of tests/scripts/test_gpu_paths.py (tensors and models on two real GPUs)."""
     import subprocess
 
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-k", "two_real or two_gpus or two_real_gpus",

@@ -20,10 +20,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from elusive.reporting.study import Comparison, DerivedArm, Plan
 
-from elusive.reporting.study import Comparison, DerivedArm, Plan  # noqa: E402 (the project root, when run as a script)
+ROOT = Path(__file__).resolve().parent.parent
 
 PRESET = "cpu_prereg"
 SEEDS = (0, 1, 2)  # training seeds, shared by every arm (paired)

@@ -12,14 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from elusive.core.cli import compose_settings  # noqa: E402 (the project root, when run as a script)
-from elusive.core.config import METHODS  # noqa: E402
-from elusive.core.errors import InputError  # noqa: E402
-from elusive.reporting.report import study_report  # noqa: E402
+from elusive.core.cli import compose_settings
+from elusive.core.config import METHODS
+from elusive.core.errors import InputError
+from elusive.reporting.report import study_report
 
 
 def main(argv: list[str] | None = None) -> int:

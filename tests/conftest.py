@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -33,7 +32,6 @@ def _isolate_cache() -> None:
 
 
 _isolate_cache()
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))  # offline_models (not research code)
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402

@@ -9,9 +9,10 @@ references; the tests hold these functions to them byte for byte.
 
 Hand-written loops, compiled with numba, because no library offers "delete these character spans from
 these strings, many copies at once", and the numpy version of the same steps (a dozen passes over the
-~15 M output characters of 10k biographies × 11 rows) ran at half the speed the performance issue asks
-for. Compiling them takes 3–6 s, so the compiled code is cached (``cache=True``) in the user's private cache
-folder (:mod:`elusive.core.cache` says where, and why reading numba's pickled cache files from it is acceptable);
+~15 M output characters of 10k biographies × 11 rows) ran at half the speed the in-process target needs (≥ 30×
+the released method, bench/README.md). Compiling them takes 3–6 s, so the compiled code is cached
+(``cache=True``) in the user's private cache folder (:mod:`elusive.core.cache` says where, and why reading numba's
+pickled cache files from it is acceptable);
 later processes load it in a fraction of that. numba caches each (function, argument types) on its first
 call; every such first call runs under an exclusive file lock (:func:`_first_call`), so processes that
 compile at the same time (a multirun on an empty cache) never interleave their writes of one function's

@@ -11,8 +11,9 @@ A script is::
 runs — an unknown key is named with the closest known one, a value of the wrong type or out of range is
 refused, sweeps (``-m alpha=0.5,0.7``) value by value — then lets Hydra compose the config, turns it into the
 dataclass, resolves its paths against the directory the command was run from, checks every rule, logs it, and
-calls ``main``. Bad input of any kind ends with one line ``error: key=value: what is wrong; the fix`` on
-stderr and exit status 2. Nothing here imports torch or transformers.
+calls ``main``. A ``-m`` sweep runs on Hydra's basic sweeper, and every job is checked before the first one runs
+(:mod:`elusive.core.sweeps`). Bad input of any kind ends with one line ``error: key=value: what is wrong; the fix``
+on stderr and exit status 2. Nothing here imports torch or transformers; only Hydra's public APIs are used.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from elusive.core.errors import InputError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+TASKS: dict[str, Callable[[Any], Any]] = {}
+"""Each script's ``main(cfg)`` by script name, once :func:`script` has decorated it."""
 _LAUNCH_DIR = Path.cwd()  # the directory the command was run from (before Hydra could change it)
 
 
@@ -93,13 +96,7 @@ def script(name: str) -> Callable[[Callable[[Any], T]], Callable[[], None]]:
                     raise
                 fail(message)
 
-        def check_sweep(jobs: list[list[str]], load: Callable[[int], DictConfig]) -> None:
-            from elusive.core.sweeps import check_sweep as check  # only a -m sweep needs it
-
-            check(schema, task, jobs, load)
-
-        # the project's sweeper (hydra_plugins/elusive_sweeper) calls it with every job before the first one runs
-        hydra_task.check_sweep = check_sweep
+        TASKS[name] = task  # a -m sweep's check (elusive.core.sweeps.SweepCheck) runs it up to its output checks
 
         def main() -> None:
             import hydra  # ~0.2 s: after --help
@@ -117,7 +114,7 @@ def script(name: str) -> Callable[[Callable[[Any], T]], Callable[[], None]]:
             except InputError as err:
                 fail(err)
             ConfigStore.instance().store(name=name, node=schema)
-            sys.argv = [sys.argv[0], *with_project_sweeper(argv)]
+            sys.argv = [sys.argv[0], *with_sweep_check(argv)]
             hydra.main(version_base="1.3", config_path="conf", config_name=name)(hydra_task)()
 
         return main
@@ -169,25 +166,47 @@ def disk_full(err: BaseException, settings: Any) -> str | None:
     return f"{shown}: {what}{where}; {fix}, then run again{resume}"
 
 
-def with_project_sweeper(argv: list[str]) -> list[str]:
-    """``argv`` with ``hydra/sweeper=elusive`` added to a multirun that names no sweeper.
+SWEEP_CHECK = "++hydra.callbacks.sweep_check._target_=elusive.core.sweeps.SweepCheck"
+"""The override that registers :class:`elusive.core.sweeps.SweepCheck` (visible in a sweep's multirun.yaml)."""
 
-    The project's sweeper (hydra_plugins/elusive_sweeper) is Hydra's basic sweeper composing one job per shape
-    of overrides instead of every job twice: a 9-setting sweep of stage 3 took 2.2× one run with Hydra's, 1.5×
-    with it (bench/README.md). The override is visible in the sweep's multirun.yaml; ``hydra/sweeper=basic`` on
-    the command line keeps Hydra's own.
-    """
-    from hydra._internal.utils import get_args_parser
 
-    args, _ = get_args_parser().parse_known_args(argv)
-    named = any(o.split("=", 1)[0].lstrip("+~") == "hydra/sweeper" for o in args.overrides or [])
-    return [*argv, "hydra/sweeper=elusive"] if args.multirun and not named else list(argv)
+def with_sweep_check(argv: list[str]) -> list[str]:
+    """``argv`` with :data:`SWEEP_CHECK` added to a multirun: Hydra's basic sweeper runs the jobs, the callback
+    checks them all before the first one (a single run checks itself)."""
+    return [*argv, SWEEP_CHECK] if hydra_command_line(argv)[1] else list(argv)
+
+
+def hydra_command_line(argv: list[str]) -> tuple[list[str], bool]:
+    """The overrides of a script's command line and whether it asks for a multirun (``-m``/``--multirun``), read
+    as Hydra reads its command line: its options, and the values of those that take one, are not overrides."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--multirun", "-m", action="store_true")
+    for flags in (("--help", "-h"), ("--hydra-help",), ("--version",), ("--resolve",), ("--run", "-r"),
+                  ("--shell-completion", "-sc")):
+        parser.add_argument(*flags, action="store_true")
+    for flags in (("--cfg", "-c"), ("--package", "-p"), ("--config-path", "-cp"), ("--config-name", "-cn"),
+                  ("--config-dir", "-cd"), ("--experimental-rerun",)):
+        parser.add_argument(*flags)
+    parser.add_argument("--info", "-i", nargs="?", const="all",
+                        choices=["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"])
+    args, _ = parser.parse_known_args(argv)
+    return list(args.overrides or []), bool(args.multirun)
 
 
 def usage(name: str, task: Callable) -> str:
     """``--help``: the script's docstring, then every key with its type, default and help."""
     doc = (sys.modules[task.__module__].__doc__ or "").strip()
     lines = [doc, "", f"Keys (override with key=value; Hydra sweeps with -m key=a,b):", *help_text(SCHEMAS[name])]
+    groups = sorted(_groups(SCHEMAS[name]))
+    if groups:  # e.g. experiment=cpu_tiny reads conf/experiment/cpu_tiny.yaml beside the script
+        conf = Path(sys.modules[task.__module__].__file__ or ".").resolve().parent / "conf"
+        lines += ["", "Config groups (a preset selects its pair and recipe; given here, they replace its choice):"]
+        for group in groups:
+            options = ", ".join(sorted(p.stem for p in (conf / group).glob("*.yaml")))
+            lines.append(f"  {group}=<name>: conf/{group}/<name>.yaml ({options})")
     lines += ["", "Hydra's own options: --hydra-help, --cfg job, -m/--multirun, hydra.run.dir=..."]
     return "\n".join(lines)
 
@@ -241,21 +260,21 @@ def check_command_line(schema: type, argv: list[str]) -> None:
     Raises:
         InputError: ``key=value: what is wrong; the fix``.
     """
-    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    args, _ = get_args_parser().parse_known_args(argv)
+    lines, multirun = hydra_command_line(argv)
     parser = OverridesParser.create()
     try:
-        overrides = parser.parse_overrides(args.overrides or [])
+        overrides = parser.parse_overrides(lines)
     except HydraException as err:
-        for line in args.overrides:  # name the one Hydra cannot read
+        for line in lines:  # name the one Hydra cannot read
             try:
                 parser.parse_overrides([line])
             except HydraException as one:
                 raise InputError(_unreadable(line, one)) from None
-        raise InputError(f"{' '.join(args.overrides)}: not a valid override ({str(err).splitlines()[0]}); write key=value") from err
+        raise InputError(f"{' '.join(lines)}: not a valid override ({str(err).splitlines()[0]}); "
+                         "write key=value") from err
     keys = known_keys(schema)
     groups = _groups(schema)
     base = OmegaConf.structured(schema)
@@ -273,7 +292,7 @@ def check_command_line(schema: type, argv: list[str]) -> None:
             raise InputError(_unknown(key, override.input_line, keys))
         if override.is_add() and not override.is_force_add():
             raise InputError(f"{override.input_line}: {key} is already a key; write {override.input_line[1:]} without +")
-        if override.is_sweep_override() and not args.multirun:  # Hydra would stop with a multi-line message
+        if override.is_sweep_override() and not multirun:  # Hydra would stop with a multi-line message
             value = override.input_line.split("=", 1)[1]
             keep = f"quote the value to keep it whole ({_quoted(key, value)}), or " if key in keys and \
                 keys[key].metadata.get("path") else ""
@@ -389,7 +408,7 @@ def compose_settings(name: str, overrides: list[str], conf_dir: Path | None = No
 
     schema = SCHEMAS[name]
     ConfigStore.instance().store(name=name, node=schema)
-    conf = conf_dir or Path(__file__).resolve().parent.parent / "conf"
+    conf = conf_dir or Path(__file__).resolve().parents[2] / "conf"  # the project root's conf/
     try:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
             cfg = compose(config_name=name, overrides=list(overrides))

@@ -169,7 +169,7 @@ class AttentionSettings:
                               "depend on it, on GPUs only approximately)", at_least(1))
     dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU; bfloat16 with aggregate=released, as the released "
                          "code), float32, bfloat16, float16", one_of(*DTYPES))
-    quant: Optional[str] = setting(None, "null, 8bit or 4bit (bitsandbytes; CPU or CUDA) for models too large "
+    quant: Optional[str] = setting(None, "null, 8bit or 4bit (bitsandbytes; run here on the CPU only) for models too large "
                                    "otherwise", one_of(*QUANTS))
     max_length: Optional[int] = setting(None, "longest text in tokens (prefix and special tokens included); longer "
                                         "texts are refused before any model runs (a dump must cover every token stage 3 "
@@ -218,7 +218,7 @@ class TrainSettings:
     lora_alpha: float = setting(16.0, "LoRA scaling numerator, usually 1-2 × rank (the released code: 16)", above(0))
     lora_dropout: float = setting(0.0, "dropout on the LoRA path (the released code: 0)", within(0, 1, "", open_high=True))
     quant: Optional[str] = setting(None, "null (full precision), 8bit (the released code's setting) or 4bit; "
-                                   "bitsandbytes, CPU or CUDA", one_of(*QUANTS))
+                                   "bitsandbytes (run here on the CPU only)", one_of(*QUANTS))
     dtype: str = setting("auto", "dtype of the frozen base weights: auto (bf16 on CUDA, fp32 on CPU), float32, "
                          "bfloat16, float16", one_of(*DTYPES))
     logging_steps: int = setting(10, "log the training loss every N steps", at_least(1))
@@ -486,7 +486,10 @@ class AnalyzeSweepConfig:
 class RunExperimentConfig:
     """``run_experiment.py``: one table row end to end, from a preset in conf/experiment/."""
 
-    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"experiment": None}])
+    # config groups: conf/pair/ (a model pair and its precision), conf/recipe/ (a training recipe), then the
+    # preset (conf/experiment/), which selects both with `override /pair: ...`; each may be given on the command line
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"pair": None}, {"recipe": None},
+                                                         {"experiment": None}])
     name: str = setting("default", "experiment name: everything goes under {out_root}/{name}/", NAME)
     out_root: str = output_path("out/experiments", "root folder of all experiments")
     method: str = setting("attention_diff", "plain | random | attention (the trained model's own attention) | "

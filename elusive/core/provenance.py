@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "numpy", "tokenizers", "safetensors")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project root
 
 
 def library_versions() -> dict[str, str | None]:

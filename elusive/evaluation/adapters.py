@@ -109,7 +109,7 @@ def load_for_eval(model: str, model_dir: Path | None, device: str, dtype: str, q
     The adapter is merged into the base weights only when they are float32 and not quantised (the same function,
     faster generation). Merged into bf16 weights of std 0.02, a LoRA update is rounded to bf16's step there
     (~6e-5 to 1.2e-4): updates of std 3e-5 / 1e-4 / 3e-4 come out with relative errors of 71 / 33 / 11 %
-    (tests/test_gpu_paths.py); into 8-/4-bit weights they would be rounded to the quantisation grid. So there the
+    (tests/scripts/test_gpu_paths.py); into 8-/4-bit weights they would be rounded to the quantisation grid. So there the
     LoRA path stays separate, as in training. A warning names both settings when the adapter was trained with
     another quant or dtype (:func:`warn_precision_mismatch`).
     """

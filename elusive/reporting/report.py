@@ -290,4 +290,14 @@ class StudyReport(Callback):
         settings = to_settings(merged, RunExperimentConfig)
         if settings.dry_run:
             return
-        print(f"wrote {study_report(settings, methods)}")
+        summary = study_report(settings, methods)
+        print(f"\n{headline_of(summary.read_text())}\n\nwrote {summary} (every field, F1, final loss), "
+              f"{summary.parent / 'compare' / 'summary.md'} (paired comparisons) and {summary.parent / 'figures'}/")
+
+
+def headline_of(text: str) -> str:
+    """The text of a ``summary.md`` up to the end of its first table (the provenance line and the headline)."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[:end]).strip()

@@ -182,7 +182,7 @@ def test_two_models_give_different_scores(small_model, large_model, bios, tmp_pa
 
 
 def test_released_aggregate_on_a_real_forward_is_position_only(small_model, large_model, bios, tmp_path):
-    """In float32 the released score is 1/(i+1) up to rounding, whatever the model (tests/test_released.py: bf16)."""
+    """In float32 the released score is 1/(i+1) up to rounding, whatever the model (tests/attention/test_released.py: bf16)."""
     for i, model in enumerate((small_model, large_model)):
         dump = AttentionDump.load(save_attention(str(model), bios, tmp_path / f"r{i}", aggregate="released",
                                                  dtype="float32", device="cpu"))

@@ -201,6 +201,117 @@ def test_every_preset_composes_with_known_keys_and_valid_values(preset):
         check(dataclasses.replace(settings, method=method, alpha=params.get("alpha"), beta=params.get("beta")))
     lines = (ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text().splitlines()
     assert lines[0] == "# @package _global_" and "run_experiment.py" in lines[2]
+    for group, option in _preset_groups(preset).items():  # each group it selects exists
+        assert (ROOT / "conf" / group / f"{option}.yaml").is_file(), (preset, group, option)
+
+
+GROUP_FILES = sorted(str(p.relative_to(ROOT / "conf")) for group in ("pair", "recipe")
+                     for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def _compose_preset(overrides: list[str]) -> RunExperimentConfig:
+    GlobalHydra.instance().clear()
+    ConfigStore.instance().store(name="run_experiment", node=RunExperimentConfig)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="run_experiment", overrides=overrides)
+    if OmegaConf.is_missing(cfg, "dataset"):  # Table 3 presets: the Wikipedia file is the user's
+        cfg.dataset = "data/wiki_sample.json"
+    return to_settings(cfg, RunExperimentConfig)
+
+
+def _leaves(node, prefix: str = "") -> dict:
+    """``{dotted.key: value}`` of every leaf of a plain nested dict (lists are leaves)."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _preset_groups(preset: str) -> dict[str, str]:
+    """``{group: option}`` a preset selects with ``override /group: option`` in its defaults list."""
+    raw = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "experiment" / f"{preset}.yaml"))
+    groups = {}
+    for entry in raw.get("defaults", []):
+        (key, option), = entry.items()
+        assert key.startswith("override /"), (preset, entry)
+        groups[key.removeprefix("override /")] = option
+    return groups
+
+
+@pytest.mark.parametrize("group_file", GROUP_FILES)
+def test_every_group_file_opens_with_what_it_is_and_a_command_and_comments_every_key(group_file):
+    lines = (ROOT / "conf" / group_file).read_text().splitlines()
+    assert lines[0] == "# @package _global_"
+    head = [line for line in lines[1:] if line.startswith("#")][:8]
+    assert any(line.startswith("#   python run_experiment.py") for line in head), group_file
+    keys = 0
+    for line in lines:
+        code = line.split("#", 1)[0]
+        if code.strip() and not code.rstrip().endswith(":"):  # a value, not a parent mapping
+            keys += 1
+            assert "#" in line, f"{group_file}: {line!r} has no comment"
+    assert keys > 0
+
+
+@pytest.mark.parametrize("group_file", GROUP_FILES)
+def test_what_a_group_sets_arrives_in_every_preset_that_selects_it(group_file):
+    group, option = group_file.removesuffix(".yaml").split("/")
+    users = [p for p in PRESETS if _preset_groups(p).get(group) == option]
+    assert users, f"no preset selects {group}={option}"
+    settings = _leaves(OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / group_file)))
+    assert settings
+    for preset in users:
+        own = _leaves(OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "experiment" / f"{preset}.yaml")))
+        composed = OmegaConf.structured(_compose_preset([f"experiment={preset}"]))
+        for key, value in settings.items():
+            if key in own:  # the preset sets it itself: its own value wins
+                assert OmegaConf.select(composed, key) == own[key], (preset, key)
+                continue
+            got = OmegaConf.select(composed, key)
+            got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
+            assert got == value, f"{preset}: {key}={got!r}, but {group_file} sets {value!r}"
+
+
+def test_a_group_chosen_on_the_command_line_replaces_the_presets(tmp_path):
+    llama = _compose_preset(["experiment=table2_gemma2_2b", "pair=llama3"])
+    assert (llama.small_model, llama.large_model, llama.text_prefix, llama.attention.quant) == \
+        ("meta-llama/Meta-Llama-3-8B", "meta-llama/Meta-Llama-3-70B", "Text: ", "8bit")
+    assert llama.model == "google/gemma-2-2b"  # the preset's own keys stay
+    bare = _compose_preset(["pair=gemma2", "recipe=paper", "model=google/gemma-2-2b"])  # no preset at all
+    assert (bare.large_model, bare.train.quant, bare.train.epochs, bare.multiply) == \
+        ("google/gemma-2-9b", "8bit", 30, 10)
+    check_command_line(RunExperimentConfig, ["pair=llama3", "recipe=cpu", "model=m"])  # groups pass the early check
+    listed = run_script("run_experiment.py", "--help", cwd=tmp_path).stdout
+    assert "  pair=<name>: conf/pair/<name>.yaml (gemma2, llama3, qwen_coder)" in listed
+
+
+def _commands(text: str) -> list[dict[str, str]]:
+    """The ``key=value`` words of every ``python run_experiment.py ... experiment=<one preset>`` line."""
+    found = []
+    for line in text.splitlines():
+        if "run_experiment.py" not in line:
+            continue
+        words = dict(w.strip("'\"").split("=", 1) for w in line.split("run_experiment.py", 1)[1].split() if "=" in w)
+        if re.fullmatch(r"[a-z0-9_]+", words.get("experiment", "")):  # one preset (not a list, not <preset>)
+            found.append(words)
+    return found
+
+
+def test_the_readme_runs_each_preset_as_the_preset_says():
+    """Where the README runs a preset with a dataset or methods, the preset's own command names the same."""
+    checked = 0
+    for words in _commands((ROOT / "README.md").read_text()):
+        preset = ROOT / "conf" / "experiment" / f"{words['experiment']}.yaml"
+        assert preset.is_file(), words["experiment"]
+        (own,) = [c for c in _commands(preset.read_text()) if c["experiment"] == words["experiment"]][:1]
+        for key in ("dataset", "method"):
+            if key in words:
+                checked += 1
+                assert own.get(key) == words[key], (words["experiment"], key, own.get(key), words[key])
+    assert checked
 
 
 def test_a_preset_with_an_unknown_key_is_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for elusive.offline_models: fake data wheels for the fetch logic, the real 0.5B model when present."""
+"""Tests for scripts/offline_models.py: fake data wheels for the fetch logic, the real 0.5B model when present."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import json
 import zipfile
 from pathlib import Path
 
-import offline_models as om  # scripts/offline_models.py (conftest puts scripts/ on the path)
 import pytest
 from helpers.run import ROOT
+from helpers.script_modules import load_script
 
 from elusive.core.errors import InputError
+
+om = load_script("offline_models")
 
 
 def _record_hash(data: bytes) -> str:
@@ -260,7 +262,7 @@ def test_convert_gguf_gives_back_the_model_the_gguf_holds(small_model: Path, tmp
     safetensors folder whose weights are the ones written (F16 matrices: rounded to float16), whose logits are
     those of the model holding them, and whose tokenizer gives the original's token ids."""
     import torch
-    from tiny import save_tiny_gguf
+    from helpers.tiny import save_tiny_gguf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from elusive.core.files import umask

@@ -1,4 +1,5 @@
-"""The dependency lists agree, and nothing the pipeline imports is missing from them."""
+"""The dependency lists agree, nothing the pipeline imports is missing from them, and the scripts and tests reach
+the package through its install."""
 
 from __future__ import annotations
 
@@ -42,3 +43,18 @@ def test_every_third_party_import_of_the_package_is_declared():
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in stdlib_and_own}
     missing = {m for m in third_party if module_to_package.get(m, m) not in declared}
     assert not missing, missing
+
+
+def test_scripts_and_tests_reach_the_package_through_its_install_not_through_sys_path():
+    """`make setup` installs the package, so no script or test edits ``sys.path`` for it; only bench/ (scripts, not
+    installed, whose modules import each other as ``bench.<module>``) does, and says why beside it."""
+    edit = re.compile(r"sys\.path(\.insert|\.append|\[:0\]\s*=)")
+    files = [p for folder in ("scripts", "tests", "bench") for p in (ROOT / folder).glob("*.py")] + list(ROOT.glob("*.py"))
+    edits = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8").splitlines() for p in files}
+    edits = {name: [i for i, line in enumerate(lines) if edit.search(line)] for name, lines in edits.items()}
+    edits = {name: found for name, found in edits.items() if found}
+    assert set(edits) == {"tests/scripts/test_bench.py", *(f"bench/{p.name}" for p in (ROOT / "bench").glob("bench_*.py"))}
+    for name, found in edits.items():
+        lines = (ROOT / name).read_text(encoding="utf-8").splitlines()
+        for i in found:
+            assert "not installed" in " ".join(lines[max(0, i - 2): i + 2]), f"{name}:{i + 1}: say why"

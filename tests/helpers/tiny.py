@@ -20,9 +20,6 @@ import logging
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # run as a script (python tests/helpers/tiny.py out/tiny): make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from helpers.run import ROOT
+from helpers.script_modules import load_script
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from portable_records import SUFFIXES, portable  # noqa: E402 (scripts/ is not a package)
+portable_records = load_script("portable_records")
+SUFFIXES, portable = portable_records.SUFFIXES, portable_records.portable
 
 # a POSIX path from the root: after a quote, space, bracket, =, colon-space or backtick; not a URL or a fraction
 ABSOLUTE_PATH = re.compile(r"(?:^|[\s\"'`(\[=])(/(?:[\w.+-]+/)+[\w.+-]+)")

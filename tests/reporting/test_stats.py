@@ -582,11 +582,11 @@ def test_results_do_not_depend_on_the_simd_level():
         usable = [t for t in __cpu_dispatch__[:i] if __cpu_features__.get(t)]
         levels.setdefault(usable[-1] if usable else "baseline", __cpu_dispatch__[i:])
     assert "baseline" in levels and len(levels) >= 2  # at least the machine's best level and numpy's baseline
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from elusive.core.provenance import numpy_simd; "
+    code = ("from elusive.provenance import numpy_simd; "  # run in tests/, where python -c finds test_stats
             "from test_stats import fingerprint; print(numpy_simd()); print(fingerprint())")
     for level, disabled in levels.items():
         env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(disabled)}
-        out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], env=env, capture_output=True,
+        out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, env=env, capture_output=True,
                              text=True, check=True, timeout=300)
         simd, printed = out.stdout.splitlines()
         assert simd == level  # numpy really ran at that level

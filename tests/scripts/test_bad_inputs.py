@@ -349,7 +349,7 @@ ROWS = [
      "error: max_people=0: must be >= 1, or null for everyone in eval_data", EV_OUT, False),
     ("eval-unknown-quant", EV, (*EV_ARGS, "quant=4bits"), None,
      "error: quant=4bits: unknown; use one of null, 8bit, 4bit", EV_OUT, False),
-    # --- issue 19, class 1: an output never overwrites, sits inside or holds an input ---------------------------
+    # --- an output never overwrites, sits inside or holds an input ---------------------------------------------
     ("aug-over-its-dataset", DA, ("model={small}", "dataset={w}/bio.csv", "save_name={w}/bio", "augment_type=random"),
      _copy("bio.csv", "bios"),
      ("error: save_name={w}/bio: would write {w}/bio.csv, which is the input dataset={w}/bio.csv; choose another "
@@ -483,7 +483,7 @@ ROWS = [
      None,
      ("error: attn_dump_large={dumps}/small and attn_dump_small={dumps}/small are the same model's scores: their "
       "difference is 0 everywhere; give the larger and the smaller model's dumps"), CA_OUT, False),
-    # --- issue 25, round 3: overwriting what the user made; sweeps checked before their first job --------------
+    # --- overwriting what the user made; sweeps checked before their first job ---------------------------------
     ("biographies-over-a-dataset", MB, ("output={w}/bio.csv", "n_people=3"), _copy("bio.csv", "bios"),
      ("error: output={w}/bio.csv: the file exists (a dataset someone made or committed); give a new output= path, or "
       "add overwrite=true to replace it"), (), True),

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.run import ROOT  # noqa: E402
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # bench/ is a folder of scripts, not installed: its modules import each other as
+    sys.path.insert(0, str(ROOT))  # bench.<module>, so the tests need the project root on the path to import them
 
 
 def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:

@@ -218,3 +218,50 @@ def test_settings_added_later_leave_an_older_run_its_folder(small_model, large_m
     assert not {"save_at_passes", "lr_schedule", "warmup_passes"} & set(settings["train"])
     searched = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save_at_passes=[1]))
     assert run_folder(root, run_settings(searched, training_data(cfg, root))) != run_folder(root, settings)
+
+
+# --- make demo: a preset through run_experiment and its report ------------------------------------------------
+
+
+def _make_recipe(target: str) -> list[str]:
+    """The command lines of a Makefile target (tab-indented lines after ``target:``)."""
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return recipe
+
+
+def test_make_demo_runs_its_preset_through_run_experiment_and_the_report(small_model, large_model, tmp_path):
+    """`make demo` is one run_experiment sweep of a preset; here the same command on the tiny pair with small sizes:
+    every method the preset sweeps runs, and its report names each of them and is printed at the end."""
+    from omegaconf import OmegaConf
+
+    (command,) = _make_recipe("demo")
+    python, script, *args = command.split()
+    assert python == "$(PY)" and script == "run_experiment.py" and args[0] == "-m", command
+    preset = next(a.split("=", 1)[1] for a in args if a.startswith("experiment="))
+    conf = OmegaConf.load(ROOT / "conf" / "experiment" / f"{preset}.yaml")
+    methods = str(conf.hydra.sweeper.params.method).split(",")
+    assert len(methods) == 6 and conf.hydra.callbacks.report._target_ == "elusive.reporting.report.StudyReport"
+    proc = run_script(script, *args, f"model={small_model}", f"small_model={small_model}",
+                      f"large_model={large_model}", f"out_root={tmp_path / 'results'}", "train.epochs=1",
+                      "evaluate.max_people=2", "evaluate.max_new_tokens=2", f"hydra.sweep.dir={tmp_path / 'multirun'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]  # run from the project, as make does; writes only to tmp_path
+    root = tmp_path / "results" / str(conf.name)
+    summary = (root / "summary.md").read_text()
+    headline = summary[: summary.index("\n\n", summary.index("| method"))]
+    rows = [line for line in headline.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [row.split(" | ")[0][2:] for row in rows] == methods and all("–" not in row for row in rows)
+    assert headline in proc.stdout  # printed at the end, with where the rest is
+    assert f"wrote {root / 'summary.md'}" in proc.stdout
+    assert (root / "compare" / "qa_attention_diff_vs_plain.json").is_file()
+    assert (root / "figures" / "fig1_qa.png").read_bytes().startswith(b"\x89PNG")
+    # the README's demo block is copied from this report (scripts/readme_tables.py)
+    from helpers.script_modules import load_script
+
+    source, tables = load_script("readme_tables").SOURCES["demo"]
+    assert source == ROOT / str(conf.out_root) / str(conf.name) / "summary.md" and tables == 1

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
-import gpu_check
 import pytest
 from helpers.run import ROOT
+from helpers.script_modules import load_script
+
+gpu_check = load_script("gpu_check")
 
 
 def test_the_tiny_check_runs_on_the_cpu_and_says_what_it_could_not_check(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Results filed under the settings that made them (issue 25): run and dump keys name models by content and
+"""Results filed under the settings that made them: run and dump keys name models by content and
 extraction's batch size; one run's training texts are never another's; a checkpoint evaluated says what it is;
 a resumed run never mixes two learning-rate schedules; a fresh run never lands beside an old one; a killed
 evaluation never leaves new predictions under old results."""

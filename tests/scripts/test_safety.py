@@ -1,4 +1,4 @@
-"""Issue 19: never destroy a user's input, never produce a silently wrong result.
+"""Never destroy a user's input, never produce a silently wrong result.
 
 The one-line errors of the scripts are rows of ``test_bad_inputs.py``; here are the guarantees a table row
 cannot show: the output rule on its own (relative paths, symlinks, unwritable folders, folders a stage wrote

@@ -2,7 +2,7 @@
 ``weights_only=True``, never trusts remote code; resuming training reads checkpoints with ``weights_only=True``.
 
 Model files from the package registry are checked by SHA-256 before use; that is tested in
-tests/test_offline_models.py (a chunk whose bytes differ from its RECORD hash, a bad zip CRC and an assembled
+tests/core/test_offline_models.py (a chunk whose bytes differ from its RECORD hash, a bad zip CRC and an assembled
 file that differs from the pinned hash are refused and leave nothing behind).
 """
 
