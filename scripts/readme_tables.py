@@ -1,6 +1,6 @@
 """Copy generated tables into README.md between their markers, so no number in the README is typed by hand.
 
-    python scripts/readme_tables.py     # demo: results/cpu_qwen/summary.md; cpu_study: results/cpu_study/summary.md
+    python scripts/readme_tables.py     # demo: results/cpu_qwen/summary.md (make demo's report)
 
 A block is ``<!-- name:begin ... -->`` … ``<!-- name:end -->``; a source that does not exist leaves its block
 as it is.
@@ -15,7 +15,6 @@ from elusive.core.files import write_text_atomic
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {
     "demo": (ROOT / "results" / "cpu_qwen" / "summary.md", 1),  # make demo's report: its first table (headline)
-    "cpu_study": (ROOT / "results" / "cpu_study" / "summary.md", 1),  # its first table (exact match, headline)
 }
 
 

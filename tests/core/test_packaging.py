@@ -35,7 +35,7 @@ def test_every_third_party_import_of_the_package_is_declared():
     module_to_package = {"hydra": "hydra-core", "yaml": "omegaconf", "safetensors": "safetensors"}
     stdlib_and_own = {"elusive", "__future__"}
     imported = set()
-    for path in (ROOT / "elusive").glob("*.py"):
+    for path in (ROOT / "elusive").rglob("*.py"):
         for match in re.finditer(r"^\s*(?:from ([a-zA-Z_]\w*)[\w.]* import |import ([a-zA-Z_]\w*))", path.read_text(), re.M):
             imported.add(match.group(1) or match.group(2))
     import sys
@@ -49,7 +49,7 @@ def test_scripts_and_tests_reach_the_package_through_its_install_not_through_sys
     """`make setup` installs the package, so no script or test edits ``sys.path`` for it; only bench/ (scripts, not
     installed, whose modules import each other as ``bench.<module>``) does, and says why beside it."""
     edit = re.compile(r"sys\.path(\.insert|\.append|\[:0\]\s*=)")
-    files = [p for folder in ("scripts", "tests", "bench") for p in (ROOT / folder).glob("*.py")] + list(ROOT.glob("*.py"))
+    files = [p for folder in ("scripts", "tests", "bench") for p in (ROOT / folder).rglob("*.py")] + list(ROOT.glob("*.py"))
     edits = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8").splitlines() for p in files}
     edits = {name: [i for i, line in enumerate(lines) if edit.search(line)] for name, lines in edits.items()}
     edits = {name: found for name, found in edits.items() if found}

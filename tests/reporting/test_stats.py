@@ -582,7 +582,7 @@ def test_results_do_not_depend_on_the_simd_level():
         usable = [t for t in __cpu_dispatch__[:i] if __cpu_features__.get(t)]
         levels.setdefault(usable[-1] if usable else "baseline", __cpu_dispatch__[i:])
     assert "baseline" in levels and len(levels) >= 2  # at least the machine's best level and numpy's baseline
-    code = ("from elusive.provenance import numpy_simd; "  # run in tests/, where python -c finds test_stats
+    code = ("from elusive.core.provenance import numpy_simd; "  # run in this file's folder, where python -c finds test_stats
             "from test_stats import fingerprint; print(numpy_simd()); print(fingerprint())")
     for level, disabled in levels.items():
         env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(disabled)}
