@@ -144,8 +144,8 @@ def validate(cfg: RunExperimentConfig) -> None:
 
 
 def check_layers(cfg: RunExperimentConfig) -> None:
-    """``layers=`` against the layer count of every model stage 1 will score, read from a local folder's
-    ``config.json`` (a hub id or a ``.gguf`` file is checked when stage 1 loads it).
+    """``layers=`` against the layer count of every model stage 1 will score, read from the config of a model on
+    this machine (:func:`elusive.core.models.num_layers`; a hub id is checked when stage 1 loads it).
 
     Raises:
         InputError: A layer index the model does not have, naming the model.
@@ -154,12 +154,12 @@ def check_layers(cfg: RunExperimentConfig) -> None:
         return
     keys = ("large_model", "small_model") if cfg.method in ("attention_diff", "released") else (
         ("model",) if cfg.method == "attention" else ())
+    from elusive.core.models import num_layers
+
     for key in keys:
-        config = Path(str(getattr(cfg, key))).expanduser() / "config.json"
-        if not config.is_file():
+        if not Path(str(getattr(cfg, key))).expanduser().exists():
             continue
-        settings = json.loads(config.read_text(encoding="utf-8"))
-        n_layers = settings.get("text_config", settings).get("num_hidden_layers")
+        n_layers = num_layers(getattr(cfg, key))
         bad = [layer for layer in cfg.layers if n_layers is not None and not -n_layers <= layer < n_layers]
         if bad:
             raise InputError(f"layers={list(cfg.layers)}: layer {bad[0]} does not exist in {key}={getattr(cfg, key)} "

@@ -327,9 +327,9 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def max_positions(model: str) -> int | None:
-    """The longest sequence ``model`` was built for (its text config's ``max_position_embeddings``), read from
-    its config without loading weights; None when the config cannot be read or does not say."""
+def _text_setting(model: str, key: str) -> int | None:
+    """One value of ``model``'s text config, read from its config without loading weights; None when the config
+    cannot be read or does not say."""
     from transformers import AutoConfig
 
     name, extra = _source(model)
@@ -337,7 +337,17 @@ def max_positions(model: str) -> int | None:
         config = AutoConfig.from_pretrained(name, **extra)
     except (OSError, ValueError):
         return None
-    return getattr(config.get_text_config(), "max_position_embeddings", None)
+    return getattr(config.get_text_config(), key, None)
+
+
+def max_positions(model: str) -> int | None:
+    """The longest sequence ``model`` was built for (``max_position_embeddings``); None when unknown."""
+    return _text_setting(model, "max_position_embeddings")
+
+
+def num_layers(model: str) -> int | None:
+    """How many decoder layers ``model`` has (``num_hidden_layers``); None when unknown."""
+    return _text_setting(model, "num_hidden_layers")
 
 
 def describe(model: str) -> str:

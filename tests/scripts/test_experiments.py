@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import json
 
 import pandas as pd
@@ -90,6 +91,17 @@ def _tiny(small_model, large_model, tmp_path, **changes):
                                               prompts=str(ROOT / "data" / "prompts.csv")))
     settings.update(changes)
     return RunExperimentConfig(**settings)
+
+
+def test_layers_are_checked_against_every_scored_model_before_any_work(small_model, large_model, tmp_path):
+    """The tiny pair has 2 (small) and 3 (large) layers: layer 2 exists only in the large model, -3 only there too."""
+    for layers, key in (([2], "small_model"), ([-3], "small_model"), ([0, 3], "large_model")):
+        cfg = _tiny(small_model, large_model, tmp_path, method="attention_diff", layers=layers, dry_run=True)
+        with pytest.raises(InputError, match=re.escape(f"layers={layers}: layer {layers[-1]} does not exist in {key}=")
+                           + rf".* \({2 if key == 'small_model' else 3} layers\); fix layers"):
+            run_experiment(cfg)
+    run_experiment(_tiny(small_model, large_model, tmp_path, method="attention_diff", layers=[0, -2], dry_run=True))
+    assert not (tmp_path / "exp").exists()
 
 
 def test_runs_are_kept_apart_by_every_setting_and_skipped_when_done(small_model, large_model, tmp_path, monkeypatch):
